@@ -1,0 +1,5 @@
+"""The public names of pyramid_scheduler, as the 0.3.x ``api`` module had them."""
+from .errors import (  # noqa: F401 (re-exported)
+    BrokerUnavailable, ConfigurationError, InvalidJob, InvalidMessage,
+    InvalidQueue, SchedulerError)
+from .events import Event  # noqa: F401

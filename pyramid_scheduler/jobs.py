@@ -1,0 +1,293 @@
+"""Build and validate a job at add time, before anything is sent.
+
+A job travels as a plain dict (the "spec"): id, kind, func reference, args,
+kwargs, trigger fields and options, all of which survive the configured
+serializer. Everything a producer can check is checked here, so a bad job
+fails in the request that made it, with a message that says what to do.
+"""
+import datetime
+import importlib
+import inspect
+import time
+import uuid
+
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from kombu import serialization
+from tzlocal import get_localzone
+
+from .errors import InvalidJob
+
+KINDS = ('async', 'date', 'interval', 'cron')
+JOB_OPTIONS = ('id', 'name', 'misfire_grace_time', 'coalesce',
+               'max_instances')
+INTERVAL_FIELDS = ('weeks', 'days', 'hours', 'minutes', 'seconds')
+CRON_FIELDS = ('year', 'month', 'day', 'week', 'day_of_week', 'hour',
+               'minute', 'second')
+
+
+def new_job_id():
+    return uuid.uuid4().hex
+
+
+# --- the function --------------------------------------------------------
+
+def func_reference(func):
+    """``module:qualname`` of a module-level function, or InvalidJob."""
+    if isinstance(func, str):
+        return _reference_from_string(func)
+    if not inspect.isfunction(func):
+        raise InvalidJob(
+            f'{func!r} cannot be scheduled: jobs must be plain module-level '
+            'functions (not methods, builtins, classes or callable objects); '
+            'wrap it in a function defined at the top of a module')
+    module, qualname = func.__module__, func.__qualname__
+    if '<lambda>' in qualname or '<locals>' in qualname:
+        raise InvalidJob(
+            f'{module}.{qualname} cannot be scheduled: lambdas and nested '
+            'functions cannot be found again by name in the process that '
+            'runs the job; define it at the top level of a module')
+    if module == '__main__':
+        raise InvalidJob(
+            f'{qualname} is defined in __main__, which the scheduler process '
+            'cannot import; move it into an importable module')
+    ref = f'{module}:{qualname}'
+    try:
+        found = resolve_reference(ref)
+    except InvalidJob:
+        found = None
+    if found is not func:
+        raise InvalidJob(
+            f'{module}.{qualname} cannot be scheduled: importing {ref} does '
+            'not give back the same function (is it decorated, or replaced '
+            'at import time?); schedule a module-level function')
+    return ref
+
+
+def _reference_from_string(text):
+    ref = text.strip()
+    if ':' not in ref:
+        module, _, name = ref.rpartition('.')
+        if not module:
+            raise InvalidJob(f'{text!r} is not a function reference; use '
+                             '"package.module:function"')
+        ref = f'{module}:{name}'
+    if not callable(resolve_reference(ref)):
+        raise InvalidJob(f'{ref} is not callable')
+    return ref
+
+
+def resolve_reference(ref):
+    """The object named by ``module:qualname``, or InvalidJob saying why."""
+    module_name, _, qualname = ref.partition(':')
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as exc:
+        raise InvalidJob(f'cannot import module {module_name!r} of job '
+                         f'function {ref}: {exc}') from exc
+    for part in qualname.split('.'):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise InvalidJob(f'module {module_name!r} has no function '
+                             f'{qualname!r} (job function {ref})') from None
+    return obj
+
+
+def check_allowed(ref, allowed_modules):
+    """Refuse functions outside ``scheduler.allowed_modules`` (when set)."""
+    if not allowed_modules:
+        return
+    module = ref.partition(':')[0]
+    for prefix in allowed_modules:
+        if module == prefix or module.startswith(prefix.rstrip('.') + '.'):
+            return
+    raise InvalidJob(
+        f'{ref} is outside the modules allowed to be scheduled '
+        f'({", ".join(allowed_modules)}); add its module to the setting '
+        '"scheduler.allowed_modules"')
+
+
+# --- arguments ------------------------------------------------------------
+
+def _normalized(value):
+    """What a round trip through a text serializer is expected to give."""
+    if isinstance(value, (list, tuple)):
+        return [_normalized(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normalized(v) for k, v in value.items()}
+    return value
+
+
+def check_round_trip(args, kwargs, serializer):
+    payload = {'args': args, 'kwargs': kwargs}
+    try:
+        content_type, encoding, data = serialization.dumps(payload, serializer)
+        back = serialization.loads(data, content_type, encoding,
+                                   accept=[content_type])
+    except Exception as exc:
+        raise InvalidJob(
+            f'the job arguments cannot be sent with the {serializer!r} '
+            f'serializer ({exc}); pass plain data (str, int, float, bool, '
+            'None, list, dict, datetime, date, Decimal, UUID) such as ids, '
+            'and load objects inside the job') from exc
+    if _normalized(back) != _normalized(payload):
+        raise InvalidJob(
+            f'the job arguments do not survive the {serializer!r} serializer '
+            f'unchanged ({payload!r} comes back as {back!r}); pass plain data')
+
+
+def normalize_args(args, kwargs):
+    if args is None:
+        args = []
+    if kwargs is None:
+        kwargs = {}
+    if isinstance(args, (str, bytes)) or not isinstance(args, (list, tuple)):
+        raise InvalidJob(f'args must be a list or tuple, not {args!r}')
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str)
+                                               for k in kwargs):
+        raise InvalidJob(f'kwargs must be a dict with str keys, not {kwargs!r}')
+    return list(args), dict(kwargs)
+
+
+# --- dates and triggers -----------------------------------------------------
+
+def as_aware_datetime(value, field, timezone):
+    """Epoch numbers, naive datetimes (local time) and aware ones."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidJob(f'{field} must be a datetime or an epoch number')
+    if isinstance(value, (int, float)):
+        return datetime.datetime.fromtimestamp(value, datetime.timezone.utc)
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            return value.replace(tzinfo=timezone or get_localzone())
+        return value
+    if isinstance(value, datetime.date):
+        return datetime.datetime.combine(value, datetime.time()).replace(
+            tzinfo=timezone or get_localzone())
+    if isinstance(value, str):
+        try:
+            return as_aware_datetime(datetime.datetime.fromisoformat(value),
+                                     field, timezone)
+        except ValueError:
+            pass
+    raise InvalidJob(f'{field} must be a datetime, a date, an ISO 8601 '
+                     f'string or an epoch number, not {value!r}')
+
+
+def build_trigger(kind, fields, timezone):
+    """The APScheduler trigger for a spec's trigger fields (validates them)."""
+    fields = dict(fields)
+    tz = fields.pop('timezone', None) or timezone or get_localzone()
+    try:
+        if kind == 'date':
+            return DateTrigger(run_date=fields['run_date'], timezone=tz)
+        if kind == 'interval':
+            return IntervalTrigger(timezone=tz, **fields)
+        if kind == 'cron':
+            crontab = fields.pop('crontab', None)
+            if crontab:
+                trigger = CronTrigger.from_crontab(crontab, timezone=tz)
+                if fields.get('start_date') or fields.get('end_date') \
+                        or fields.get('jitter'):
+                    trigger.start_date = _as_tz(fields.get('start_date'), tz) \
+                        or trigger.start_date
+                    trigger.end_date = _as_tz(fields.get('end_date'), tz)
+                    trigger.jitter = fields.get('jitter')
+                return trigger
+            return CronTrigger(timezone=tz, **fields)
+    except (ValueError, TypeError) as exc:
+        raise InvalidJob(f'invalid {kind} schedule {fields!r}: {exc}') from exc
+    raise InvalidJob(f'unknown job kind {kind!r}')
+
+
+def _as_tz(value, tz):
+    if value is None:
+        return None
+    from apscheduler.util import convert_to_datetime
+    return convert_to_datetime(value, tz, 'date')
+
+
+def _check_options(options, kind):
+    allowed = JOB_OPTIONS + (('end_date', 'jitter', 'timezone')
+                             if kind in ('interval', 'cron') else ())
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise InvalidJob(f'unknown option(s) {", ".join(unknown)} for a '
+                         f'{kind} job; allowed: {", ".join(allowed)}')
+    if 'id' in options and (not isinstance(options['id'], str)
+                            or not options['id'].strip()):
+        raise InvalidJob(f'job id must be a non-empty string, not '
+                         f'{options["id"]!r}')
+    for name in ('misfire_grace_time', 'max_instances'):
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(
+                value, (int, float)) or value <= 0):
+            raise InvalidJob(f'{name} must be a positive number, not {value!r}')
+
+
+def _timezone_field(fields, timezone):
+    tz = fields.get('timezone')
+    if tz is None:
+        return timezone
+    from apscheduler.util import astimezone
+    try:
+        return astimezone(tz)
+    except Exception as exc:
+        raise InvalidJob(f'invalid timezone {tz!r}: {exc}') from exc
+
+
+def build_spec(settings, kind, func, args=None, kwargs=None, queue=None,
+               trigger=None, options=None, now=None):
+    """Validate a job and return ``(queue, spec)``; raises InvalidJob."""
+    queue = settings.check_queue(queue)
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    _check_options(options, kind)
+    ref = func_reference(func)
+    check_allowed(ref, settings.allowed_modules)
+    args, kwargs = normalize_args(args, kwargs)
+    check_round_trip(args, kwargs, settings.serializer)
+    fields = {k: v for k, v in (trigger or {}).items() if v is not None}
+    for name in ('end_date', 'jitter', 'timezone'):
+        if name in options:
+            fields[name] = options.pop(name)
+    timezone = _timezone_field(fields, settings.timezone)
+    if 'timezone' in fields:
+        fields['timezone'] = str(timezone)
+    for name in ('run_date', 'start_date', 'end_date'):
+        if name in fields:
+            fields[name] = as_aware_datetime(fields[name], name, timezone)
+    if kind != 'async':
+        trigger_obj = build_trigger(kind, fields, timezone)
+        _check_not_too_late(kind, trigger_obj, fields, options, settings, now)
+    spec = {
+        'id': options.pop('id', None) or new_job_id(),
+        'kind': kind,
+        'func': ref,
+        'args': args,
+        'kwargs': kwargs,
+        'trigger': fields,
+        'options': options,
+        'created_at': time.time(),
+    }
+    return queue, spec
+
+
+def _check_not_too_late(kind, trigger, fields, options, settings, now):
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if trigger.get_next_fire_time(None, now) is not None:
+        if kind != 'date':
+            return
+        grace = options.get('misfire_grace_time', settings.misfire_grace_time)
+        late = (now - fields['run_date']).total_seconds()
+        if late <= grace:
+            return
+        raise InvalidJob(
+            f'the date {fields["run_date"].isoformat()} is {late:.0f}s in the '
+            f'past, more than the misfire grace time ({grace:.0f}s), so the job '
+            'would never run; pick a future date, or raise misfire_grace_time')
+    raise InvalidJob(f'this {kind} schedule never fires (is end_date before '
+                     f'start_date?): {fields!r}')

@@ -1,0 +1,167 @@
+"""Sending messages: bounded retries, signing, and transaction awareness."""
+import logging
+import os
+import threading
+import time
+
+from kombu import serialization
+
+from . import broker, signing
+from .errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Producer:
+    """Publishes message bodies to the broker, safe to share across threads.
+
+    A connection pool is made lazily per process: after a fork the child
+    builds its own instead of reusing the parent's sockets.
+    """
+
+    def __init__(self, settings, pool_limit=10):
+        self.settings = settings
+        self._pool_limit = pool_limit
+        self._pool = None
+        self._pool_pid = None
+        self._lock = threading.Lock()
+
+    def _connections(self):
+        with self._lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = broker.connect(self.settings).Pool(
+                    limit=self._pool_limit)
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def close(self):
+        with self._lock:
+            if self._pool is not None and self._pool_pid == os.getpid():
+                self._pool.force_close_all()
+            self._pool = None
+
+    def encode(self, body):
+        """``(payload, content_type, content_encoding, headers)``.
+
+        The signature covers the serialized payload before compression
+        (kombu decompresses before a consumer sees the body).
+        """
+        content_type, encoding, payload = serialization.dumps(
+            body, self.settings.serializer)
+        headers = {}
+        if self.settings.secrets:
+            headers[signing.HEADER] = signing.sign(
+                self.settings.secrets[0], payload, content_type, encoding)
+        return payload, content_type, encoding, headers
+
+    def publish(self, body, routing_key, declare=(), timeout=None):
+        """Send ``body`` to the queue ``routing_key`` or raise BrokerUnavailable.
+
+        Retries broker errors until ``scheduler.broker.send_timeout`` has
+        passed: a web request never waits longer than that on the broker.
+        """
+        timeout = self.settings.send_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        payload, content_type, encoding, headers = self.encode(body)
+        pool = self._connections()
+        try:
+            with pool.acquire(block=True, timeout=timeout) as connection:
+                self._publish(connection, payload, content_type, encoding,
+                              headers, routing_key, declare, deadline)
+        except BrokerUnavailable:
+            raise
+        except Exception as exc:
+            if _is_connection_error(exc, pool):
+                raise self._unavailable(exc, timeout) from exc
+            raise
+
+    def _publish(self, connection, payload, content_type, encoding, headers,
+                 routing_key, declare, deadline):
+        def remaining():
+            return max(deadline - time.monotonic(), 0.05)
+
+        def give_up_after_deadline(exc, interval):
+            if time.monotonic() + interval >= deadline:
+                raise exc
+
+        retry = dict(errback=give_up_after_deadline, max_retries=None,
+                     interval_start=0, interval_step=0.1, interval_max=0.5)
+        connection.ensure_connection(timeout=remaining(), **retry)
+        producer = connection.Producer()
+        publish = connection.ensure(producer, producer.publish, **retry)
+        publish(payload, routing_key=routing_key, exchange='',
+                content_type=content_type, content_encoding=encoding,
+                headers=headers, declare=list(declare), delivery_mode=2,
+                compression=self.settings.compressor, timeout=remaining())
+
+    def _unavailable(self, exc, timeout):
+        url = broker.redact_url(self.settings.broker_url)
+        return BrokerUnavailable(
+            f'the broker at {url} could not be reached within {timeout:g}s '
+            f'({type(exc).__name__}: {exc}); the job was not sent. Check '
+            'that the broker runs, or raise scheduler.broker.send_timeout')
+
+
+def _is_connection_error(exc, pool):
+    import socket
+    errors = (OSError, socket.timeout, TimeoutError)
+    try:
+        with pool.acquire(block=False) as connection:
+            errors = errors + tuple(connection.connection_errors) + tuple(
+                connection.channel_errors)
+    except Exception:
+        pass
+    from kombu.exceptions import OperationalError
+    return isinstance(exc, errors + (OperationalError,))
+
+
+class AfterCommitSender:
+    """Defers a send to the end of the caller's transaction, if it has one.
+
+    pyramid_tm marks the request's environ with ``tm.active`` while its
+    transaction is open; an explicit-mode ``transaction`` manager says so by
+    returning a transaction from ``get()``. Otherwise there is nobody who will
+    commit, and the message goes out at once.
+    """
+
+    def __init__(self, enabled):
+        self.enabled = enabled
+
+    def current_transaction(self):
+        if not self.enabled:
+            return None
+        try:
+            import transaction
+        except ImportError:
+            return None
+        from pyramid.threadlocal import get_current_request
+        request = get_current_request()
+        environ = getattr(request, 'environ', None) or {}
+        if environ.get('tm.active'):
+            manager = environ.get('tm.manager') or transaction.manager
+            return manager.get()
+        if transaction.manager.explicit:
+            try:
+                return transaction.manager.get()
+            except transaction.interfaces.NoTransaction:
+                return None
+        return None
+
+    def send(self, send):
+        """Call ``send()`` now, or after the current transaction commits."""
+        txn = self.current_transaction()
+        if txn is None:
+            return send()
+
+        def after_commit(committed):
+            if not committed:
+                log.debug('transaction aborted: message not sent')
+                return
+            try:
+                send()
+            except Exception:
+                # The request has already committed; all we can do is tell.
+                log.exception('could not send a job after its transaction '
+                              'committed; the job is lost')
+        txn.addAfterCommitHook(after_commit)
+        return None

@@ -1,0 +1,628 @@
+"""The job runtime: a kombu consumer plus an APScheduler, for some queues.
+
+One :class:`Runtime` serves one queue in each pscheduler child, or every
+queue in a combined-mode web process. Its threads:
+
+- the consumer thread owns the broker connection: it receives messages,
+  stores deferred jobs, hands async jobs to the worker pool, answers admin
+  commands, and acknowledges messages (kombu connections are not thread-safe,
+  so workers queue their acknowledgements for it);
+- APScheduler's thread wakes deferred jobs from the persistent job stores;
+- a bounded pool of worker threads runs the jobs, async and deferred alike.
+
+A message is acknowledged only once its job is durable (stored) or done
+(async), so a runtime killed at any moment leaves its job to be redelivered.
+"""
+import datetime
+import logging
+import os
+import queue as queue_module
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.executors.pool import ThreadPoolExecutor as APSThreadPool
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from kombu import compression, serialization
+from kombu.mixins import ConsumerMixin
+
+from . import admin, broker, signing, wire
+from .errors import InvalidJob, InvalidMessage
+from .events import Event, Listeners
+from .execution import run_job
+from .jobs import build_trigger
+from .storelock import StoreLock, lock_path
+
+log = logging.getLogger(__name__)
+
+INTERNAL_STORE = '_internal'
+STORED_JOB_FUNC = 'pyramid_scheduler.execution:stored_job_marker'
+
+
+class JobInfo(dict):
+    """What listeners get as ``event.job``: the job's spec, with attributes."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Stats:
+    """Counters for the ``status`` admin command; updated from any thread."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.started = time.time()
+        self.counts = {'received': 0, 'executed': 0, 'failed': 0,
+                       'missed': 0, 'dead_lettered': 0}
+
+    def add(self, name, n=1):
+        with self._lock:
+            self.counts[name] += n
+
+    def snapshot(self):
+        with self._lock:
+            return dict(self.counts)
+
+
+class RuntimeExecutor(BaseExecutor):
+    """APScheduler executor that runs stored jobs through the runtime.
+
+    The job store holds the job's spec, not a callable; this executor gives
+    the spec to the runtime, which runs it in its worker pool and fires the
+    events in order.
+    """
+
+    def __init__(self, runtime):
+        super().__init__()
+        self._runtime = runtime
+
+    def _do_submit_job(self, job, run_times):
+        last_run = job.trigger.get_next_fire_time(
+            run_times[-1], datetime.datetime.now(datetime.timezone.utc)) is None
+        self._runtime.submit(self._run, job, run_times, last_run)
+
+    def _run(self, job, run_times, last_run):
+        try:
+            self._runtime.run_stored_job(job, run_times, last_run)
+        finally:
+            self._run_job_success(job.id, [])
+
+
+class _Consumer(ConsumerMixin):
+    """kombu's consumer loop with our hooks; runs in the consumer thread."""
+
+    # Short drain timeouts let the loop send the workers' acknowledgements
+    # promptly; an idle wake-up costs a few microseconds.
+    safety_interval = 0.05
+
+    def __init__(self, runtime, connection):
+        self.runtime = runtime
+        self.connection = connection
+        self._consumers = []
+        self._down_since = None
+
+    def get_consumers(self, Consumer, channel):
+        runtime = self.runtime
+        consumer = Consumer(queues=runtime.kombu_queues(),
+                            on_message=runtime.on_message,
+                            prefetch_count=runtime.prefetch_count,
+                            accept=None)
+        self._consumers = [consumer]
+        return self._consumers
+
+    def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        if self._down_since is not None:
+            log.warning('broker connection restored after %.1fs',
+                        time.monotonic() - self._down_since)
+            self._down_since = None
+        self.runtime.on_consume_ready(connection, channel)
+
+    def on_connection_error(self, exc, interval):
+        self.runtime.beat()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.error('broker %s unreachable (%s); retrying with backoff, '
+                      'next try in %ss', broker.redact_url(
+                          self.runtime.settings.broker_url), exc, interval)
+
+    def on_iteration(self):
+        self.runtime.on_iteration(self)
+
+    def cancel_consumers(self):
+        for consumer in self._consumers:
+            try:
+                consumer.cancel()
+            except Exception:
+                log.debug('cancelling the consumer failed', exc_info=True)
+        self._consumers = []
+
+    def run(self, _tokens=1, **kwargs):
+        errors = (self.connection.connection_errors
+                  + self.connection.channel_errors)
+        while not self.should_stop:
+            try:
+                for _ in self.consume(limit=None,
+                                      safety_interval=self.safety_interval):
+                    pass
+            except errors as exc:
+                self.runtime.beat()
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.error('lost the broker connection (%s); reconnecting',
+                              exc)
+                time.sleep(0.5)
+
+
+class Runtime:
+    """Consume ``queues`` and run their jobs; see the module docstring."""
+
+    def __init__(self, settings, queues=None, registry=None, listeners=None):
+        self.settings = settings
+        self.queues = tuple(queues or settings.queues)
+        for queue in self.queues:
+            settings.check_queue(queue)
+        self.registry = registry
+        self.listeners = listeners if listeners is not None else Listeners()
+        self.stats = Stats()
+        self.prefetch_count = sum(settings.executor_size(q)
+                                  for q in self.queues)
+        self._acks = queue_module.SimpleQueue()
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        self._locks = {q: StoreLock(lock_path(settings, q))
+                       for q in self.queues}
+        self._stop_requested = threading.Event()
+        self._drained = threading.Event()
+        self._ready = threading.Event()
+        self._last_beat = time.monotonic()
+        self._pool = None
+        self._scheduler = None
+        self._consumer = None
+        self._thread = None
+        self._channel = None
+        self.dead_letters = []
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def acquire_stores(self, timeout=0, should_stop=lambda: False):
+        """Take the lock of every queue's job store; False if one is held."""
+        for queue, lock in self._locks.items():
+            got = (lock.acquire(timeout, should_stop) if timeout
+                   else lock.try_acquire())
+            if not got:
+                log.info('job store of queue %r is in use by another '
+                         'scheduler process (lock %s)', queue, lock.path)
+                return False
+        return True
+
+    def start(self):
+        """Start consuming; the caller must hold the job store locks."""
+        if not all(lock.held for lock in self._locks.values()):
+            raise RuntimeError('acquire_stores() before start()')
+        self._pool = ThreadPoolExecutor(max_workers=self.prefetch_count,
+                                        thread_name_prefix='pscheduler-job')
+        self._scheduler = self._make_scheduler()
+        self._scheduler.start()
+        connection = broker.connect(self.settings)
+        self._consumer = _Consumer(self, connection)
+        self._thread = threading.Thread(target=self._consume,
+                                        name='pscheduler-consumer',
+                                        daemon=True)
+        self._thread.start()
+        log.info('serving queue(s) %s', ', '.join(self.queues))
+
+    def _make_scheduler(self):
+        settings = self.settings
+        jobstores = {INTERNAL_STORE: MemoryJobStore()}
+        for queue in self.queues:
+            jobstores[queue] = self._make_jobstore(queue)
+        scheduler = BackgroundScheduler(
+            jobstores=jobstores,
+            executors={'default': RuntimeExecutor(self),
+                       'internal': APSThreadPool(1)},
+            job_defaults={'misfire_grace_time': settings.misfire_grace_time,
+                          'coalesce': settings.coalesce,
+                          'max_instances': 1},
+            timezone=settings.timezone or _local_timezone(),
+        )
+        if settings.apscheduler_options:
+            scheduler.configure(gconfig=settings.apscheduler_options,
+                                prefix='apscheduler.')
+        if settings.housekeeping_interval:
+            scheduler.add_job(self.housekeeping, 'interval',
+                              seconds=settings.housekeeping_interval,
+                              jobstore=INTERNAL_STORE, executor='internal',
+                              id='housekeeping', name='housekeeping')
+        return scheduler
+
+    def _make_jobstore(self, queue):
+        settings = self.settings
+        if settings.jobstore_class is not None:
+            return settings.jobstore_class(**settings.jobstore_options)
+        options = {}
+        if settings.jobstore_url.startswith('sqlite'):
+            options['connect_args'] = {'timeout': broker.SQLITE_BUSY_TIMEOUT}
+        else:
+            options['pool_pre_ping'] = True
+        table = f'{settings.scheduler_id}_{queue}_jobs'.replace('.', '_')
+        return SQLAlchemyJobStore(url=settings.jobstore_url, tablename=table,
+                                  engine_options=options)
+
+    def _consume(self):
+        try:
+            self._consumer.run()
+        except Exception:
+            log.exception('the consumer thread failed')
+        finally:
+            self._drained.set()
+
+    def request_stop(self):
+        """Stop taking messages; running jobs go on (see :meth:`stop`)."""
+        self._stop_requested.set()
+
+    def stop(self, timeout=None):
+        """Drain: stop taking messages, let running jobs finish, release.
+
+        Jobs still running after ``timeout`` seconds are left unacknowledged
+        (they will be redelivered); queued async jobs that had not started are
+        handed back to the broker.
+        """
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._stop_requested.set()
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._thread is not None:
+            self._drained.wait(max(deadline - time.monotonic(), 0) + 2)
+        for lock in self._locks.values():
+            lock.release()
+        log.info('stopped serving queue(s) %s', ', '.join(self.queues))
+
+    @property
+    def running(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    def beat(self):
+        self._last_beat = time.monotonic()
+
+    def seconds_since_beat(self):
+        return time.monotonic() - self._last_beat
+
+    def wait_ready(self, timeout):
+        return self._ready.wait(timeout)
+
+    # --- consumer thread hooks -----------------------------------------------
+
+    def kombu_queues(self):
+        queues = []
+        for queue in self.queues:
+            queues.append(broker.admin_queue(self.settings, queue))
+            queues.append(broker.job_queue(self.settings, queue))
+        return queues
+
+    def on_consume_ready(self, connection, channel):
+        self._channel = channel
+        self._ready.set()
+
+    def on_iteration(self, consumer):
+        self.beat()
+        self._send_acks()
+        if not self._stop_requested.is_set():
+            return
+        if consumer._consumers:
+            consumer.cancel_consumers()
+        if not self.inflight or self._pool_finished():
+            self._send_acks()
+            consumer.should_stop = True
+
+    def _pool_finished(self):
+        return self._pool is None or all(
+            not t.is_alive() for t in getattr(self._pool, '_threads', ()))
+
+    def _send_acks(self):
+        while True:
+            try:
+                message, action = self._acks.get_nowait()
+            except queue_module.Empty:
+                return
+            try:
+                if action == 'ack':
+                    message.ack()
+                else:
+                    message.reject(requeue=True)
+            except Exception:
+                log.warning('could not acknowledge a message; it may be '
+                            'delivered again', exc_info=True)
+
+    def on_message(self, message):
+        """Called in the consumer thread for every message."""
+        self.stats.add('received')
+        try:
+            body = self.decode(message)
+        except InvalidMessage as exc:
+            self.dead_letter(message, str(exc))
+            return
+        handler = {
+            wire.JOB_CREATED: self._on_job_created,
+            wire.JOB_CANCELED: self._on_job_canceled,
+            wire.COMMAND: self._on_command,
+        }.get(body['type'])
+        if handler is None:
+            self.dead_letter(message, f'unexpected {body["type"]} message')
+            return
+        try:
+            handler(body, message)
+        except InvalidJob as exc:
+            self.dead_letter(message, str(exc), body)
+        except Exception as exc:
+            # Most likely the job store is unreachable: hand the message back
+            # so it is tried again rather than lost.
+            log.exception('could not handle %s message; it will be retried',
+                          body['type'])
+            message.reject(requeue=True)
+            time.sleep(1)
+
+    def decode(self, message):
+        """Verify and decode a message body, or raise InvalidMessage."""
+        settings = self.settings
+        if settings.secrets:
+            signing.verify(settings.secrets,
+                           (message.headers or {}).get(signing.HEADER),
+                           message.body, message.content_type,
+                           message.content_encoding, settings.max_message_age)
+        expected = serialization.registry._encoders[settings.serializer][0]
+        if message.content_type != expected:
+            raise InvalidMessage(
+                f'content type {message.content_type!r} refused: this '
+                f'consumer accepts only {expected!r} '
+                f'(scheduler.broker.serializer = {settings.serializer})')
+        try:
+            body = serialization.loads(message.body, message.content_type,
+                                       message.content_encoding,
+                                       accept=[expected])
+        except Exception as exc:
+            raise InvalidMessage(f'body does not decode: {exc}') from exc
+        return wire.validate(body)
+
+    def dead_letter(self, message, reason, body=None):
+        """Log the reason and move the raw message to the dead-letter queue."""
+        queue = (message.delivery_info or {}).get('routing_key', '?')
+        log.error('rejected a message from %s: %s; moved to the dead-letter '
+                  'queue', queue, reason)
+        self.stats.add('dead_lettered')
+        self.dead_letters = (self.dead_letters + [
+            {'at': time.time(), 'queue': queue, 'reason': reason}])[-100:]
+        target = self._dead_letter_queue_for(queue)
+        try:
+            producer = self._channel.connection.client.Producer(self._channel)
+            producer.publish(
+                message.body, routing_key=target.name, exchange='',
+                content_type=message.content_type or 'application/data',
+                content_encoding=message.content_encoding or 'binary',
+                headers={'x-pscheduler-reason': reason[:1000],
+                         'x-pscheduler-queue': queue},
+                declare=[target], delivery_mode=2)
+        except Exception:
+            log.exception('could not move a rejected message to %s',
+                          target.name)
+        message.ack()
+
+    def _dead_letter_queue_for(self, routing_key):
+        for queue in self.queues:
+            if routing_key in (broker.queue_name(self.settings, queue),
+                               broker.admin_queue_name(self.settings, queue)):
+                return broker.dead_letter_queue(self.settings, queue)
+        return broker.dead_letter_queue(self.settings, self.queues[0])
+
+    # --- job messages --------------------------------------------------------
+
+    def _check_queue(self, body):
+        if body['queue'] not in self.queues:
+            raise InvalidJob(f'message for queue {body["queue"]!r} arrived at '
+                             f'a runtime serving {", ".join(self.queues)}')
+
+    def _on_job_created(self, body, message):
+        self._check_queue(body)
+        spec = body['job']
+        queue = body['queue']
+        job = JobInfo(spec, queue=queue)
+        if spec['kind'] == 'async':
+            self._track(+1)
+            self.listeners.notify(Event(Event.JOB_CREATED, job=job,
+                                        queue=queue))
+            self.submit(self._run_async, job, message)
+            return
+        trigger = build_trigger(spec['kind'], spec['trigger'],
+                                self.settings.timezone)
+        options = dict(spec['options'])
+        name = options.pop('name', None) or spec['func']
+        self.listeners.notify(Event(Event.JOB_CREATED, job=job, queue=queue))
+        self._scheduler.add_job(
+            STORED_JOB_FUNC, trigger, args=(queue, spec), id=spec['id'],
+            name=name, jobstore=queue, replace_existing=True, **options)
+        message.ack()
+
+    def _on_job_canceled(self, body, message):
+        self._check_queue(body)
+        queue, job_id = body['queue'], body['job_id']
+        try:
+            job = self._scheduler.get_job(job_id, jobstore=queue)
+            self._scheduler.remove_job(job_id, jobstore=queue)
+        except JobLookupError:
+            log.warning('cancel of job %s in queue %s: no such job (it may '
+                        'have run already)', job_id, queue)
+            job = None
+        if job is not None:
+            info = JobInfo(job.args[1], queue=queue)
+            self.listeners.notify(Event(Event.JOB_CANCELED, job=info,
+                                        queue=queue))
+            self.listeners.notify(Event(Event.JOB_REMOVED, job=info,
+                                        queue=queue))
+        message.ack()
+
+    def _on_command(self, body, message):
+        try:
+            admin.handle_command(self, body)
+        finally:
+            message.ack()
+
+    def reply(self, body, result=None, error=None, queue=None):
+        if not body.get('reply_to'):
+            return
+        reply = wire.reply(body['request_id'], queue or self.queues[0],
+                           os.getpid(), result=result, error=error)
+        content_type, encoding, payload = serialization.dumps(reply, 'json')
+        headers = {}
+        if self.settings.secrets:
+            headers[signing.HEADER] = signing.sign(
+                self.settings.secrets[0], payload, content_type, encoding)
+        target = broker.kombu_queue(body['reply_to'], durable=False)
+        producer = self._channel.connection.client.Producer(self._channel)
+        producer.publish(payload, routing_key=target.name, exchange='',
+                         content_type=content_type, content_encoding=encoding,
+                         headers=headers, declare=[target])
+
+    # --- running jobs ----------------------------------------------------------
+
+    def submit(self, fn, *args):
+        self._pool.submit(fn, *args)
+
+    def _track(self, delta):
+        with self._inflight_lock:
+            self._inflight += delta
+
+    @property
+    def inflight(self):
+        with self._inflight_lock:
+            return self._inflight
+
+    def _run_async(self, job, message):
+        try:
+            self._execute(job)
+            self._notify(Event.JOB_REMOVED, job)
+        finally:
+            self._track(-1)
+            self._acks.put((message, 'ack'))
+
+    def run_stored_job(self, aps_job, run_times, last_run):
+        queue, spec = aps_job.args
+        job = JobInfo(spec, queue=queue)
+        self._track(+1)
+        try:
+            now = datetime.datetime.now(datetime.timezone.utc)
+            for run_time in run_times:
+                late = (now - run_time).total_seconds()
+                grace = aps_job.misfire_grace_time
+                if grace is not None and late > grace:
+                    self._missed(job, run_time, late)
+                    continue
+                self._execute(job, scheduled_run_time=run_time)
+            if last_run:
+                self._notify(Event.JOB_REMOVED, job)
+        finally:
+            self._track(-1)
+
+    def _missed(self, job, run_time, late):
+        self.stats.add('missed')
+        log.warning('job %s (%s) missed its run time %s by %.1fs, more than '
+                    'its misfire grace time; not run', job['id'], job['func'],
+                    run_time.isoformat(), late)
+        self._notify(Event.JOB_MISSED, job, scheduled_run_time=run_time)
+
+    def _execute(self, job, **extra):
+        started = time.time()
+        try:
+            retval = run_job(job, registry=self.registry,
+                             delegator=self.settings.delegator,
+                             allowed_modules=self.settings.allowed_modules)
+        except Exception as exc:
+            self.stats.add('failed')
+            log.error('job %s (%s) failed', job['id'], job['func'],
+                      exc_info=True)
+            self._notify(Event.JOB_FAILED, job, exception=exc,
+                         traceback=traceback.format_exc(), **extra)
+            return
+        self.stats.add('executed')
+        log.debug('job %s (%s) done in %.3fs', job['id'], job['func'],
+                  time.time() - started)
+        self._notify(Event.JOB_EXECUTED, job, retval=retval, **extra)
+
+    def _notify(self, type_, job, **params):
+        self.listeners.notify(Event(type_, job=job, queue=job['queue'],
+                                    **params))
+
+    # --- housekeeping and introspection ----------------------------------------
+
+    def housekeeping(self):
+        """Delete consumed embedded messages; call housekeeping.append."""
+        if self.settings.embedded:
+            deleted = delete_consumed_messages(self.settings)
+            log.info('housekeeping: deleted %d consumed messages', deleted)
+        append = self.settings.housekeeping_append
+        if append is not None:
+            from .execution import app_threadlocals
+            with app_threadlocals(self.registry):
+                append()
+
+    def jobstore(self, queue):
+        return self._scheduler._lookup_jobstore(queue)
+
+    def pending_count(self, queue):
+        store = self.jobstore(queue)
+        if isinstance(store, SQLAlchemyJobStore):
+            from sqlalchemy import func, select
+            with store.engine.connect() as conn:
+                return conn.execute(
+                    select(func.count()).select_from(store.jobs_t)).scalar()
+        return len(store.get_all_jobs())
+
+    def jobs_page(self, queue, offset=0, limit=50):
+        """A page of a queue's deferred jobs, by next run time."""
+        store = self.jobstore(queue)
+        if isinstance(store, SQLAlchemyJobStore):
+            from sqlalchemy import select
+            table = store.jobs_t
+            query = (select(table.c.id, table.c.job_state)
+                     .order_by(table.c.next_run_time.asc().nulls_last(),
+                               table.c.id)
+                     .offset(offset).limit(limit))
+            with store.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            jobs = []
+            for row in rows:
+                try:
+                    jobs.append(store._reconstitute_job(row.job_state))
+                except Exception:
+                    log.exception('job %s in queue %s does not load', row.id,
+                                  queue)
+            return jobs
+        return store.get_all_jobs()[offset:offset + limit]
+
+
+def delete_consumed_messages(settings):
+    """kombu's SQLAlchemy transport marks messages invisible, never deletes."""
+    import sqlite3
+    connection = sqlite3.connect(settings.database_path,
+                                 timeout=broker.SQLITE_BUSY_TIMEOUT)
+    try:
+        with connection:
+            cursor = connection.execute(
+                'DELETE FROM kombu_message WHERE visible = 0')
+            return cursor.rowcount
+    finally:
+        connection.close()
+
+
+def _local_timezone():
+    from tzlocal import get_localzone
+    return get_localzone()

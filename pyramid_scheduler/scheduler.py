@@ -1,0 +1,183 @@
+"""The public facade: ``registry.scheduler`` / ``request.scheduler``."""
+import atexit
+import logging
+import threading
+
+from . import admin, broker, wire
+from .events import Listeners
+from .jobs import CRON_FIELDS, INTERVAL_FIELDS, build_spec
+from .producer import AfterCommitSender, Producer
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Adds and cancels jobs; runs them too in combined mode.
+
+    Every ``add_*_job`` method validates the job at once (raising
+    ``InvalidJob`` / ``InvalidQueue``), sends it to its queue (after the
+    current transaction commits, if there is one) and returns its id.
+    """
+
+    def __init__(self, settings=None, registry=None):
+        self.registry = registry
+        self.listeners = Listeners()
+        self.settings = None
+        self.producer = None
+        self.runtime = None
+        self._sender = None
+        self._start_lock = threading.Lock()
+        self._standby = None
+        if settings is not None:
+            self.configure(settings)
+
+    def configure(self, settings):
+        """Use validated ``SchedulerSettings``; called by the include."""
+        self.settings = settings
+        self.producer = Producer(settings)
+        self._sender = AfterCommitSender(settings.transactional)
+
+    def _require_settings(self):
+        if self.settings is None:
+            raise RuntimeError('the scheduler is not configured yet: call '
+                               'config.commit() or make_wsgi_app() first')
+        return self.settings
+
+    # --- adding and cancelling jobs ------------------------------------------
+
+    def add_async_job(self, func, args=None, kwargs=None, queue=None,
+                      **options):
+        """Run ``func(*args, **kwargs)`` as soon as possible, in the background."""
+        return self._add('async', func, args, kwargs, queue, {}, options)
+
+    def add_date_job(self, func, date, args=None, kwargs=None, queue=None,
+                     **options):
+        """Run once at ``date`` (datetime, naive = local time, or epoch)."""
+        return self._add('date', func, args, kwargs, queue,
+                         {'run_date': date}, options)
+
+    def add_interval_job(self, func, start_date=None, args=None, kwargs=None,
+                         queue=None, weeks=0, days=0, hours=0, minutes=0,
+                         seconds=0, **options):
+        """Run every ``weeks``/``days``/``hours``/``minutes``/``seconds``."""
+        values = dict(weeks=weeks, days=days, hours=hours, minutes=minutes,
+                      seconds=seconds)
+        fields = {k: v for k, v in values.items() if v}
+        if not fields:
+            from .errors import InvalidJob
+            raise InvalidJob('an interval job needs a positive interval: pass '
+                             f'one of {", ".join(INTERVAL_FIELDS)}')
+        fields['start_date'] = start_date
+        return self._add('interval', func, args, kwargs, queue, fields,
+                         options)
+
+    def add_cron_job(self, func, start_date=None, args=None, kwargs=None,
+                     queue=None, year=None, month=None, day=None, week=None,
+                     day_of_week=None, hour=None, minute=None, second=None,
+                     crontab=None, **options):
+        """Run on a cron schedule: fields as APScheduler's, or ``crontab``."""
+        values = dict(year=year, month=month, day=day, week=week,
+                      day_of_week=day_of_week, hour=hour, minute=minute,
+                      second=second)
+        fields = {k: v for k, v in values.items() if v is not None}
+        if crontab is not None:
+            if fields:
+                from .errors import InvalidJob
+                raise InvalidJob('give either crontab or the cron fields '
+                                 f'({", ".join(CRON_FIELDS)}), not both')
+            fields['crontab'] = crontab
+        fields['start_date'] = start_date
+        return self._add('cron', func, args, kwargs, queue, fields, options)
+
+    def _add(self, kind, func, args, kwargs, queue, trigger, options):
+        settings = self._require_settings()
+        queue, spec = build_spec(settings, kind, func, args, kwargs, queue,
+                                 trigger, options)
+        self._send(wire.job_created(queue, spec), queue)
+        return spec['id']
+
+    def cancel_job(self, job_id, queue=None):
+        """Cancel a deferred job, on ``queue`` or on every queue."""
+        settings = self._require_settings()
+        queues = [settings.check_queue(queue)] if queue else settings.queues
+        for name in queues:
+            self._send(wire.job_canceled(name, job_id), name)
+
+    def _send(self, body, queue):
+        target = broker.job_queue(self.settings, queue)
+        self._sender.send(lambda: self.producer.publish(
+            body, target.name, declare=[target]))
+
+    # --- messages and listeners ------------------------------------------------
+
+    def send_message(self, message, queue=None, wait=False, timeout=None):
+        """Send an admin command (``print-jobs``, ``ping``, ...) to runtimes."""
+        settings = self._require_settings()
+        queues = [settings.check_queue(queue)] if queue else settings.queues
+        return admin.send_command(settings, message, queues, timeout=timeout,
+                                  wait=wait)
+
+    def add_listener(self, listener, events=None, args=None, kwargs=None):
+        """Call ``listener(event, *args, **kwargs)`` on ``events`` (all if None).
+
+        Listeners run in the process that runs the jobs (the pscheduler child,
+        or the web process in combined mode), in a worker thread.
+        """
+        self.listeners.add(listener, events, args, kwargs)
+
+    def remove_listener(self, listener):
+        self.listeners.remove(listener)
+
+    addListener = add_listener
+    removeListener = remove_listener
+
+    # --- running jobs in this process ----------------------------------------------
+
+    def make_runtime(self, queues=None):
+        return Runtime(self._require_settings(), queues, self.registry,
+                       self.listeners)
+
+    def start(self, queues=None, standby_interval=2.0):
+        """Run jobs in this process (combined mode, or a script opting in).
+
+        Starts at once if this process can take every queue's job store;
+        otherwise a standby thread keeps trying, so another process that
+        consumes already (another web worker) keeps doing it alone, and this
+        one takes over if it dies.
+        """
+        with self._start_lock:
+            if self.runtime is not None or self._standby is not None:
+                return
+            runtime = self.make_runtime(queues)
+            if runtime.acquire_stores():
+                self._run(runtime)
+                return
+            self._standby = threading.Thread(
+                target=self._wait_for_stores,
+                args=(runtime, standby_interval),
+                name='pscheduler-standby', daemon=True)
+            self._standby.start()
+
+    def _wait_for_stores(self, runtime, interval):
+        while not runtime.acquire_stores(timeout=interval):
+            pass
+        with self._start_lock:
+            self._run(runtime)
+            self._standby = None
+
+    def _run(self, runtime):
+        runtime.start()
+        self.runtime = runtime
+        atexit.register(self.shutdown)
+
+    def shutdown(self, timeout=None):
+        """Stop running jobs in this process (drains; see Runtime.stop)."""
+        runtime, self.runtime = self.runtime, None
+        if runtime is not None:
+            runtime.stop(timeout)
+        if self.producer is not None:
+            self.producer.close()
+
+    # 0.3.x names
+    startConsumer = start
