@@ -168,8 +168,7 @@ def send_command(settings, name, queues=None, args=None, timeout=None,
     timeout = settings.admin_timeout if timeout is None else timeout
     request_id = uuid.uuid4().hex
     reply_name = f'{settings.scheduler_id}.reply.{request_id}'
-    reply_queue = broker.kombu_queue(reply_name, durable=False,
-                                     auto_delete=True)
+    reply_queue = broker.reply_queue(reply_name)
     producer = Producer(settings, pool_limit=1)
     connection = broker.connect(settings)
     try:

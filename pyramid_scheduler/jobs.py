@@ -222,11 +222,17 @@ def _check_options(options, kind):
                             or not options['id'].strip()):
         raise InvalidJob(f'job id must be a non-empty string, not '
                          f'{options["id"]!r}')
+    # APScheduler takes whole numbers only (it refuses 0.5 in the runtime).
     for name in ('misfire_grace_time', 'max_instances'):
         value = options.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(
-                value, (int, float)) or value <= 0):
-            raise InvalidJob(f'{name} must be a positive number, not {value!r}')
+                value, int) or value <= 0):
+            raise InvalidJob(f'{name} must be a positive whole number, not '
+                             f'{value!r}')
+    if 'name' in options and (not isinstance(options['name'], str)
+                              or not options['name'].strip()):
+        raise InvalidJob(f'job name must be a non-empty string, not '
+                         f'{options["name"]!r}')
 
 
 def _timezone_field(fields, timezone):

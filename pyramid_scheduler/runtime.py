@@ -13,6 +13,7 @@ queue in a combined-mode web process. Its threads:
 A message is acknowledged only once its job is durable (stored) or done
 (async), so a runtime killed at any moment leaves its job to be redelivered.
 """
+import contextlib
 import datetime
 import logging
 import os
@@ -35,7 +36,8 @@ from . import admin, broker, signing, wire
 from .errors import InvalidJob, InvalidMessage
 from .events import Event, Listeners
 from .execution import run_job
-from .jobs import build_trigger
+from .jobs import _check_options as check_options
+from .jobs import build_trigger, resolve_reference
 from .storelock import StoreLock, lock_path
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,16 @@ class _Consumer(ConsumerMixin):
     def on_iteration(self):
         self.runtime.on_iteration(self)
 
+    @contextlib.contextmanager
+    def establish_connection(self):
+        # kombu's default backoff grows to 30 s between tries; a queue
+        # should resume within seconds of its broker coming back.
+        with self.create_connection() as connection:
+            connection.ensure_connection(
+                self.on_connection_error, self.connect_max_retries,
+                interval_start=0.2, interval_step=0.5, interval_max=5)
+            yield connection
+
     def cancel_consumers(self):
         for consumer in self._consumers:
             try:
@@ -159,6 +171,11 @@ class _Consumer(ConsumerMixin):
                     log.error('lost the broker connection (%s); reconnecting',
                               exc)
                 time.sleep(0.5)
+            except Exception:
+                # Never let the consumer thread die: a bug in one message's
+                # handling must not stop the queue.
+                log.exception('the consumer loop failed; restarting it')
+                time.sleep(1)
 
 
 class Runtime:
@@ -312,6 +329,14 @@ class Runtime:
 
     def on_consume_ready(self, connection, channel):
         self._channel = channel
+        if not self._ready.is_set():
+            # Only at start: after a reconnect, unacked messages may be ours.
+            queue_names = {q.name for q in self.kombu_queues()}
+            try:
+                broker.restore_orphaned_messages(channel, queue_names)
+            except Exception:
+                log.exception('could not restore unacknowledged messages; '
+                              'they come back after the visibility timeout')
         self._ready.set()
 
     def on_iteration(self, consumer):
@@ -369,7 +394,8 @@ class Runtime:
             # so it is tried again rather than lost.
             log.exception('could not handle %s message; it will be retried',
                           body['type'])
-            message.reject(requeue=True)
+            if not message.acknowledged:
+                message.reject(requeue=True)
             time.sleep(1)
 
     def decode(self, message):
@@ -435,6 +461,9 @@ class Runtime:
         self._check_queue(body)
         spec = body['job']
         queue = body['queue']
+        # A function that no longer imports would fail at every run: refuse
+        # the message now, to the dead-letter queue, where an operator sees it.
+        resolve_reference(spec['func'])
         job = JobInfo(spec, queue=queue)
         if spec['kind'] == 'async':
             self._track(+1)
@@ -444,6 +473,9 @@ class Runtime:
             return
         trigger = build_trigger(spec['kind'], spec['trigger'],
                                 self.settings.timezone)
+        # Options APScheduler would refuse (TypeError) go to the dead-letter
+        # queue, not back to the broker to fail again forever.
+        check_options(spec['options'], spec['kind'])
         options = dict(spec['options'])
         name = options.pop('name', None) or spec['func']
         self.listeners.notify(Event(Event.JOB_CREATED, job=job, queue=queue))
@@ -486,7 +518,7 @@ class Runtime:
         if self.settings.secrets:
             headers[signing.HEADER] = signing.sign(
                 self.settings.secrets[0], payload, content_type, encoding)
-        target = broker.kombu_queue(body['reply_to'], durable=False)
+        target = broker.reply_queue(body['reply_to'])
         producer = self._channel.connection.client.Producer(self._channel)
         producer.publish(payload, routing_key=target.name, exchange='',
                          content_type=content_type, content_encoding=encoding,

@@ -29,6 +29,7 @@ class Scheduler:
         self._sender = None
         self._start_lock = threading.Lock()
         self._standby = None
+        self._stopping = threading.Event()
         if settings is not None:
             self.configure(settings)
 
@@ -149,6 +150,7 @@ class Scheduler:
         with self._start_lock:
             if self.runtime is not None or self._standby is not None:
                 return
+            self._stopping.clear()
             runtime = self.make_runtime(queues)
             if runtime.acquire_stores():
                 self._run(runtime)
@@ -160,11 +162,19 @@ class Scheduler:
             self._standby.start()
 
     def _wait_for_stores(self, runtime, interval):
-        while not runtime.acquire_stores(timeout=interval):
-            pass
+        stopping = self._stopping.is_set
+        while not runtime.acquire_stores(timeout=interval,
+                                         should_stop=stopping):
+            if stopping():
+                break
         with self._start_lock:
-            self._run(runtime)
             self._standby = None
+            if stopping():
+                # shutdown() was called while waiting: never start after it.
+                for lock in runtime._locks.values():
+                    lock.release()
+                return
+            self._run(runtime)
 
     def _run(self, runtime):
         runtime.start()
@@ -173,7 +183,9 @@ class Scheduler:
 
     def shutdown(self, timeout=None):
         """Stop running jobs in this process (drains; see Runtime.stop)."""
-        runtime, self.runtime = self.runtime, None
+        self._stopping.set()
+        with self._start_lock:
+            runtime, self.runtime = self.runtime, None
         if runtime is not None:
             runtime.stop(timeout)
         if self.producer is not None:

@@ -26,6 +26,7 @@ KNOWN_KEYS = (
     'combined', 'queues', 'id', 'database',
     'broker.url', 'broker.serializer', 'broker.compressor',
     'broker.send_timeout', 'broker.polling_interval',
+    'broker.visibility_timeout',
     'broker.secret', 'broker.secret.previous', 'broker.secret.file',
     'broker.secret.env', 'broker.max_message_age',
     'housekeeping', 'housekeeping.append',
@@ -66,6 +67,15 @@ def parse_duration(key, value):
     if seconds < 0:
         raise bad_value(key, value, 'a duration that is not negative')
     return seconds
+
+
+def parse_grace_time(key, value):
+    """A duration in whole seconds, at least 1 (what APScheduler takes)."""
+    seconds = parse_duration(key, value)
+    if seconds < 1 or seconds != int(seconds):
+        raise bad_value(key, value, 'a whole number of seconds, at least 1 '
+                                    '(such as "30", "15m" or "1h")')
+    return int(seconds)
 
 
 def parse_size(key, value):
@@ -190,6 +200,7 @@ class SchedulerSettings:
     compressor: object
     send_timeout: float
     polling_interval: float
+    visibility_timeout: float
     secrets: tuple
     max_message_age: float
     housekeeping_interval: float
@@ -278,6 +289,9 @@ def parse_settings(settings, here=None):
                                     get('broker.send_timeout', '2s')),
         polling_interval=parse_duration(
             'broker.polling_interval', get('broker.polling_interval', '0.1s')),
+        visibility_timeout=parse_duration(
+            'broker.visibility_timeout',
+            get('broker.visibility_timeout', '1h')),
         secrets=load_secrets(conf, bad_value),
         max_message_age=parse_duration('broker.max_message_age',
                                        get('broker.max_message_age', '0')),
@@ -294,8 +308,8 @@ def parse_settings(settings, here=None):
                           for k, v in conf.items()
                           if k.startswith('jobstore.default.')
                           and k != 'jobstore.default.class'},
-        misfire_grace_time=parse_duration('misfire_grace_time',
-                                          get('misfire_grace_time', '1h')),
+        misfire_grace_time=parse_grace_time('misfire_grace_time',
+                                            get('misfire_grace_time', '1h')),
         coalesce=parse_bool('coalesce', get('coalesce', 'true')),
         timezone=parse_timezone('timezone', get('timezone', 'local'))
         if get('timezone') else None,

@@ -33,3 +33,41 @@ def read_records(path):
         return []
     with open(path, encoding='utf-8') as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+# --- added for the combined-mode / wire tests (tests/test_combined.py etc.) --
+
+def record_types(path, *values, **kwargs):
+    """Record each argument's type and repr (for values JSON cannot hold)."""
+    record(path, *[[type(v).__name__, repr(v)] for v in values],
+           **{k: [type(v).__name__, repr(v)] for k, v in kwargs.items()})
+
+
+def echo(path, value):
+    """Record ``value`` and return it (JOB_EXECUTED's ``retval``)."""
+    record(path, value)
+    return value
+
+
+def record_registry(path, *values):
+    """Record the threadlocal registry's settings key ``test.name``."""
+    from pyramid.threadlocal import get_current_registry
+    record(path, get_current_registry().settings.get('test.name'), *values)
+
+
+def delegator(func, args, kwargs):
+    """A ``scheduler.delegator``: records that it wrapped the job, runs it."""
+    record(args[0], 'delegated', func.__name__)
+    return func(*args, **kwargs)
+
+
+def housekeeping_append():
+    """A ``scheduler.housekeeping.append`` that records it was called."""
+    from pyramid.threadlocal import get_current_registry
+    record(get_current_registry().settings['test.housekeeping_path'],
+           'housekeeping')
+
+
+def record_then_sleep(path, seconds, *values):
+    record(path, *values)
+    time.sleep(seconds)
