@@ -118,7 +118,6 @@ def _jobs(runtime, queue, args):
 def _dead_letters(runtime, queue, args):
     target = broker.dead_letter_queue(runtime.settings, queue)
     bound = target(runtime._channel)
-    bound.declare()
     return {'queue': queue, 'dead_letter_queue': target.name,
             'count': _queue_size(bound),
             'recent': [d for d in runtime.dead_letters
@@ -136,10 +135,9 @@ def _purge_dead_letters(runtime, queue, args):
 
 
 def _queue_size(bound_queue):
-    try:
-        return bound_queue.queue_declare(passive=True).message_count
-    except Exception:
-        return None
+    # A (re)declaration answers with the message count on every transport;
+    # a passive one fails on Redis once the queue's list is empty.
+    return bound_queue.queue_declare().message_count
 
 
 _HANDLERS = {
