@@ -71,3 +71,27 @@ def housekeeping_append():
 def record_then_sleep(path, seconds, *values):
     record(path, *values)
     time.sleep(seconds)
+
+
+# --- used by the pscheduler daemon tests (tests/test_daemon.py) --------------
+
+def record_setting(path, key):
+    """Record the value of ``key`` in the settings of the app running us."""
+    from pyramid.threadlocal import get_current_registry
+    record(path, key, get_current_registry().settings.get(key))
+
+
+def record_around_sleep(path, seconds, label):
+    """Record ``start``, sleep, record ``end``: shows a job cut or finished."""
+    record(path, label, 'start')
+    time.sleep(seconds)
+    record(path, label, 'end')
+
+
+_hoard = []
+
+
+def hoard_memory(path, megabytes):
+    """Keep ``megabytes`` of memory (touched, so resident) until exit."""
+    _hoard.append(b'\x01' * int(megabytes * 1_000_000))
+    record(path, 'hoarded', megabytes)

@@ -1,0 +1,215 @@
+"""pyramid_scheduler demo: one page that schedules each kind of job.
+
+Run it with ``bash scripts/demo`` (pscheduler + pserve on demo/demo.ini), then
+open http://127.0.0.1:6543/. The page's forms call ``request.scheduler``; the
+jobs run in the pscheduler daemon and append to a JSON-lines file that the
+page reads back.
+"""
+import datetime
+import html
+import os
+
+from pyramid.config import Configurator
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.response import Response
+
+from pyramid_scheduler.api import InvalidJob, SchedulerError
+
+from . import jobs
+
+INTERVAL_ID = 'demo-interval'
+CRON_ID = 'demo-cron'
+
+
+def main(global_config, **settings):
+    here = global_config.get('here') or os.getcwd()
+    settings.setdefault('demo.runs_file', os.path.join(here, 'demo-runs.jsonl'))
+    config = Configurator(settings=settings)
+    config.include('pyramid_tm')         # jobs are sent when the request commits
+    config.include('pyramid_scheduler')  # request.scheduler
+    config.add_route('home', '/')
+    config.add_route('schedule', '/schedule')
+    config.add_route('cancel', '/cancel')
+    config.add_view(home, route_name='home')
+    config.add_view(schedule, route_name='schedule', request_method='POST')
+    config.add_view(cancel, route_name='cancel', request_method='POST')
+    return config.make_wsgi_app()
+
+
+def _runs_file(request):
+    return request.registry.settings['demo.runs_file']
+
+
+def _back(request, message):
+    return HTTPSeeOther(request.route_url('home', _query={'msg': message}))
+
+
+def schedule(request):
+    """Schedule one job of the kind the button asks for."""
+    kind = request.POST.get('kind')
+    runs = _runs_file(request)
+    scheduler = request.scheduler
+    stamp = datetime.datetime.now().strftime('%H:%M:%S')
+    label = f'added at {stamp}'
+    try:
+        if kind == 'async':
+            job_id = scheduler.add_async_job(jobs.record_run,
+                                             args=[runs, 'async', label])
+            text = f'async job {job_id} queued: it runs right away'
+        elif kind == 'slow':
+            job_id = scheduler.add_async_job(jobs.slow_job,
+                                             args=[runs, label + ' (slow)'])
+            text = (f'slow async job {job_id} queued: this page did not wait '
+                    'for it; reload in 2 seconds')
+        elif kind == 'date':
+            # A naive datetime is local time; an epoch number works too.
+            when = datetime.datetime.now() + datetime.timedelta(seconds=5)
+            job_id = scheduler.add_date_job(jobs.record_run, when,
+                                            args=[runs, 'date', label])
+            text = (f'date job {job_id} scheduled for '
+                    f'{when:%H:%M:%S} (in 5 seconds)')
+        elif kind == 'interval':
+            # A caller-chosen id: clicking again replaces the job.
+            scheduler.add_interval_job(jobs.record_run, seconds=10,
+                                       args=[runs, 'interval', label],
+                                       id=INTERVAL_ID)
+            text = f'interval job "{INTERVAL_ID}" runs every 10 seconds'
+        elif kind == 'cron':
+            scheduler.add_cron_job(jobs.record_run, crontab='* * * * *',
+                                   args=[runs, 'cron', label], id=CRON_ID)
+            text = (f'cron job "{CRON_ID}" runs at the start of every '
+                    'minute (crontab "* * * * *")')
+        elif kind == 'fail':
+            job_id = scheduler.add_async_job(jobs.failing_job, args=[label])
+            text = (f'failing job {job_id} queued: see the pscheduler log '
+                    'for its traceback')
+        else:
+            text = f'unknown kind of job {kind!r}'
+    except (InvalidJob, SchedulerError) as exc:
+        text = f'could not schedule: {exc}'
+    return _back(request, text)
+
+
+def cancel(request):
+    job_id = request.POST.get('id')
+    if job_id not in (INTERVAL_ID, CRON_ID):
+        return _back(request, f'unknown job {job_id!r}')
+    request.scheduler.cancel_job(job_id)
+    return _back(request, f'job "{job_id}" canceled')
+
+
+def _scheduled_jobs(request):
+    """Ask the runtime for its deferred jobs over the admin channel."""
+    try:
+        replies, missing = request.scheduler.send_message(
+            'jobs', wait=True, timeout=1.0)
+    except Exception as exc:   # the broker is down, say
+        return None, f'{type(exc).__name__}: {exc}'
+    if missing:
+        return None, ('pscheduler is not answering: start it with '
+                      '"pscheduler demo/demo.ini" (bash scripts/demo does)')
+    rows = []
+    for reply in replies:
+        if reply.get('error'):
+            return None, reply['error']
+        rows.extend(reply['result']['jobs'])
+    return rows, None
+
+
+def _next_run(iso):
+    if not iso:
+        return 'paused'
+    return datetime.datetime.fromisoformat(iso).astimezone().strftime(
+        '%Y-%m-%d %H:%M:%S')
+
+
+def _time(epoch):
+    return datetime.datetime.fromtimestamp(epoch).strftime('%H:%M:%S')
+
+
+BUTTONS = [
+    ('async', 'Run a job now (async)'),
+    ('slow', 'Run a slow job (async, 2 s)'),
+    ('date', 'Run a job in 5 seconds (date)'),
+    ('interval', 'Run a job every 10 seconds (interval)'),
+    ('cron', 'Run a job every minute (cron)'),
+    ('fail', 'Run a job that fails'),
+]
+
+PAGE = '''<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>pyramid_scheduler demo</title>
+<style>
+ body {{ font-family: sans-serif; max-width: 52em; margin: 2em auto; }}
+ form {{ display: inline; }} button {{ margin: .2em; }}
+ .msg {{ background: #eef6ee; border: 1px solid #9c9; padding: .5em; }}
+ .warn {{ background: #fdf3e7; border: 1px solid #e9b96e; padding: .5em; }}
+ table {{ border-collapse: collapse; width: 100%; }}
+ td, th {{ border-bottom: 1px solid #ddd; padding: .25em .5em;
+          text-align: left; }}
+</style></head>
+<body>
+<h1>pyramid_scheduler demo</h1>
+{message}
+<p>Each button calls <code>request.scheduler.add_*_job(...)</code> in a view.
+The jobs run in the <code>pscheduler</code> daemon ({mode}) and append a line
+to <code>{runs_file}</code>, which this page reads.</p>
+<p>{buttons}</p>
+<p>Cancel:
+ <form method="post" action="{cancel_url}"><input type="hidden" name="id"
+  value="{interval_id}"><button>Cancel the interval job</button></form>
+ <form method="post" action="{cancel_url}"><input type="hidden" name="id"
+  value="{cron_id}"><button>Cancel the cron job</button></form>
+</p>
+<h2>Scheduled jobs</h2>
+{scheduled}
+<h2>Recent runs <small>(<a href="{home_url}">reload</a>)</small></h2>
+{runs}
+</body></html>
+'''
+
+
+def home(request):
+    esc = html.escape
+    message = request.GET.get('msg')
+    buttons = ''.join(
+        f'<form method="post" action="{esc(request.route_url("schedule"))}">'
+        f'<input type="hidden" name="kind" value="{kind}">'
+        f'<button>{esc(text)}</button></form>' for kind, text in BUTTONS)
+    scheduled, problem = _scheduled_jobs(request)
+    if problem:
+        scheduled_html = f'<p class="warn">{esc(problem)}</p>'
+    elif not scheduled:
+        scheduled_html = '<p>No deferred jobs.</p>'
+    else:
+        scheduled_html = '<table><tr><th>id</th><th>trigger</th>' \
+            '<th>next run</th></tr>' + ''.join(
+                f'<tr><td>{esc(job["id"])}</td><td>{esc(job["trigger"])}</td>'
+                f'<td>{_next_run(job["next_run_time"])}</td></tr>'
+                for job in scheduled) + '</table>'
+    runs = jobs.read_runs(_runs_file(request))
+    if runs:
+        runs_html = '<table><tr><th>ran at</th><th>kind</th><th>job</th>' \
+            '<th>pid</th></tr>' + ''.join(
+                f'<tr><td>{_time(run["at"])}</td><td>{esc(run["kind"])}</td>'
+                f'<td>{esc(run["label"])}</td><td>{run["pid"]}</td></tr>'
+                for run in runs) + '</table>'
+    else:
+        runs_html = '<p>No runs yet: press a button.</p>'
+    settings = request.scheduler.settings
+    body = PAGE.format(
+        message=f'<p class="msg">{esc(message)}</p>' if message else '',
+        mode='combined mode: in this web process' if settings.combined
+        else f'pid of this web process: {os.getpid()}',
+        runs_file=esc(_runs_file(request)),
+        buttons=buttons,
+        cancel_url=esc(request.route_url('cancel')),
+        interval_id=INTERVAL_ID, cron_id=CRON_ID,
+        scheduled=scheduled_html,
+        home_url=esc(request.route_url('home')),
+        runs=runs_html,
+    )
+    return Response(body, content_type='text/html', charset='utf-8')
+
+
+__all__ = ['main']

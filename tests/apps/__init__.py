@@ -1,0 +1,1 @@
+"""Tiny Pyramid applications that the pscheduler daemon tests load."""
