@@ -155,6 +155,8 @@ class Scheduler:
             if runtime.acquire_stores():
                 self._run(runtime)
                 return
+            log.info('another process runs the jobs of queue(s) %s; this one '
+                     'stands by to take over', ', '.join(runtime.queues))
             self._standby = threading.Thread(
                 target=self._wait_for_stores,
                 args=(runtime, standby_interval),

@@ -77,3 +77,47 @@ def test_malformed_messages_are_dead_lettered(tmp_path, url, caplog):
         assert replies[0]['result']['count'] == 0
     finally:
         scheduler.shutdown(timeout=5)
+
+
+def test_handling_errors_retry_then_dead_letter(tmp_path, monkeypatch):
+    """A failure in storing a job: transient ones are retried until they
+    pass; any other goes to the dead-letter queue after a few tries instead
+    of blocking the queue forever."""
+    from sqlalchemy.exc import OperationalError
+
+    settings = parse_settings({
+        'scheduler.database': str(tmp_path / 'db.sqlite'),
+        'scheduler.id': f'retry{os.getpid()}x{time.monotonic_ns()}'})
+    scheduler = Scheduler(settings)
+    scheduler.start()
+    runtime = scheduler.runtime
+    aps = runtime._scheduler
+    real_add_job = aps.add_job
+    calls = {'transient': 0, 'broken': 0}
+
+    def flaky_add_job(func, trigger, args, **kwargs):
+        spec = args[1]
+        if spec['args'] == ['transient'] and calls['transient'] < 5:
+            calls['transient'] += 1
+            raise OperationalError('INSERT', {}, Exception('database down'))
+        if spec['args'] == ['broken']:
+            calls['broken'] += 1
+            raise ValueError('a bug in storing this job')
+        return real_add_job(func, trigger, args=args, **kwargs)
+
+    monkeypatch.setattr(aps, 'add_job', flaky_add_job)
+    try:
+        assert runtime.wait_ready(10)
+        broken = scheduler.add_date_job('tests.jobs:noop', time.time() + 60,
+                                        args=['broken'])
+        transient = scheduler.add_date_job(
+            'tests.jobs:noop', time.time() + 60, args=['transient'])
+        poll(lambda: runtime.stats.snapshot()['dead_lettered'] == 1,
+             timeout=30)
+        assert calls['broken'] == 3
+        assert 'a bug in storing this job' in runtime.dead_letters[0]['reason']
+        poll(lambda: aps.get_job(transient, jobstore='jobs'), timeout=30)
+        assert calls['transient'] == 5
+        assert aps.get_job(broken, jobstore='jobs') is None
+    finally:
+        scheduler.shutdown(timeout=5)
