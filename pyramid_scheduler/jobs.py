@@ -95,18 +95,33 @@ def resolve_reference(ref):
     return obj
 
 
+def _in_modules(module, allowed_modules):
+    return isinstance(module, str) and any(
+        module == prefix.rstrip('.') or module.startswith(
+            prefix.rstrip('.') + '.') for prefix in allowed_modules)
+
+
 def check_allowed(ref, allowed_modules):
-    """Refuse functions outside ``scheduler.allowed_modules`` (when set)."""
+    """Refuse functions outside ``scheduler.allowed_modules`` (when set).
+
+    The module is checked before it is imported; then what the reference
+    names must be defined in an allowed module too, so that a path through
+    an allowed module's imports (``myapp.tasks:os.system``) is refused.
+    """
     if not allowed_modules:
         return
-    module = ref.partition(':')[0]
-    for prefix in allowed_modules:
-        if module == prefix or module.startswith(prefix.rstrip('.') + '.'):
+    if _in_modules(ref.partition(':')[0], allowed_modules):
+        defined_in = getattr(resolve_reference(ref), '__module__', None)
+        if _in_modules(defined_in, allowed_modules):
             return
+        where = f'; it is defined in {defined_in!r}' if isinstance(
+            defined_in, str) else ''
+    else:
+        where = ''
     raise InvalidJob(
         f'{ref} is outside the modules allowed to be scheduled '
-        f'({", ".join(allowed_modules)}); add its module to the setting '
-        '"scheduler.allowed_modules"')
+        f'({", ".join(allowed_modules)}){where}; add its module to the '
+        'setting "scheduler.allowed_modules"')
 
 
 # --- arguments ------------------------------------------------------------
@@ -186,7 +201,10 @@ def build_trigger(kind, fields, timezone):
         if kind == 'date':
             return DateTrigger(run_date=fields['run_date'], timezone=tz)
         if kind == 'interval':
-            return IntervalTrigger(timezone=tz, **fields)
+            trigger = IntervalTrigger(timezone=tz, **fields)
+            if trigger.interval.total_seconds() <= 0:
+                raise ValueError('the interval must be positive')
+            return trigger
         if kind == 'cron':
             crontab = fields.pop('crontab', None)
             if crontab:
@@ -199,7 +217,8 @@ def build_trigger(kind, fields, timezone):
                     trigger.jitter = fields.get('jitter')
                 return trigger
             return CronTrigger(timezone=tz, **fields)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        # KeyError: a message without run_date (never one from build_spec).
         raise InvalidJob(f'invalid {kind} schedule {fields!r}: {exc}') from exc
     raise InvalidJob(f'unknown job kind {kind!r}')
 

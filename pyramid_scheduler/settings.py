@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 PREFIX = 'scheduler.'
 DEFAULT_QUEUE = 'jobs'
+# With a secret, a signed message older than this is refused (a replay);
+# it only bounds time spent in the broker: stored jobs are not affected.
+DEFAULT_MAX_MESSAGE_AGE = '1d'
 DEFAULT_DATABASE_NAME = 'pscheduler.sqlite'
 
 # Every key we understand (without the prefix). Keys under the pass-through
@@ -201,7 +204,7 @@ class SchedulerSettings:
     send_timeout: float
     polling_interval: float
     visibility_timeout: float
-    secrets: tuple
+    secrets: tuple = dataclasses.field(repr=False)
     max_message_age: float
     housekeeping_interval: float
     housekeeping_append: object
@@ -221,6 +224,19 @@ class SchedulerSettings:
     admin_timeout: float
     apscheduler_options: dict
     queue_settings: dict
+
+    def __repr__(self):
+        # Reprs end up in logs and tracebacks: never the secrets (repr=False
+        # above) nor a password in a URL.
+        from .broker import redact_url
+        shown = []
+        for field in dataclasses.fields(self):
+            if field.repr:
+                value = getattr(self, field.name)
+                if field.name in ('broker_url', 'jobstore_url'):
+                    value = redact_url(value)
+                shown.append(f'{field.name}={value!r}')
+        return f'{type(self).__name__}({", ".join(shown)})'
 
     @property
     def default_queue(self):
@@ -279,7 +295,7 @@ def parse_settings(settings, here=None):
         queues=queues,
         scheduler_id=str(get('id') or 'pyramid_scheduler').strip(),
         database_path=database_path,
-        broker_url=broker_url or 'sqla+' + sqlite_url,
+        broker_url=broker_url or sqlite_url,
         embedded=embedded,
         serializer=parse_serializer('broker.serializer',
                                     get('broker.serializer', 'json')),
@@ -293,8 +309,9 @@ def parse_settings(settings, here=None):
             'broker.visibility_timeout',
             get('broker.visibility_timeout', '1h')),
         secrets=load_secrets(conf, bad_value),
-        max_message_age=parse_duration('broker.max_message_age',
-                                       get('broker.max_message_age', '0')),
+        max_message_age=parse_duration(
+            'broker.max_message_age',
+            get('broker.max_message_age', DEFAULT_MAX_MESSAGE_AGE)),
         housekeeping_interval=parse_duration('housekeeping',
                                              get('housekeeping', '24h')),
         housekeeping_append=(resolve_dotted('housekeeping.append',

@@ -32,6 +32,7 @@ class StoreLock:
         """Take the lock if it is free; return whether this process holds it."""
         if self._handle is not None:
             return True
+        os.makedirs(os.path.dirname(self.path) or '.', exist_ok=True)
         handle = open(self.path, 'a+')
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
