@@ -6,36 +6,22 @@ when called, in the process that calls it, so nothing crosses a fork.
 import contextlib
 import fcntl
 import logging
-import os
-import sqlite3
 import urllib.parse
 
 import kombu
-from kombu.transport import sqlalchemy as kombu_sqlalchemy
+
+from . import sqlite_transport
 
 log = logging.getLogger(__name__)
 
 # Seconds a SQLite connection waits for another process' write lock.
 SQLITE_BUSY_TIMEOUT = 30
 
-
-class EmbeddedTransport(kombu_sqlalchemy.Transport):
-    """kombu's SQLAlchemy transport, tuned for the embedded SQLite file.
-
-    Its polling interval comes from ``scheduler.broker.polling_interval``
-    (kombu's default of one second makes a job wait half a second on average).
-    """
-
-    class Channel(kombu_sqlalchemy.Channel):
-        # kombu caches engines in a class attribute keyed by URL; keep ours
-        # per process so that no SQLite connection crosses a fork.
-        _engines_pid = None
-
-        def _open(self):
-            if EmbeddedTransport.Channel._engines_pid != os.getpid():
-                EmbeddedTransport.Channel._engines = {}
-                EmbeddedTransport.Channel._engines_pid = os.getpid()
-            return super()._open()
+# --- embedded transport (pyramid_scheduler/sqlite_transport.py) -------------
+# Our own kombu transport on the stdlib sqlite3 module: at-least-once leases,
+# unix-socket wake-ups instead of tight polling, WAL; see that module.
+EmbeddedTransport = sqlite_transport.SQLiteTransport
+# --- end embedded transport ----------------------------------------------
 
 
 def queue_name(settings, queue):
@@ -75,21 +61,35 @@ def dead_letter_queue(settings, queue):
 
 
 def redact_url(url):
-    """The URL with any password replaced, fit for logs and errors."""
+    """The URL with any password replaced, fit for logs and errors.
+
+    kombu's failover form ``url1;url2`` has each of its URLs redacted.
+    """
+    if ';' in str(url):
+        return ';'.join(redact_url(part) for part in str(url).split(';'))
     try:
         parts = urllib.parse.urlsplit(url)
+        password = parts.password
     except ValueError:
         return '<unparseable url>'
-    if parts.password is None:
+    if password is None:
         return url
-    netloc = parts.netloc.replace(f':{parts.password}@', ':***@', 1)
+    netloc = parts.netloc.replace(f':{password}@', ':***@', 1)
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def transport_options(settings):
     """Options that bound every wait, so no request blocks forever."""
     if settings.embedded:
-        return {'connect_args': {'timeout': SQLITE_BUSY_TIMEOUT}}
+        return {
+            'busy_timeout': SQLITE_BUSY_TIMEOUT,
+            # Only a fallback: consumers are woken by the producers.
+            'polling_interval': settings.polling_interval,
+            # Leases of a dead consumer come back at once; those of a live
+            # (hung) one after this.
+            'visibility_timeout': getattr(settings, 'visibility_timeout',
+                                          3600),
+        }
     scheme = settings.broker_url.split(':', 1)[0]
     if scheme.startswith('redis') or scheme.startswith('rediss'):
         return {
@@ -132,36 +132,15 @@ def file_lock(path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-_prepared_databases = {}
-
-
 def ensure_embedded_database(path):
     """Create the embedded SQLite file and its tables, once, race-free.
 
     Several processes (web workers, pscheduler children) may start at the
-    same moment; SQLAlchemy's ``create_all`` is check-then-create, so two of
-    them would both try ``CREATE TABLE``. An exclusive file lock beside the
-    database serializes that first setup. WAL lets readers and the writer
-    proceed together.
+    same moment: an exclusive file lock beside the database (``<path>.lock``)
+    serializes that first setup (``CREATE TABLE IF NOT EXISTS`` of the
+    transport's tables, WAL mode). Once per process and path.
     """
-    if _prepared_databases.get(path) == os.getpid():
-        return
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    with file_lock(path + '.lock'):
-        connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT)
-        try:
-            connection.execute('PRAGMA journal_mode=WAL')
-        finally:
-            connection.close()
-        probe = kombu.Connection('sqla+sqlite:///' + path,
-                                 transport=EmbeddedTransport,
-                                 transport_options={'connect_args': {
-                                     'timeout': SQLITE_BUSY_TIMEOUT}})
-        try:
-            probe.default_channel.session  # creates kombu's tables
-        finally:
-            probe.release()
-    _prepared_databases[path] = os.getpid()
+    sqlite_transport.ensure_database(path, SQLITE_BUSY_TIMEOUT)
 
 
 def restore_orphaned_messages(channel, queue_names):

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.executors.pool import ThreadPoolExecutor as APSThreadPool
+from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -37,12 +38,17 @@ from .errors import InvalidJob, InvalidMessage
 from .events import Event, Listeners
 from .execution import run_job
 from .jobs import _check_options as check_options
-from .jobs import build_trigger, resolve_reference
+from .jobs import build_trigger, check_allowed, resolve_reference
 from .storelock import StoreLock, lock_path
 
 log = logging.getLogger(__name__)
 
 INTERNAL_STORE = '_internal'
+# Failures in a row after which a message that does not fail for a
+# transient reason goes to the dead-letter queue.
+MAX_HANDLING_FAILURES = 3
+# The id column of APScheduler's SQLAlchemy job store is 191 characters.
+MAX_JOB_ID_LENGTH = 191
 STORED_JOB_FUNC = 'pyramid_scheduler.execution:stored_job_marker'
 
 
@@ -98,6 +104,10 @@ class RuntimeExecutor(BaseExecutor):
             self._run_job_success(job.id, [])
 
 
+class StopReconnecting(Exception):
+    """Raised out of kombu's reconnect loop when the runtime stops."""
+
+
 class _Consumer(ConsumerMixin):
     """kombu's consumer loop with our hooks; runs in the consumer thread."""
 
@@ -115,6 +125,7 @@ class _Consumer(ConsumerMixin):
         runtime = self.runtime
         consumer = Consumer(queues=runtime.kombu_queues(),
                             on_message=runtime.on_message,
+                            on_decode_error=runtime.on_decode_error,
                             prefetch_count=runtime.prefetch_count,
                             accept=None)
         self._consumers = [consumer]
@@ -129,6 +140,11 @@ class _Consumer(ConsumerMixin):
 
     def on_connection_error(self, exc, interval):
         self.runtime.beat()
+        if self.runtime.stop_requested:
+            # kombu retries forever; a stopping runtime must not wait for
+            # its broker to come back.
+            self.should_stop = True
+            raise StopReconnecting() from exc
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.error('broker %s unreachable (%s); retrying with backoff, '
@@ -164,6 +180,8 @@ class _Consumer(ConsumerMixin):
                 for _ in self.consume(limit=None,
                                       safety_interval=self.safety_interval):
                     pass
+            except StopReconnecting:
+                return
             except errors as exc:
                 self.runtime.beat()
                 if self._down_since is None:
@@ -206,6 +224,7 @@ class Runtime:
         self._thread = None
         self._channel = None
         self.dead_letters = []
+        self._failures = {}   # message body -> handling failures in a row
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -215,8 +234,8 @@ class Runtime:
             got = (lock.acquire(timeout, should_stop) if timeout
                    else lock.try_acquire())
             if not got:
-                log.info('job store of queue %r is in use by another '
-                         'scheduler process (lock %s)', queue, lock.path)
+                log.debug('job store of queue %r is in use by another '
+                          'scheduler process (lock %s)', queue, lock.path)
                 return False
         return True
 
@@ -224,6 +243,11 @@ class Runtime:
         """Start consuming; the caller must hold the job store locks."""
         if not all(lock.held for lock in self._locks.values()):
             raise RuntimeError('acquire_stores() before start()')
+        if self.settings.serializer == 'pickle' and not self.settings.secrets:
+            log.warning('scheduler.broker.serializer is pickle and '
+                        'scheduler.broker.secret is not set: anyone who can '
+                        'write to the broker can run code in this process. '
+                        'Set a secret, or use the json serializer')
         self._pool = ThreadPoolExecutor(max_workers=self.prefetch_count,
                                         thread_name_prefix='pscheduler-job')
         self._scheduler = self._make_scheduler()
@@ -306,6 +330,10 @@ class Runtime:
         log.info('stopped serving queue(s) %s', ', '.join(self.queues))
 
     @property
+    def stop_requested(self):
+        return self._stop_requested.is_set()
+
+    @property
     def running(self):
         return self._thread is not None and self._thread.is_alive()
 
@@ -371,11 +399,23 @@ class Runtime:
 
     def on_message(self, message):
         """Called in the consumer thread for every message."""
+        if self._stop_requested.is_set():
+            # Stopping: the pool and APScheduler may be shut down already (an
+            # add_job now would only be kept in memory, and lost). Hand the
+            # message back for whoever serves the queue next.
+            message.reject(requeue=True)
+            return
         self.stats.add('received')
         try:
             body = self.decode(message)
         except InvalidMessage as exc:
             self.dead_letter(message, str(exc))
+            return
+        except Exception as exc:
+            # decode() means to raise only InvalidMessage; whatever else a
+            # hostile message provokes must not stop the consumer either.
+            self.dead_letter(message, f'message does not decode '
+                             f'({type(exc).__name__}: {exc})')
             return
         handler = {
             wire.JOB_CREATED: self._on_job_created,
@@ -390,13 +430,47 @@ class Runtime:
         except InvalidJob as exc:
             self.dead_letter(message, str(exc), body)
         except Exception as exc:
-            # Most likely the job store is unreachable: hand the message back
-            # so it is tried again rather than lost.
-            log.exception('could not handle %s message; it will be retried',
-                          body['type'])
-            if not message.acknowledged:
-                message.reject(requeue=True)
-            time.sleep(1)
+            self._on_handling_error(message, body, exc)
+        else:
+            self._failures.pop(message.body, None)
+
+    def _on_handling_error(self, message, body, exc):
+        """Retry a message whose handling failed; dead-letter a hopeless one.
+
+        An unreachable job store (the database is down) is worth waiting
+        for, however long: the message is handed back and tried again. Any
+        other error is the message's own fault once it has failed a few
+        times in a row, and must not hold up the queue behind it.
+        """
+        if message.acknowledged:
+            log.exception('handling a %s message failed after it was '
+                          'acknowledged', body['type'])
+            return
+        failures = self._failures.get(message.body, 0) + 1
+        if _is_transient(exc) or failures < MAX_HANDLING_FAILURES:
+            if len(self._failures) > 1000:
+                self._failures.clear()
+            self._failures[message.body] = failures
+            log.error('could not handle a %s message (%s: %s); it will be '
+                      'retried', body['type'], type(exc).__name__, exc,
+                      exc_info=failures == 1)
+            message.reject(requeue=True)
+            time.sleep(min(0.2 * failures, 2))
+            return
+        self._failures.pop(message.body, None)
+        self.dead_letter(message, f'handling failed {failures} times: '
+                         f'{type(exc).__name__}: {exc}', body)
+
+    def on_decode_error(self, message, exc):
+        """kombu could not even make a message of it (say, a bad
+        ``compression`` header): dead-letter it like any undecodable one."""
+        self.stats.add('received')
+        if not hasattr(message, 'ack'):
+            log.error('dropped a message kombu could not read: %s: %s',
+                      type(exc).__name__, exc)
+            return
+        self.dead_letter(message, f'message does not decode '
+                         f'({type(exc).__name__}: {exc})')
 
     def decode(self, message):
         """Verify and decode a message body, or raise InvalidMessage."""
@@ -461,8 +535,11 @@ class Runtime:
         self._check_queue(body)
         spec = body['job']
         queue = body['queue']
-        # A function that no longer imports would fail at every run: refuse
-        # the message now, to the dead-letter queue, where an operator sees it.
+        # A function outside scheduler.allowed_modules (a forged or stale
+        # message) is refused before its module is even imported, and one
+        # that no longer imports would fail at every run: both go to the
+        # dead-letter queue, where an operator sees them, and never run.
+        check_allowed(spec['func'], self.settings.allowed_modules)
         resolve_reference(spec['func'])
         job = JobInfo(spec, queue=queue)
         if spec['kind'] == 'async':
@@ -471,22 +548,53 @@ class Runtime:
                                         queue=queue))
             self.submit(self._run_async, job, message)
             return
-        trigger = build_trigger(spec['kind'], spec['trigger'],
-                                self.settings.timezone)
-        # Options APScheduler would refuse (TypeError) go to the dead-letter
-        # queue, not back to the broker to fail again forever.
-        check_options(spec['options'], spec['kind'])
-        options = dict(spec['options'])
-        name = options.pop('name', None) or spec['func']
+        trigger, name, options = self._prepare_stored_job(spec, queue)
         self.listeners.notify(Event(Event.JOB_CREATED, job=job, queue=queue))
         self._scheduler.add_job(
             STORED_JOB_FUNC, trigger, args=(queue, spec), id=spec['id'],
             name=name, jobstore=queue, replace_existing=True, **options)
         message.ack()
 
+    def _prepare_stored_job(self, spec, queue):
+        """``(trigger, name, options)`` of a deferred job, or InvalidJob.
+
+        Builds what APScheduler will store without storing it: whatever
+        fails here fails because of the message and would fail again at
+        every redelivery, so it goes to the dead-letter queue, never back to
+        the broker (only storing it may fail for a reason worth a retry).
+        """
+        try:
+            trigger = build_trigger(spec['kind'], spec['trigger'],
+                                    self.settings.timezone)
+            # Options APScheduler would refuse (TypeError) go to the
+            # dead-letter queue, not back to the broker to fail forever.
+            check_options(spec['options'], spec['kind'])
+            options = dict(spec['options'])
+            name = options.pop('name', None) or spec['func']
+            if not isinstance(spec['id'], str) or not 0 < len(
+                    spec['id']) <= MAX_JOB_ID_LENGTH:
+                raise InvalidJob(f'job id must be a string of 1 to '
+                                 f'{MAX_JOB_ID_LENGTH} characters, not '
+                                 f'{spec["id"]!r:.80}')
+            now = datetime.datetime.now(datetime.timezone.utc)
+            Job(self._scheduler, id=spec['id'], func=STORED_JOB_FUNC,
+                trigger=trigger, executor='default', args=(queue, spec),
+                kwargs={}, name=name,
+                next_run_time=trigger.get_next_fire_time(None, now),
+                **options)
+        except InvalidJob:
+            raise
+        except Exception as exc:
+            raise InvalidJob(f'invalid {spec["kind"]} job: '
+                             f'{type(exc).__name__}: {exc}') from exc
+        return trigger, name, options
+
     def _on_job_canceled(self, body, message):
         self._check_queue(body)
         queue, job_id = body['queue'], body['job_id']
+        if not isinstance(job_id, str) or not job_id:
+            raise InvalidJob(f'job id to cancel must be a non-empty string, '
+                             f'not {job_id!r:.80}')
         try:
             job = self._scheduler.get_job(job_id, jobstore=queue)
             self._scheduler.remove_job(job_id, jobstore=queue)
@@ -641,18 +749,28 @@ class Runtime:
         return store.get_all_jobs()[offset:offset + limit]
 
 
+def _is_transient(exc):
+    """An error of the job store's connection, that time may cure."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
 def delete_consumed_messages(settings):
-    """kombu's SQLAlchemy transport marks messages invisible, never deletes."""
-    import sqlite3
-    connection = sqlite3.connect(settings.database_path,
-                                 timeout=broker.SQLITE_BUSY_TIMEOUT)
-    try:
-        with connection:
-            cursor = connection.execute(
-                'DELETE FROM kombu_message WHERE visible = 0')
-            return cursor.rowcount
-    finally:
-        connection.close()
+    """Embedded broker housekeeping; the number of message rows deleted.
+
+    Acknowledged messages are deleted at once (sqlite_transport), so this
+    makes the leases of dead consumers visible again and drops reply queues
+    (with their unread replies) older than a day.
+    """
+    from .sqlite_transport import housekeeping
+    return housekeeping(settings.database_path,
+                        visibility_timeout=getattr(settings,
+                                                   'visibility_timeout', 3600),
+                        busy_timeout=broker.SQLITE_BUSY_TIMEOUT)
 
 
 def _local_timezone():
