@@ -44,6 +44,7 @@ from .storelock import StoreLock, lock_path
 log = logging.getLogger(__name__)
 
 INTERNAL_STORE = '_internal'
+PREFETCH_PER_WORKER = 25
 # Failures in a row after which a message that does not fail for a
 # transient reason goes to the dead-letter queue.
 MAX_HANDLING_FAILURES = 3
@@ -95,7 +96,7 @@ class RuntimeExecutor(BaseExecutor):
     def _do_submit_job(self, job, run_times):
         last_run = job.trigger.get_next_fire_time(
             run_times[-1], datetime.datetime.now(datetime.timezone.utc)) is None
-        self._runtime.submit(self._run, job, run_times, last_run)
+        self._runtime.submit_stored(self._run, job, run_times, last_run)
 
     def _run(self, job, run_times, last_run):
         try:
@@ -207,8 +208,12 @@ class Runtime:
         self.registry = registry
         self.listeners = listeners if listeners is not None else Listeners()
         self.stats = Stats()
-        self.prefetch_count = sum(settings.executor_size(q)
-                                  for q in self.queues)
+        self.worker_count = sum(settings.executor_size(q)
+                                for q in self.queues)
+        # Acknowledgements leave with the consumer thread's next turn, so
+        # the broker must let it hold more messages than it has workers, or
+        # the workers would wait on acks between jobs.
+        self.prefetch_count = self.worker_count * PREFETCH_PER_WORKER
         self._acks = queue_module.SimpleQueue()
         self._inflight = 0
         self._inflight_lock = threading.Lock()
@@ -218,7 +223,9 @@ class Runtime:
         self._drained = threading.Event()
         self._ready = threading.Event()
         self._last_beat = time.monotonic()
-        self._pool = None
+        self._pool = None          # async jobs
+        self._stored_pool = None   # deferred jobs, so they never queue
+                                   # behind prefetched async ones
         self._scheduler = None
         self._consumer = None
         self._thread = None
@@ -248,8 +255,11 @@ class Runtime:
                         'scheduler.broker.secret is not set: anyone who can '
                         'write to the broker can run code in this process. '
                         'Set a secret, or use the json serializer')
-        self._pool = ThreadPoolExecutor(max_workers=self.prefetch_count,
+        self._pool = ThreadPoolExecutor(max_workers=self.worker_count,
                                         thread_name_prefix='pscheduler-job')
+        self._stored_pool = ThreadPoolExecutor(
+            max_workers=self.worker_count,
+            thread_name_prefix='pscheduler-deferred')
         self._scheduler = self._make_scheduler()
         self._scheduler.start()
         connection = broker.connect(self.settings)
@@ -321,8 +331,9 @@ class Runtime:
         self._stop_requested.set()
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._pool, self._stored_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         if self._thread is not None:
             self._drained.wait(max(deadline - time.monotonic(), 0) + 2)
         for lock in self._locks.values():
@@ -379,8 +390,9 @@ class Runtime:
             consumer.should_stop = True
 
     def _pool_finished(self):
-        return self._pool is None or all(
-            not t.is_alive() for t in getattr(self._pool, '_threads', ()))
+        return all(not thread.is_alive()
+                   for pool in (self._pool, self._stored_pool) if pool
+                   for thread in getattr(pool, '_threads', ()))
 
     def _send_acks(self):
         while True:
@@ -634,8 +646,19 @@ class Runtime:
 
     # --- running jobs ----------------------------------------------------------
 
+    def _wake_consumer(self):
+        # The embedded transport can cut the consumer thread's wait short,
+        # so the ack leaves at once; other transports' waits are short.
+        connection = getattr(self._channel, 'connection', None)
+        interrupt = getattr(connection, 'interrupt', None)
+        if interrupt is not None:
+            interrupt()
+
     def submit(self, fn, *args):
         self._pool.submit(fn, *args)
+
+    def submit_stored(self, fn, *args):
+        self._stored_pool.submit(fn, *args)
 
     def _track(self, delta):
         with self._inflight_lock:
@@ -653,6 +676,7 @@ class Runtime:
         finally:
             self._track(-1)
             self._acks.put((message, 'ack'))
+            self._wake_consumer()
 
     def run_stored_job(self, aps_job, run_times, last_run):
         queue, spec = aps_job.args
@@ -707,7 +731,7 @@ class Runtime:
         """Delete consumed embedded messages; call housekeeping.append."""
         if self.settings.embedded:
             deleted = delete_consumed_messages(self.settings)
-            log.info('housekeeping: deleted %d consumed messages', deleted)
+            log.info('housekeeping: deleted %d stale reply messages', deleted)
         append = self.settings.housekeeping_append
         if append is not None:
             from .execution import app_threadlocals

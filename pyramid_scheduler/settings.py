@@ -257,12 +257,21 @@ class SchedulerSettings:
         return queue
 
 
-def parse_settings(settings, here=None):
+def parse_settings(settings, here=None, import_references=True):
     """Validate ``settings`` (a Pyramid settings dict) -> SchedulerSettings.
 
     ``here`` is the directory of the ini file, where the embedded SQLite
     database goes when no path is configured.
     """
+    def reference(key, value):
+        # The pscheduler master must not import the application: it passes
+        # import_references=False and keeps the dotted names as text.
+        if not value:
+            return None
+        if import_references:
+            return resolve_dotted(key, value)
+        return str(value).strip()
+
     conf = strip_prefix(settings)
     warn_unknown_keys(conf)
     here = here or settings.get('here')
@@ -304,7 +313,7 @@ def parse_settings(settings, here=None):
         send_timeout=parse_duration('broker.send_timeout',
                                     get('broker.send_timeout', '2s')),
         polling_interval=parse_duration(
-            'broker.polling_interval', get('broker.polling_interval', '0.1s')),
+            'broker.polling_interval', get('broker.polling_interval', '2s')),
         visibility_timeout=parse_duration(
             'broker.visibility_timeout',
             get('broker.visibility_timeout', '1h')),
@@ -314,13 +323,10 @@ def parse_settings(settings, here=None):
             get('broker.max_message_age', DEFAULT_MAX_MESSAGE_AGE)),
         housekeeping_interval=parse_duration('housekeeping',
                                              get('housekeeping', '24h')),
-        housekeeping_append=(resolve_dotted('housekeeping.append',
-                                            housekeeping_append)
-                             if housekeeping_append else None),
+        housekeeping_append=reference('housekeeping.append',
+                                      housekeeping_append),
         jobstore_url=(get('jobstore.url') or sqlite_url).strip(),
-        jobstore_class=(resolve_dotted('jobstore.default.class',
-                                       jobstore_class)
-                        if jobstore_class else None),
+        jobstore_class=reference('jobstore.default.class', jobstore_class),
         jobstore_options={k[len('jobstore.default.'):]: v
                           for k, v in conf.items()
                           if k.startswith('jobstore.default.')
@@ -330,8 +336,7 @@ def parse_settings(settings, here=None):
         coalesce=parse_bool('coalesce', get('coalesce', 'true')),
         timezone=parse_timezone('timezone', get('timezone', 'local'))
         if get('timezone') else None,
-        delegator=resolve_dotted('delegator', delegator) if delegator
-        else None,
+        delegator=reference('delegator', delegator),
         transactional=parse_bool('transactional', get('transactional', 'true')),
         allowed_modules=tuple(aslist(get('allowed_modules', ''))),
         shutdown_timeout=parse_duration('shutdown_timeout',

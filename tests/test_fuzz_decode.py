@@ -467,7 +467,7 @@ FOUND = {
     'interval-past-year-9999': (
         wire.job_created('jobs', _spec(kind='interval',
                                        trigger={'seconds': 10**12})),
-        'OverflowError'),
+        'date value out of range'),
     'float-misfire-grace-time': (
         wire.job_created('jobs', _spec(
             kind='date', trigger={'run_date': '2999-01-01T00:00:00+00:00'},

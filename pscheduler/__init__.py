@@ -1,0 +1,21 @@
+"""pscheduler: the supervisor daemon that runs pyramid_scheduler's jobs.
+
+A master process reads the ini file (without importing the application),
+forks one child per queue and supervises them; each child loads the
+application and runs the job runtime of its queue. See ``pscheduler --help``.
+
+Modules, one responsibility each:
+
+- :mod:`pscheduler.cli`: the command line, ``--reload`` and ``--restart``;
+- :mod:`pscheduler.config`: reading and validating the ini without the app;
+- :mod:`pscheduler.master`: the supervisor loop (signals, restarts, reload);
+- :mod:`pscheduler.children`: the master's handle on one forked child;
+- :mod:`pscheduler.child`: what runs inside a child, after the fork;
+- :mod:`pscheduler.channel`: the child-to-master report pipe;
+- :mod:`pscheduler.heartbeat`: the child's liveness file;
+- :mod:`pscheduler.backoff`, :mod:`pscheduler.signals`,
+  :mod:`pscheduler.pidfile`, :mod:`pscheduler.systemd`,
+  :mod:`pscheduler.titles`: small helpers;
+- :mod:`pscheduler.message`: ``pscheduler --message``, the admin client;
+- :mod:`pscheduler.exitcodes`: what each exit code means.
+"""

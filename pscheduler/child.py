@@ -1,0 +1,238 @@
+"""What runs inside a child, after the fork: load the app, serve one queue.
+
+The child starts from the master's memory, which holds no thread, socket or
+database connection (the master never loads the application): everything
+with a connection is made here, after the fork. It then
+
+1. gets ready to live alone: its own signal handlers, its title, and a
+   promise from the kernel to be told when the master dies;
+2. loads the application and checks it includes pyramid_scheduler, not in
+   combined mode (distinct exit codes, which the master turns into its own);
+3. takes its queue's job store lock (never two schedulers on one store),
+   starts the runtime and reports ``ready``;
+4. beats its heartbeat while the runtime lives, until SIGTERM/SIGINT or the
+   master's death, then drains: no new messages, running jobs finish.
+"""
+import ctypes
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+
+from pyramid.exceptions import ConfigurationError
+
+from . import exitcodes
+from .titles import child_title, set_title
+
+log = logging.getLogger(__name__)
+
+LOOP_INTERVAL = 0.2          # how often the main loop looks around
+LOCK_WAIT_LOG_INTERVAL = 10  # how often a child waiting for its store says so
+PR_SET_PDEATHSIG = 1         # <linux/prctl.h>
+# Blocked by the master across the fork, unblocked by the child once its
+# own handlers are in place.
+SIGNALS_BLOCKED_ACROSS_FORK = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                               signal.SIGCHLD)
+
+
+@dataclasses.dataclass
+class ChildSpec:
+    queue: str
+    config: object          # pscheduler.config.DaemonConfig
+    master_pid: int
+    heartbeat: object       # pscheduler.heartbeat.Heartbeat
+    reports: object         # pscheduler.channel.ReportWriter
+    report_modules: bool    # --reload: tell the master which files to watch
+    signal_mask: frozenset = frozenset()  # to restore once handlers are set
+
+
+class BootError(Exception):
+    def __init__(self, message, code=exitcodes.BOOT_FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+class Child:
+    def __init__(self, spec):
+        self.spec = spec
+        self.queue = spec.queue
+        self.stop_signal = None
+
+    def run(self):
+        """The child's whole life; returns its exit code."""
+        self.prepare_after_fork()
+        log.info('queue %s: child %d starting', self.queue, os.getpid())
+        try:
+            runtime = self.boot()
+        except BootError as exc:
+            log.error('queue %s: child %d cannot start: %s', self.queue,
+                      os.getpid(), exc)
+            self.spec.reports.failed(exc)
+            return exc.code
+        if runtime is None:
+            return exitcodes.OK  # asked to stop before it had started
+        self.spec.reports.ready(self.module_files())
+        return self.serve(runtime)
+
+    # --- 1. after the fork -------------------------------------------------
+
+    def prepare_after_fork(self):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._record_stop_signal)
+        # A reload is the master's business: it replaces us when it wants to.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.spec.signal_mask)
+        die_with_parent(signal.SIGTERM)
+        set_title(child_title(self.queue))
+
+    def _record_stop_signal(self, signum, frame):
+        self.stop_signal = signum
+
+    def should_stop(self):
+        if self.stop_signal is not None:
+            return True
+        if os.getppid() != self.spec.master_pid:
+            # PR_SET_PDEATHSIG covers this on Linux; this covers the rest,
+            # and a master that died before prctl() was called.
+            log.warning('queue %s: the pscheduler master %d is gone; '
+                        'stopping', self.queue, self.spec.master_pid)
+            self.stop_signal = signal.SIGTERM
+            return True
+        return False
+
+    # --- 2 and 3. boot -----------------------------------------------------
+
+    def boot(self):
+        """Load the app and start the runtime; None if told to stop first."""
+        scheduler = self.load_scheduler()
+        self.spec.heartbeat.beat()
+        if self.should_stop():
+            return None
+        runtime = scheduler.make_runtime([self.queue])
+        if not self.acquire_store(runtime):
+            return None
+        try:
+            runtime.start()
+        except Exception as exc:
+            log.exception('queue %s: the job runtime did not start',
+                          self.queue)
+            runtime.stop(timeout=0)
+            raise BootError(f'the job runtime did not start: '
+                            f'{type(exc).__name__}: {exc}') from exc
+        self.spec.heartbeat.beat()
+        return runtime
+
+    def load_scheduler(self):
+        from pyramid.paster import get_app
+        config = self.spec.config
+        try:
+            app = get_app(config.config_uri, name=config.app_name)
+        except ConfigurationError as exc:
+            log.exception('queue %s: the application in %s is misconfigured',
+                          self.queue, config.ini_path)
+            raise BootError(f'configuration error: {exc}',
+                            exitcodes.CONFIG) from exc
+        except Exception as exc:
+            log.exception('queue %s: could not load the application '
+                          '[app:%s] from %s', self.queue, config.app_name,
+                          config.ini_path)
+            raise BootError(f'could not load the application: '
+                            f'{type(exc).__name__}: {exc}') from exc
+        return self.check_scheduler(getattr(app, 'registry', None))
+
+    def check_scheduler(self, registry):
+        scheduler = getattr(registry, 'scheduler', None)
+        if scheduler is None or scheduler.settings is None:
+            raise BootError(
+                'the application does not include pyramid_scheduler: add '
+                '"config.include(\'pyramid_scheduler\')" to its main() or '
+                '"pyramid.includes = pyramid_scheduler" to its ini section',
+                exitcodes.NO_SCHEDULER)
+        settings = scheduler.settings
+        if settings.combined:
+            raise BootError(
+                'the application runs its jobs itself '
+                '(scheduler.combined = true): pscheduler must not',
+                exitcodes.COMBINED)
+        if self.queue not in settings.queues:
+            raise BootError(
+                f'the application does not configure queue {self.queue!r} '
+                f'(its scheduler.queues: {" ".join(settings.queues)})',
+                exitcodes.CONFIG)
+        return scheduler
+
+    def acquire_store(self, runtime):
+        """Wait for the queue's job store lock; False if told to stop.
+
+        Our master stops a queue's old child before it starts the new one,
+        so the lock is normally free at once. Another process holding it
+        (a second pscheduler, a combined-mode web process on this host)
+        makes us wait as a standby, alive and saying so, not fail.
+        """
+        next_log = time.monotonic()
+        while True:
+            got = runtime.acquire_stores(timeout=1,
+                                         should_stop=self._beat_and_check)
+            if got:
+                return True
+            if self.should_stop():
+                return False
+            if time.monotonic() >= next_log:
+                log.warning('queue %s: waiting for the job store, which '
+                            'another scheduler process holds', self.queue)
+                next_log = time.monotonic() + LOCK_WAIT_LOG_INTERVAL
+
+    def _beat_and_check(self):
+        self.spec.heartbeat.beat()
+        return self.should_stop()
+
+    def module_files(self):
+        """The application's source files, for ``--reload`` to watch."""
+        if not self.spec.report_modules:
+            return []
+        files = set()
+        for module in list(sys.modules.values()):
+            path = getattr(module, '__file__', None)
+            if path:
+                files.add(path)
+        return sorted(files)
+
+    # --- 4. serve ----------------------------------------------------------
+
+    def serve(self, runtime):
+        log.info('queue %s: child %d serving', self.queue, os.getpid())
+        while not self.should_stop():
+            if not runtime.running:
+                log.error('queue %s: the job runtime stopped by itself; '
+                          'exiting so that the master starts a new child',
+                          self.queue)
+                runtime.stop(timeout=0)
+                return exitcodes.FAILURE
+            # The heartbeat carries the runtime's own last sign of life, so
+            # a consumer thread that hangs shows even while we loop on.
+            self.spec.heartbeat.beat(time.time()
+                                     - runtime.seconds_since_beat())
+            time.sleep(LOOP_INTERVAL)
+        timeout = runtime.settings.shutdown_timeout
+        log.info('queue %s: child %d stopping (signal %s): no new jobs; '
+                 'waiting up to %gs for running jobs', self.queue,
+                 os.getpid(), signal.Signals(self.stop_signal).name, timeout)
+        runtime.stop(timeout=timeout)
+        log.info('queue %s: child %d stopped', self.queue, os.getpid())
+        return exitcodes.OK
+
+
+def die_with_parent(signum):
+    """Ask the kernel to send ``signum`` when the master dies (Linux only)."""
+    if not sys.platform.startswith('linux'):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), 'prctl(PR_SET_PDEATHSIG)')
+    except (OSError, AttributeError) as exc:
+        log.warning('cannot ask to die with the master (%s); relying on '
+                    'polling getppid()', exc)

@@ -1,0 +1,121 @@
+"""Read and validate the ini file for the daemon, without the application.
+
+The master must never import the application: whatever it imports or opens
+(threads, sockets, database engines) would cross the fork into every child.
+So it reads the raw ``[app:NAME]`` section through plaster and validates the
+``scheduler.*`` settings with pyramid_scheduler's parser; only the children
+load the application itself.
+"""
+import dataclasses
+import os
+
+import plaster
+from pyramid.exceptions import ConfigurationError
+from pyramid_scheduler.errors import InvalidQueue
+from pyramid_scheduler.settings import SchedulerSettings, parse_settings
+
+from . import exitcodes
+from .exitcodes import ExitError
+
+
+@dataclasses.dataclass(frozen=True)
+class DaemonConfig:
+    """What the master knows: where the app is, its settings, our queues."""
+    config_uri: str
+    app_name: str           # of the [app:NAME] section the children load
+    ini_path: str
+    settings: SchedulerSettings
+    queues: tuple
+
+    @property
+    def here(self):
+        return os.path.dirname(self.ini_path)
+
+
+def load_config(config_uri, app_name=None, only_queues=()):
+    """Read ``config_uri`` -> DaemonConfig, or raise ExitError saying why.
+
+    ``app_name`` defaults to the URI's ``#fragment``, then ``main``;
+    ``only_queues`` (``--queue``) restricts the queues served.
+    """
+    loader = get_loader(config_uri)
+    app_name = app_name or loader.uri.fragment or 'main'
+    section = app_section(loader, app_name)
+    raw = loader.get_settings(section)
+    ini_path = os.path.abspath(loader.uri.path)
+    here = raw.global_conf.get('here') or os.path.dirname(ini_path)
+    try:
+        # Settings that name application code (delegator, ...) are imported
+        # and checked by the children, which load the application anyway.
+        settings = parse_settings(raw, here=here, import_references=False)
+    except ConfigurationError as exc:
+        raise ExitError(f'{ini_path} [{section}]: {exc}',
+                        exitcodes.CONFIG) from exc
+    # The children load the [app:...] section itself: a pipeline's filters
+    # would hide the application's registry.
+    return DaemonConfig(config_uri=config_uri,
+                        app_name=section[len('app:'):], ini_path=ini_path,
+                        settings=settings,
+                        queues=select_queues(settings, only_queues))
+
+
+def get_loader(config_uri):
+    try:
+        loader = plaster.get_loader(config_uri, protocols=['wsgi'])
+    except plaster.PlasterError as exc:
+        raise ExitError(f'cannot read {config_uri}: {exc}',
+                        exitcodes.CONFIG) from exc
+    path = loader.uri.path
+    if path and not os.path.isfile(path):
+        raise ExitError(f'configuration file {path} not found',
+                        exitcodes.CONFIG)
+    return loader
+
+
+def get_sections(loader):
+    try:
+        return loader.get_sections()
+    except Exception as exc:  # configparser's many errors
+        raise ExitError(f'cannot parse {loader.uri.path}: {exc}',
+                        exitcodes.CONFIG) from exc
+
+
+def app_section(loader, app_name):
+    """The ``[app:NAME]`` section; a ``[pipeline:NAME]`` leads to its app."""
+    sections = get_sections(loader)
+    if f'app:{app_name}' in sections:
+        return f'app:{app_name}'
+    if f'pipeline:{app_name}' in sections:
+        pipeline = loader.get_settings(f'pipeline:{app_name}')
+        last = (pipeline.get('pipeline') or '').split()[-1:]
+        if last and f'app:{last[0]}' in sections:
+            return f'app:{last[0]}'
+    apps = ', '.join(s[4:] for s in sections if s.startswith('app:'))
+    raise ExitError(
+        f'{loader.uri.path} has no [app:{app_name}] section (nor a '
+        f'[pipeline:{app_name}] ending in an app of this file); '
+        f'applications in it: {apps or "none"}. Use --app-name NAME.',
+        exitcodes.CONFIG)
+
+
+def select_queues(settings, only_queues):
+    if not only_queues:
+        return settings.queues
+    for queue in only_queues:
+        try:
+            settings.check_queue(queue)
+        except InvalidQueue as exc:
+            raise ExitError(f'--queue {queue}: {exc}', exitcodes.USAGE) \
+                from exc
+    # Keep the ini's order, so children start in a predictable order.
+    return tuple(q for q in settings.queues if q in only_queues)
+
+
+def require_daemon_mode(config):
+    """pscheduler must not run jobs an app already runs in-process."""
+    if config.settings.combined:
+        raise ExitError(
+            f'the application in {config.ini_path} is configured '
+            '"scheduler.combined = true": its web processes run the jobs '
+            'themselves, so pscheduler must not. Set it to false to use '
+            'pscheduler.', exitcodes.COMBINED)

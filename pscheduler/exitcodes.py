@@ -1,0 +1,56 @@
+"""Exit codes of ``pscheduler``: one per cause, so supervisors can act.
+
+systemd's ``RestartPreventExitStatus=`` and scripts use them to tell a
+mistake that a restart will not fix (usage, configuration, an application
+that does not include the scheduler or runs it combined) from a failure worth
+retrying. 10, 11 and 20 keep the meaning they had in pyramid_scheduler 0.3.
+"""
+OK = 0
+FAILURE = 1
+USAGE = 2
+CONFIG = 3
+NO_ANSWER = 4
+COMMAND_ERROR = 5
+NO_SCHEDULER = 10
+COMBINED = 11
+BOOT_FAILED = 20
+START_FAILED = 21
+
+MEANINGS = (
+    (OK, 'stopped on request (SIGTERM/SIGINT), or --message answered'),
+    (FAILURE, 'unexpected error in pscheduler itself (traceback in the log)'),
+    (USAGE, 'bad command line, e.g. a --queue that is not configured'),
+    (CONFIG, 'the ini file cannot be read or a scheduler.* setting is '
+             'invalid'),
+    (NO_ANSWER, '--message: a queue did not answer within the timeout'),
+    (COMMAND_ERROR, '--message: a queue answered with an error (e.g. an '
+                    'unknown command)'),
+    (NO_SCHEDULER, 'the application does not include pyramid_scheduler'),
+    (COMBINED, 'the application is configured scheduler.combined = true'),
+    (BOOT_FAILED, 'a child failed to start scheduler.child.boot_failures\n'
+                  'times in a row (application import error, ...)'),
+    (START_FAILED, 'the --pidfile names a running pscheduler or cannot be '
+                   'written'),
+)
+
+# Exit codes a child reports that no retry can fix: the master stops at once
+# with the same code instead of counting boot failures.
+FATAL_CHILD_CODES = (NO_SCHEDULER, COMBINED)
+
+
+def describe():
+    """The table for ``--help``."""
+    lines = []
+    for code, meaning in MEANINGS:
+        first, *rest = meaning.split('\n')
+        lines.append(f'  {code:>3}  {first}')
+        lines.extend(f'       {line}' for line in rest)
+    return '\n'.join(lines)
+
+
+class ExitError(Exception):
+    """An error that ends pscheduler with a given exit code and message."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,433 @@
+"""The master: one child per queue, kept serving (after gunicorn's arbiter).
+
+The master is single-threaded and never loads the application. Its signal
+handlers only record signals (:mod:`pscheduler.signals`); one loop does the
+work, in turns:
+
+    supervise -> sleep until a signal, a child report or a deadline
+              -> act on signals -> reap dead children -> read reports
+
+Its rules:
+
+- A child that dies unexpectedly is replaced after an exponential backoff
+  (0.1s first). One that dies before reporting ``ready`` is a boot failure;
+  ``scheduler.child.boot_failures`` of them in a row stop the master with
+  exit code 20, and a child that says the application lacks the scheduler
+  (10) or runs combined (11) stops it at once: retrying cannot help.
+- SIGTERM/SIGINT: every child drains (``scheduler.shutdown_timeout``), is
+  killed if it overstays, and the master exits 0. A second signal kills the
+  children at once.
+- SIGHUP: re-read the ini. Removed queues lose their child, added ones get
+  one, and the others are restarted one at a time: a queue's old child exits
+  (releasing its job store) before its new one starts.
+- Every second: a child silent for ``scheduler.child.heartbeat_timeout`` is
+  killed, one above ``scheduler.child.memory_limit`` is replaced gracefully.
+"""
+import logging
+import os
+import signal
+import time
+
+from . import children, exitcodes, systemd
+from .backoff import Backoff
+from .channel import FAILED, READY
+from .exitcodes import ExitError
+from .signals import SignalQueue
+from .titles import master_title, set_title
+
+log = logging.getLogger(__name__)
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                   signal.SIGCHLD)
+LOOP_INTERVAL = 1.0   # the longest the loop sleeps
+WATCH_INTERVAL = 1.0  # how often heartbeats and memory are checked
+STOP_GRACE = 5.0      # beyond shutdown_timeout, before a child gets SIGKILL
+STABLE_AFTER = 30.0   # a child up this long starts a fresh backoff
+
+# Reasons the master stops a child; any other exit is unexpected.
+RELOAD = 'reload'
+MEMORY_LIMIT = 'memory limit'
+QUEUE_REMOVED = 'queue removed'
+SHUTDOWN = 'shutdown'
+HUNG = 'no heartbeat'
+PLANNED_STOPS = (RELOAD, MEMORY_LIMIT, QUEUE_REMOVED, SHUTDOWN)
+
+
+class Slot:
+    """One served queue: its child (if any) and its restart bookkeeping."""
+
+    def __init__(self, queue):
+        self.queue = queue
+        self.child = None
+        self.backoff = Backoff()
+        self.boot_failures = 0
+        self.start_after = 0.0   # monotonic time the next child may start
+        self.removed = False     # by a reload; the slot goes with its child
+
+
+class Master:
+    def __init__(self, config, reload_config, watch_files=None):
+        """``reload_config()`` re-reads the ini (raising ExitError);
+        ``watch_files(paths)``, under ``--reload``, watches the children's
+        source files."""
+        self.config = config
+        self.reload_config = reload_config
+        self.watch_files = watch_files
+        self.generation = 1
+        self.slots = {}
+        self.children = {}   # pid -> ChildHandle
+        self.signals = SignalQueue(HANDLED_SIGNALS)
+        self.stopping = False
+        self.exit_code = None
+        self.ready_announced = False
+        self.next_watch = 0.0
+
+    # --- the loop ----------------------------------------------------------
+
+    def run(self):
+        """Supervise until stopped; return the exit code."""
+        set_title(master_title(self.config.config_uri))
+        log.info('pscheduler master %d starting: %s [app:%s], queue(s) %s',
+                 os.getpid(), self.config.ini_path, self.config.app_name,
+                 ', '.join(self.config.queues))
+        with self.signals:
+            try:
+                for queue in self.config.queues:
+                    self.slots[queue] = Slot(queue)
+                while not (self.stopping and not self.children):
+                    self.supervise()
+                    self.sleep()
+                    self.handle_signals()
+                    self.reap_children()
+                    self.read_reports()
+            except Exception:
+                log.exception('the pscheduler master failed; killing its '
+                              'children')
+                self.exit_code = exitcodes.FAILURE
+                self.kill_children()
+                self.reap_remaining(timeout=5)
+        log.info('pscheduler master %d stopped (exit code %d)', os.getpid(),
+                 self.exit_code)
+        return self.exit_code
+
+    def supervise(self):
+        now = time.monotonic()
+        self.enforce_stop_deadlines(now)
+        if self.stopping:
+            return
+        if now >= self.next_watch:
+            self.watch_children()
+            self.next_watch = now + WATCH_INTERVAL
+        self.restart_one_outdated_child()
+        self.start_due_children(now)
+        self.announce_ready()
+
+    def sleep(self):
+        now = time.monotonic()
+        deadlines = [now + LOOP_INTERVAL]
+        deadlines += [child.kill_at for child in self.children.values()
+                      if child.kill_at is not None and not child.killed]
+        if not self.stopping:  # nothing else is due while stopping
+            deadlines.append(self.next_watch)
+            deadlines += [slot.start_after for slot in self.slots.values()
+                          if slot.child is None and not slot.removed]
+        timeout = max(min(deadlines) - now, 0)
+        fds = [child.reports.fileno() for child in self.children.values()
+               if not child.reports.eof]
+        self.signals.wait(timeout, fds)
+
+    # --- signals -----------------------------------------------------------
+
+    def handle_signals(self):
+        for signum in self.signals.pop_all():
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self.on_stop_signal(signum)
+            elif signum == signal.SIGHUP:
+                self.on_reload_signal()
+            # SIGCHLD only wakes the loop: reap_children() runs every turn.
+
+    def on_stop_signal(self, signum):
+        name = signal.Signals(signum).name
+        if self.stopping:
+            log.warning('%s again: killing the children now; their '
+                        'unfinished jobs will be delivered again', name)
+            self.kill_children()
+            return
+        log.info('%s: stopping; children finish their running jobs '
+                 '(up to %gs)', name, self.config.settings.shutdown_timeout)
+        self.begin_stop(exitcodes.OK)
+
+    def on_reload_signal(self):
+        if self.stopping:
+            log.info('SIGHUP while stopping: ignored')
+            return
+        log.info('SIGHUP: reloading %s', self.config.ini_path)
+        systemd.reloading('reloading the configuration')
+        try:
+            new_config = self.reload_config()
+        except ExitError as exc:
+            log.error('reload failed; the children keep running the '
+                      'previous configuration: %s', exc)
+            systemd.ready(self.status_text())
+            return
+        self.apply_config(new_config)
+
+    def apply_config(self, new_config):
+        old_queues = set(self.config.queues)
+        new_queues = set(new_config.queues)
+        self.config = new_config
+        self.generation += 1
+        self.ready_announced = False
+        for queue in old_queues - new_queues:
+            self.remove_slot(self.slots[queue])
+        for queue in new_config.queues:
+            if queue in self.slots:
+                self.slots[queue].removed = False
+            else:
+                self.slots[queue] = Slot(queue)
+        log.info('reload: queue(s) added: %s; removed: %s; restarting the '
+                 'others one at a time',
+                 ', '.join(sorted(new_queues - old_queues)) or 'none',
+                 ', '.join(sorted(old_queues - new_queues)) or 'none')
+
+    def remove_slot(self, slot):
+        slot.removed = True
+        if slot.child is None:
+            del self.slots[slot.queue]
+        else:
+            slot.child.request_stop(QUEUE_REMOVED, STOP_GRACE)
+
+    # --- stopping ----------------------------------------------------------
+
+    def begin_stop(self, exit_code):
+        if self.exit_code is None:
+            self.exit_code = exit_code
+        if self.stopping:
+            return
+        self.stopping = True
+        systemd.stopping('stopping: children finish their running jobs')
+        for child in self.children.values():
+            child.request_stop(SHUTDOWN, STOP_GRACE)
+
+    def fail(self, exit_code, message):
+        """Stop everything because of ``message``; exit with ``exit_code``."""
+        log.error('%s; stopping pscheduler (exit code %d)', message,
+                  exit_code)
+        self.begin_stop(exit_code)
+
+    def enforce_stop_deadlines(self, now):
+        for child in self.children.values():
+            if child.kill_at is not None and now >= child.kill_at \
+                    and not child.killed:
+                log.warning('child %d (queue %s) did not stop within %gs; '
+                            'killing it', child.pid, child.queue,
+                            child.config.settings.shutdown_timeout
+                            + STOP_GRACE)
+                child.kill(child.stop_reason)
+
+    def kill_children(self):
+        for child in self.children.values():
+            child.kill(SHUTDOWN)
+
+    def reap_remaining(self, timeout):
+        deadline = time.monotonic() + timeout
+        while self.children and time.monotonic() < deadline:
+            self.reap_children()
+            time.sleep(0.05)
+
+    # --- children ------------------------------------------------------------
+
+    def start_due_children(self, now):
+        for slot in list(self.slots.values()):
+            if slot.child is None and not slot.removed \
+                    and now >= slot.start_after:
+                self.start_child(slot)
+
+    def start_child(self, slot):
+        try:
+            child = children.spawn(
+                slot.queue, self.config, self.generation,
+                close_in_child=self.descriptors_children_must_close(),
+                report_modules=self.watch_files is not None)
+        except OSError as exc:  # out of processes or memory: try later
+            delay = slot.backoff.next_delay()
+            slot.start_after = time.monotonic() + delay
+            log.error('cannot start a child for queue %s (%s); trying again '
+                      'in %.1fs', slot.queue, exc, delay)
+            return
+        self.children[child.pid] = child
+        slot.child = child
+        log.info('started child %d for queue %s', child.pid, slot.queue)
+
+    def descriptors_children_must_close(self):
+        fds = list(self.signals.fds())
+        for child in self.children.values():
+            fds.extend(child.fds())
+        return fds
+
+    def reap_children(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is not None:
+                self.on_child_exit(child, os.waitstatus_to_exitcode(status))
+
+    def on_child_exit(self, child, code):
+        self.handle_reports(child, child.read_reports())  # its last words
+        child.close()
+        slot = self.slots.get(child.queue)
+        if slot is not None and slot.child is child:
+            slot.child = None
+        else:
+            slot = None
+        outcome = describe_exit(code)
+        if child.stop_reason in PLANNED_STOPS or self.stopping:
+            log.log(logging.INFO if code == 0 else logging.WARNING,
+                    'child %d (queue %s) exited (%s), as asked: %s',
+                    child.pid, child.queue, outcome,
+                    child.stop_reason or SHUTDOWN)
+            if slot is not None and slot.removed:
+                del self.slots[slot.queue]
+            return
+        if slot is None:
+            return
+        if not child.ready:
+            self.on_boot_failure(slot, child, code, outcome)
+        else:
+            self.on_crash(slot, child, outcome)
+
+    def on_boot_failure(self, slot, child, code, outcome):
+        error = child.error or outcome
+        if child.stop_reason == HUNG:
+            error = f'no heartbeat while starting; {error}'
+        if code in exitcodes.FATAL_CHILD_CODES:
+            self.fail(code, f'queue {slot.queue}: {error}')
+            return
+        slot.boot_failures += 1
+        limit = child.config.settings.child_boot_failures
+        if slot.boot_failures >= limit:
+            self.fail(exitcodes.BOOT_FAILED,
+                      f'the child for queue {slot.queue} failed to start '
+                      f'{slot.boot_failures} times in a row '
+                      f'(scheduler.child.boot_failures = {limit}); last '
+                      f'error: {error}')
+            return
+        delay = slot.backoff.next_delay()
+        slot.start_after = time.monotonic() + delay
+        log.error('child %d for queue %s failed to start (%s); attempt %d '
+                  'of %d; trying again in %.1fs', child.pid, slot.queue,
+                  error, slot.boot_failures, limit, delay)
+
+    def on_crash(self, slot, child, outcome):
+        if child.uptime() >= STABLE_AFTER:
+            slot.backoff.reset()
+        delay = slot.backoff.next_delay()
+        slot.start_after = time.monotonic() + delay
+        why = f'{outcome} after {HUNG}' if child.stop_reason == HUNG \
+            else outcome
+        log.error('child %d serving queue %s died (%s); starting a new one '
+                  'in %.1fs', child.pid, slot.queue, why, delay)
+
+    def read_reports(self):
+        for child in list(self.children.values()):
+            self.handle_reports(child, child.read_reports())
+
+    def handle_reports(self, child, reports):
+        for report in reports:
+            event = report.get('event')
+            if event == READY and not child.ready:
+                child.mark_ready()
+                slot = self.slots.get(child.queue)
+                if slot is not None and slot.child is child:
+                    slot.boot_failures = 0
+                log.info('child %d serving queue %s (started in %.1fs)',
+                         child.pid, child.queue, child.uptime())
+                if self.watch_files is not None and report.get('files'):
+                    self.watch_files(report['files'])
+            elif event == FAILED:
+                child.error = report.get('error')
+
+    # --- health --------------------------------------------------------------
+
+    def watch_children(self):
+        for slot in self.slots.values():
+            child = slot.child
+            if child is None or child.stop_reason is not None:
+                continue
+            settings = child.config.settings
+            silent = child.seconds_since_heartbeat()
+            if silent > settings.child_heartbeat_timeout:
+                log.error('child %d (queue %s) sent no heartbeat for %.1fs '
+                          '(scheduler.child.heartbeat_timeout = %gs): killing '
+                          'it', child.pid, child.queue, silent,
+                          settings.child_heartbeat_timeout)
+                child.kill(HUNG)
+                continue
+            limit = settings.child_memory_limit
+            if limit and child.ready:
+                rss = child.rss()
+                if rss is not None and rss > limit:
+                    log.warning('child %d (queue %s) uses %s of memory, over '
+                                'scheduler.child.memory_limit (%s): replacing '
+                                'it once its running jobs are done',
+                                child.pid, child.queue, format_size(rss),
+                                format_size(limit))
+                    child.request_stop(MEMORY_LIMIT, STOP_GRACE)
+
+    # --- reload and readiness ------------------------------------------------
+
+    def restart_one_outdated_child(self):
+        """Restart the next child still running an older configuration.
+
+        Only when every queue has a ready child: so one queue restarts at a
+        time, and a new child that fails to start stops the roll.
+        """
+        active = [slot for slot in self.slots.values() if not slot.removed]
+        if any(slot.child is None or not slot.child.ready
+               or slot.child.stop_reason is not None for slot in active):
+            return
+        for slot in active:
+            if slot.child.generation < self.generation:
+                log.info('reload: restarting the child of queue %s',
+                         slot.queue)
+                slot.child.request_stop(RELOAD, STOP_GRACE)
+                return
+
+    def announce_ready(self):
+        if self.ready_announced:
+            return
+        slots = list(self.slots.values())
+        if any(slot.removed or slot.child is None or not slot.child.ready
+               or slot.child.generation != self.generation
+               or slot.child.stop_reason is not None for slot in slots):
+            return
+        self.ready_announced = True
+        log.info('pscheduler ready: %s', self.status_text())
+        systemd.ready(self.status_text())
+
+    def status_text(self):
+        return 'serving ' + ', '.join(
+            f'{slot.queue} (pid {slot.child.pid})' if slot.child
+            else f'{slot.queue} (starting)'
+            for slot in self.slots.values() if not slot.removed)
+
+
+def describe_exit(code):
+    if code < 0:
+        try:
+            return f'killed by {signal.Signals(-code).name}'
+        except ValueError:
+            return f'killed by signal {-code}'
+    return f'exit code {code}'
+
+
+def format_size(size):
+    for unit in ('B', 'KB', 'MB', 'GB'):
+        if size < 1000 or unit == 'GB':
+            return f'{size:.0f}{unit}' if unit == 'B' else f'{size:.1f}{unit}'
+        size /= 1000

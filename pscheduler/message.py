@@ -1,0 +1,158 @@
+"""``pscheduler --message TEXT app.ini``: admin commands to running children.
+
+TEXT is a command and optional ``key=value`` arguments, e.g. ``ping``,
+``status`` or ``jobs offset=50 limit=10``. The command goes to every served
+queue (or those given with ``--queue``) through the broker; each child
+answers on a private reply queue. Answers are printed on stdout, readable by
+people or, with ``--json``, by programs; problems go to stderr.
+
+``print-jobs`` keeps its 0.3 behaviour: each child logs its job store (look
+in the daemon's log); the command line says which children did.
+"""
+import json
+import sys
+
+from pyramid_scheduler.admin import COMMANDS, send_command
+
+from . import exitcodes
+
+
+def parse_message(text):
+    """``'jobs offset=5'`` -> ``('jobs', {'offset': 5})``."""
+    words = text.split()
+    if not words:
+        raise ValueError('--message needs a command, e.g. "ping"; known '
+                         f'commands: {", ".join(COMMANDS)}')
+    args = {}
+    for word in words[1:]:
+        key, sep, value = word.partition('=')
+        if not sep or not key:
+            raise ValueError(f'--message argument {word!r} is not key=value')
+        args[key] = int(value) if value.lstrip('-').isdigit() else value
+    return words[0], args
+
+
+def run(config, text, timeout=None, as_json=False, out=None, err=None):
+    """Send ``text`` to the children of ``config``; print; exit code."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        name, args = parse_message(text)
+    except ValueError as exc:
+        print(f'pscheduler: error: {exc}', file=err)
+        return exitcodes.USAGE
+    timeout = config.settings.admin_timeout if timeout is None else timeout
+    replies, missing = send_command(config.settings, name, config.queues,
+                                    args=args or None, timeout=timeout)
+    replies.sort(key=lambda reply: config.queues.index(reply['queue'])
+                 if reply['queue'] in config.queues else len(config.queues))
+    if as_json:
+        json.dump({'command': name, 'args': args, 'replies': replies,
+                   'missing': list(missing)}, out, indent=2, sort_keys=True)
+        out.write('\n')
+    else:
+        for reply in replies:
+            print(format_reply(name, reply), file=out)
+    return report_problems(name, replies, missing, timeout, err)
+
+
+def report_problems(name, replies, missing, timeout, err):
+    errors = [reply for reply in replies if reply.get('error')]
+    if errors:
+        print(f'pscheduler: {name!r} failed on queue(s) '
+              f'{", ".join(reply["queue"] for reply in errors)}: '
+              f'{errors[0]["error"]}', file=err)
+    if missing:
+        hint = '' if name in COMMANDS else (
+            f' ({name!r} is not a known command: '
+            f'{", ".join(COMMANDS)})')
+        print(f'pscheduler: no answer to {name!r} from queue(s) '
+              f'{", ".join(missing)} within {timeout:g}s: is pscheduler '
+              f'running for them?{hint}', file=err)
+        return exitcodes.NO_ANSWER
+    if errors:
+        return exitcodes.COMMAND_ERROR
+    return exitcodes.OK
+
+
+def format_reply(name, reply):
+    head = f'queue {reply["queue"]} (pid {reply["pid"]})'
+    if reply.get('error'):
+        return f'{head}: error: {reply["error"]}'
+    formatter = _FORMATTERS.get(name, _format_generic)
+    return formatter(head, reply.get('result') or {})
+
+
+def _format_ping(head, result):
+    return f'{head}: pong'
+
+
+def _format_print_jobs(head, result):
+    return (f'{head}: logged {result.get("printed", 0)} job(s) of its job '
+            'store; see the pscheduler log')
+
+
+def _format_status(head, result):
+    return (f'{head}: up {format_duration(result.get("uptime", 0))}, '
+            f'memory {format_bytes(result.get("rss", 0))}, '
+            f'running {result.get("running")}, '
+            f'pending {result.get("pending")}, '
+            f'executed {result.get("executed")}, '
+            f'failed {result.get("failed")}, '
+            f'missed {result.get("missed")}, '
+            f'dead letters {result.get("dead_lettered")}')
+
+
+def _format_jobs(head, result):
+    jobs = result.get('jobs') or []
+    offset = result.get('offset', 0)
+    total = result.get('total', len(jobs))
+    if not jobs:
+        lines = [f'{head}: {total} deferred job(s); none from #{offset + 1}']
+    else:
+        lines = [f'{head}: {total} deferred job(s); #{offset + 1}-'
+                 f'{offset + len(jobs)}:']
+    for job in jobs:
+        lines.append(f'  {job["id"]}  next run {job["next_run_time"] or "-"}'
+                     f'  {job["trigger"]}  {job["name"]}')
+    return '\n'.join(lines)
+
+
+def _format_dead_letters(head, result):
+    lines = [f'{head}: {result.get("count")} dead letter(s) in '
+             f'{result.get("dead_letter_queue")}']
+    for entry in result.get('recent') or []:
+        lines.append(f'  {entry.get("reason")}')
+    return '\n'.join(lines)
+
+
+def _format_purge(head, result):
+    return f'{head}: purged {result.get("purged", 0)} dead letter(s)'
+
+
+def _format_generic(head, result):
+    return f'{head}: {json.dumps(result, sort_keys=True)}'
+
+
+_FORMATTERS = {
+    'ping': _format_ping,
+    'print-jobs': _format_print_jobs,
+    'status': _format_status,
+    'jobs': _format_jobs,
+    'dead-letters': _format_dead_letters,
+    'purge-dead-letters': _format_purge,
+}
+
+
+def format_duration(seconds):
+    seconds = int(seconds)
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [f'{value}{unit}' for value, unit in
+             ((days, 'd'), (hours, 'h'), (minutes, 'm')) if value]
+    return ' '.join(parts + [f'{seconds}s'])
+
+
+def format_bytes(size):
+    return f'{(size or 0) / 1e6:.1f}MB'

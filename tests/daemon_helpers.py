@@ -1,0 +1,383 @@
+"""Helpers for the pscheduler daemon tests: real processes, real signals.
+
+Import what you use explicitly (``from tests.daemon_helpers import ...``),
+fixtures included; tests/conftest.py belongs to the whole suite.
+
+Every daemon is started in its own session, so its process group holds the
+master and all its children; the ``daemons`` fixture kills that group after
+the test, whatever happened.
+"""
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get('PSCHEDULER_TEST_REDIS_URL',
+                           'redis://127.0.0.1:6379/0')
+# The daemon tests use their own Redis database, and a unique scheduler.id
+# per test, so they share nothing with other tests or with each other.
+DAEMON_REDIS_DB = 11
+
+LOGGING = """
+[loggers]
+keys = root, pscheduler, pyramid_scheduler
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARNING
+handlers = console
+
+[logger_pscheduler]
+level = INFO
+handlers =
+qualname = pscheduler
+
+[logger_pyramid_scheduler]
+level = INFO
+handlers =
+qualname = pyramid_scheduler
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %(asctime)s %(levelname)-5.5s [%(name)s:%(process)d] %(message)s
+"""
+
+
+# --- waiting ---------------------------------------------------------------
+
+def wait_for(condition, timeout=15.0, interval=0.05, what=None):
+    """Poll ``condition()`` until it returns something true; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f'timed out after {timeout}s waiting for '
+                f'{what or getattr(condition, "__name__", "a condition")}')
+        time.sleep(interval)
+
+
+# --- ini files ---------------------------------------------------------------
+
+def write_ini(path, queues=('jobs',), app='tests.apps.simple:main',
+              settings=None, logging=True):
+    """Write an ini for ``app`` serving ``queues``; return its path.
+
+    The embedded SQLite database goes beside the ini (the default). Short
+    timeouts keep the tests fast; ``settings`` adds or overrides keys.
+    """
+    values = {
+        'scheduler.queues': ' '.join(queues),
+        'scheduler.shutdown_timeout': '10s',
+        'scheduler.admin.timeout': '5s',
+    }
+    values.update(settings or {})
+    lines = ['[app:main]', f'use = call:{app}']
+    lines += [f'{key} = {value}' for key, value in values.items()]
+    text = '\n'.join(lines) + '\n' + (LOGGING if logging else '')
+    path = Path(path)
+    path.write_text(text, encoding='utf-8')
+    return path
+
+
+def redis_settings(scheduler_id=None):
+    """Settings for the Redis broker, isolated by a unique scheduler.id."""
+    base = REDIS_URL.rsplit('/', 1)[0]
+    return {'scheduler.broker.url': f'{base}/{DAEMON_REDIS_DB}',
+            'scheduler.id': scheduler_id or f'pst-{uuid.uuid4().hex[:12]}'}
+
+
+def delete_redis_keys(settings):
+    """Remove every key a test's unique scheduler.id left in Redis."""
+    import redis
+    client = redis.Redis.from_url(settings['scheduler.broker.url'])
+    try:
+        for key in client.scan_iter(f'*{settings["scheduler.id"]}*'):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+def child_env(**extra):
+    """The environment of a daemon: this checkout importable, no systemd."""
+    env = dict(os.environ)
+    env.pop('NOTIFY_SOCKET', None)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [str(REPO_ROOT)] + [p for p in env.get('PYTHONPATH', '').split(
+            os.pathsep) if p])
+    env['PYTHONUNBUFFERED'] = '1'
+    env.update({key: str(value) for key, value in extra.items()})
+    return env
+
+
+# --- processes ---------------------------------------------------------------
+
+def title(process):
+    try:
+        return ' '.join(process.cmdline()).strip()
+    except psutil.Error:
+        return ''
+
+
+def is_gone(pid):
+    """Dead, or a zombie nobody reaped (PID 1 in a container may not)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def kill_group(pgid):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class Daemon:
+    """One ``python -m pscheduler`` process tree, started in a new session."""
+
+    def __init__(self, ini, args=(), env=None, log_path=None):
+        self.ini = Path(ini)
+        self.args = list(args)
+        self.env = env or child_env()
+        self.log_path = Path(log_path or self.ini.with_suffix('.log'))
+        self.process = None
+
+    def start(self):
+        with open(self.log_path, 'ab') as log:
+            self.process = subprocess.Popen(
+                [sys.executable, '-m', 'pscheduler', *self.args,
+                 str(self.ini)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=str(self.ini.parent), env=self.env,
+                start_new_session=True)
+        return self
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def log(self):
+        try:
+            return self.log_path.read_text(encoding='utf-8', errors='replace')
+        except FileNotFoundError:
+            return ''
+
+    def log_count(self, text):
+        return self.log().count(text)
+
+    def wait_log(self, text, count=1, timeout=20):
+        wait_for(lambda: self.log_count(text) >= count, timeout,
+                 what=f'{count} x {text!r} in the log of pscheduler '
+                      f'{self.pid}:\n{self.log()}')
+
+    def children(self):
+        """``{queue: psutil.Process}`` of the master's live children."""
+        try:
+            processes = psutil.Process(self.pid).children()
+        except psutil.NoSuchProcess:
+            return {}
+        found = {}
+        for process in processes:
+            name = title(process)
+            if name.startswith('pscheduler: queue ') and not is_gone(
+                    process.pid):
+                found[name[len('pscheduler: queue '):]] = process
+        return found
+
+    def child_pids(self):
+        return {queue: p.pid for queue, p in self.children().items()}
+
+    def wait_ready(self, queues, count=1, timeout=20):
+        """Wait until the master said ready ``count`` times, serving queues."""
+        self.wait_log('pscheduler ready', count, timeout)
+        pids = wait_for(lambda: self.child_pids() if set(
+            self.child_pids()) == set(queues) else None, timeout,
+            what=f'children for {queues}; log:\n{self.log()}')
+        return pids
+
+    def send_signal(self, signum):
+        os.kill(self.pid, signum)
+
+    def wait_exit(self, timeout=30):
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f'pscheduler {self.pid} still runs after '
+                                 f'{timeout}s; log:\n{self.log()}') from None
+
+    def group_members(self):
+        members = []
+        for process in psutil.process_iter(['pid']):
+            with contextlib.suppress(psutil.Error):
+                if os.getpgid(process.pid) == self.pid and not is_gone(
+                        process.pid):
+                    members.append(process.pid)
+        return members
+
+    def kill_all(self):
+        if self.process is None:
+            return
+        kill_group(self.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)
+
+
+@pytest.fixture
+def daemons():
+    """``start(ini, *args, env=None)`` -> a started Daemon, killed after."""
+    started = []
+
+    def start(ini, *args, env=None, log_path=None):
+        daemon = Daemon(ini, args, env=env, log_path=log_path).start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill_all()
+
+
+def run_cli(*args, ini, timeout=60, env=None):
+    """Run ``pscheduler ARGS INI`` to completion -> CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, '-m', 'pscheduler', *args, str(ini)],
+        capture_output=True, text=True, timeout=timeout,
+        env=env or child_env(), cwd=str(Path(ini).parent),
+        stdin=subprocess.DEVNULL)
+
+
+def start_cli(*args, ini, env=None):
+    """Start ``pscheduler ARGS INI`` -> Popen; collect with communicate()."""
+    return subprocess.Popen(
+        [sys.executable, '-m', 'pscheduler', *args, str(ini)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env or child_env(), cwd=str(Path(ini).parent),
+        stdin=subprocess.DEVNULL)
+
+
+# --- producing jobs from the test process ------------------------------------
+
+@contextlib.contextmanager
+def producer(ini):
+    """A Scheduler that sends jobs to the queues of ``ini``, as a web app does.
+
+    Built from the settings alone (no app loaded), so the test process never
+    consumes: only the daemon runs the jobs.
+    """
+    from pscheduler.config import load_config
+    from pyramid_scheduler.scheduler import Scheduler
+    scheduler = Scheduler(load_config(str(ini)).settings)
+    try:
+        yield scheduler
+    finally:
+        scheduler.shutdown()
+
+
+def stored_job_ids(ini, queue, scheduler_id='pyramid_scheduler'):
+    """Ids of the deferred jobs in the embedded SQLite job store of a queue."""
+    database = Path(ini).parent / 'pscheduler.sqlite'
+    table = f'{scheduler_id}_{queue}_jobs'.replace('.', '_')
+    connection = sqlite3.connect(str(database), timeout=30)
+    try:
+        rows = connection.execute(f'SELECT id FROM "{table}"').fetchall()
+    except sqlite3.OperationalError:
+        return []  # not created yet
+    finally:
+        connection.close()
+    return [row[0] for row in rows]
+
+
+# --- systemd's notify socket -------------------------------------------------
+
+class NotifySocket:
+    """A stand-in for systemd's $NOTIFY_SOCKET: records what it is told."""
+
+    def __init__(self):
+        # AF_UNIX paths are limited to ~100 bytes: pytest's tmp_path is long.
+        self.directory = tempfile.mkdtemp(prefix='psn-')
+        self.path = os.path.join(self.directory, 'notify')
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+        self.messages = []
+
+    def received(self):
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return self.messages
+            self.messages.append(dict(
+                line.split('=', 1) for line in data.decode().splitlines()
+                if '=' in line))
+
+    def keys(self):
+        """The sequence of state changes: READY, RELOADING, STOPPING."""
+        return [key for message in self.received() for key in message
+                if key in ('READY', 'RELOADING', 'STOPPING')]
+
+    def close(self):
+        self.sock.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def pscheduler_executable(tmp_path):
+    """A ``bin/pscheduler`` for the etc/ files, runnable with ``env -i``.
+
+    The daemontools and systemd files run ``.../bin/pscheduler`` with a
+    clean environment. This script stands in for it: it runs the installed
+    console script when there is one for this checkout (so that is tested
+    too), else ``python -m pscheduler``, and sets PYTHONPATH so that the
+    test applications in tests/apps import.
+    """
+    installed = Path(sys.executable).parent / 'pscheduler'
+    if installed.exists() and _runs_this_checkout(installed):
+        command = str(installed)
+    else:
+        command = f'{sys.executable} -m pscheduler'
+    wrapper = Path(tmp_path) / 'bin' / 'pscheduler'
+    wrapper.parent.mkdir(parents=True, exist_ok=True)
+    wrapper.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        PYTHONPATH={REPO_ROOT} exec {command} "$@"
+        """), encoding='utf-8')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def _runs_this_checkout(script):
+    """Whether the script's interpreter imports pscheduler from here."""
+    shebang = script.read_text(errors='replace').splitlines()[0]
+    if not shebang.startswith('#!'):
+        return False
+    code = 'import pscheduler; print(pscheduler.__file__)'
+    result = subprocess.run(
+        [*shebang[2:].split(), '-c', code], capture_output=True, text=True,
+        env={'PATH': os.environ['PATH']}, cwd='/')
+    return result.returncode == 0 and result.stdout.strip().startswith(
+        str(REPO_ROOT))
