@@ -70,7 +70,7 @@ def _print_jobs(runtime, queue, args):
     for job in store_jobs[:limit]:
         out.write(f'    {job}\n')
     if len(store_jobs) > limit:
-        out.write(f'    ... more jobs: use "pscheduler --message jobs" '
+        out.write('    ... more jobs: use "pscheduler --message jobs" '
                   'to page through them\n')
     log.info('%s', out.getvalue().rstrip('\n'))
     return {'printed': min(len(store_jobs), limit)}

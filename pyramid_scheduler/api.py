@@ -3,3 +3,6 @@ from .errors import (  # noqa: F401 (re-exported)
     BrokerUnavailable, ConfigurationError, InvalidJob, InvalidMessage,
     InvalidQueue, SchedulerError)
 from .events import Event  # noqa: F401
+
+__all__ = ['BrokerUnavailable', 'ConfigurationError', 'Event', 'InvalidJob',
+           'InvalidMessage', 'InvalidQueue', 'SchedulerError']

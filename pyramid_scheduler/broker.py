@@ -3,8 +3,6 @@
 Nothing here is created at import time; every function builds what it needs
 when called, in the process that calls it, so nothing crosses a fork.
 """
-import contextlib
-import fcntl
 import logging
 import urllib.parse
 
@@ -120,16 +118,6 @@ def connect(settings, **kwargs):
 
 def polling_interval(settings):
     return settings.polling_interval if settings.embedded else None
-
-
-@contextlib.contextmanager
-def file_lock(path):
-    with open(path, 'a+') as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_embedded_database(path):

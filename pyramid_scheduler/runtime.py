@@ -30,7 +30,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from kombu import compression, serialization
+from kombu import serialization
 from kombu.mixins import ConsumerMixin
 
 from . import admin, broker, signing, wire

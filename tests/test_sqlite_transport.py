@@ -19,6 +19,8 @@ import time
 import kombu
 import pytest
 
+from tests.conftest import poll
+
 from pyramid_scheduler import sqlite_transport
 from pyramid_scheduler.sqlite_transport import (
     MESSAGE_TABLE, QUEUE_TABLE, SQLiteTransport)
@@ -31,16 +33,7 @@ QUEUE = 'test.jobs'
 # --- helpers -----------------------------------------------------------------
 
 def wait_until(condition, timeout=TIMEOUT, interval=0.01, message=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            if callable(message):
-                message = message()
-            raise AssertionError(message or f'timed out after {timeout}s')
-        time.sleep(interval)
+    return poll(condition, timeout, interval, message)
 
 
 def connect(path, **options):
