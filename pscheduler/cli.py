@@ -30,7 +30,7 @@ EPILOG = f"""\
 signals (to the master):
   SIGTERM, SIGINT  stop: children finish their running jobs (within
                    scheduler.shutdown_timeout), then the master exits 0;
-                   a second signal kills the children at once
+                   a second signal (a second or more later) kills them at once
   SIGHUP           reload: re-read CONFIG_URI, add/remove queues, restart
                    the children one at a time with the new code and settings
 

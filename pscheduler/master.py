@@ -15,8 +15,8 @@ Its rules:
   exit code 20, and a child that says the application lacks the scheduler
   (10) or runs combined (11) stops it at once: retrying cannot help.
 - SIGTERM/SIGINT: every child drains (``scheduler.shutdown_timeout``), is
-  killed if it overstays, and the master exits 0. A second signal kills the
-  children at once.
+  killed if it overstays, and the master exits 0. A second signal, a second
+  or more later, kills the children at once.
 - SIGHUP: re-read the ini. Removed queues lose their child, added ones get
   one, and the others are restarted one at a time: a queue's old child exits
   (releasing its job store) before its new one starts.
@@ -43,6 +43,7 @@ LOOP_INTERVAL = 1.0   # the longest the loop sleeps
 WATCH_INTERVAL = 1.0  # how often heartbeats and memory are checked
 STOP_GRACE = 5.0      # beyond shutdown_timeout, before a child gets SIGKILL
 STABLE_AFTER = 30.0   # a child up this long starts a fresh backoff
+REPEAT_SIGNAL_AFTER = 1.0  # a second stop signal sooner is the same stop
 
 # Reasons the master stops a child; any other exit is unexpected.
 RELOAD = 'reload'
@@ -78,6 +79,7 @@ class Master:
         self.children = {}   # pid -> ChildHandle
         self.signals = SignalQueue(HANDLED_SIGNALS)
         self.stopping = False
+        self.stop_signal_at = float('-inf')
         self.exit_code = None
         self.ready_announced = False
         self.next_watch = 0.0
@@ -148,6 +150,13 @@ class Master:
 
     def on_stop_signal(self, signum):
         name = signal.Signals(signum).name
+        now = time.monotonic()
+        if self.stopping and now - self.stop_signal_at < REPEAT_SIGNAL_AFTER:
+            # One stop sent twice at once (timeout(1), a service manager and
+            # a shell trap signalling the whole group): not a second request.
+            log.info('%s again at once: still stopping gracefully', name)
+            return
+        self.stop_signal_at = now
         if self.stopping:
             log.warning('%s again: killing the children now; their '
                         'unfinished jobs will be delivered again', name)

@@ -162,7 +162,12 @@ def test_reload_keeps_running_when_the_new_ini_is_invalid(tmp_path, daemons):
     assert daemon.child_pids() == before
 
 
-def test_sigterm_lets_the_running_job_finish(tmp_path, daemons):
+@pytest.mark.parametrize('signals_sent', [1, 2],
+                         ids=['once', 'twice-at-once'])
+def test_sigterm_lets_the_running_job_finish(tmp_path, daemons,
+                                             signals_sent):
+    """Twice at once is what timeout(1) or a shell trap plus a group kill
+    send: still one graceful stop."""
     ini = write_ini(tmp_path / 'app.ini', queues=('jobs', 'mail'))
     pidfile = tmp_path / 'pscheduler.pid'
     daemon = daemons(ini, '--pidfile', str(pidfile))
@@ -175,7 +180,8 @@ def test_sigterm_lets_the_running_job_finish(tmp_path, daemons):
                                 args=(str(records), 2, 'slow'))
     wait_for(lambda: jobs.read_records(records), what='the job to start')
     master = psutil.Process(daemon.pid)
-    daemon.send_signal(signal.SIGTERM)
+    for _ in range(signals_sent):
+        daemon.send_signal(signal.SIGTERM)
 
     # While the child drains, the master waits without spinning.
     cpu_before, measured_from = sum(master.cpu_times()[:2]), time.monotonic()
