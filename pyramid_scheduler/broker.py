@@ -8,7 +8,7 @@ import urllib.parse
 
 import kombu
 
-from . import sqlite_transport
+from . import redis_transport, sqlite_transport
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,17 @@ def connect(settings, **kwargs):
                                 transport=EmbeddedTransport,
                                 transport_options=options, **kwargs)
     connect_timeout = max(settings.send_timeout, 0.5)
+    if _scheme(settings.broker_url) == 'redis':
+        # kombu's Redis transport, without its window for losing a message
+        # taken by a consumer that dies (see redis_transport). Not for
+        # rediss://, whose TLS defaults kombu derives from the scheme.
+        kwargs.setdefault('transport', redis_transport.Transport)
     return kombu.Connection(settings.broker_url, transport_options=options,
                             connect_timeout=connect_timeout, **kwargs)
+
+
+def _scheme(url):
+    return str(url).split(':', 1)[0].lower()
 
 
 def polling_interval(settings):
@@ -129,6 +138,12 @@ def ensure_embedded_database(path):
     transport's tables, WAL mode). Once per process and path.
     """
     sqlite_transport.ensure_database(path, SQLITE_BUSY_TIMEOUT)
+
+
+def restore_fetched_messages(channel, queue_names):
+    """Put back the Redis messages a dead consumer fetched but never
+    recorded as unacknowledged (see redis_transport); 0 elsewhere."""
+    return redis_transport.restore_fetched(channel, queue_names)
 
 
 def restore_orphaned_messages(channel, queue_names):

@@ -13,6 +13,7 @@ queue in a combined-mode web process. Its threads:
 A message is acknowledged only once its job is durable (stored) or done
 (async), so a runtime killed at any moment leaves its job to be redelivered.
 """
+import collections
 import contextlib
 import datetime
 import logging
@@ -21,8 +22,10 @@ import queue as queue_module
 import threading
 import time
 import traceback
+import types
 from concurrent.futures import ThreadPoolExecutor
 
+import kombu
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.executors.pool import ThreadPoolExecutor as APSThreadPool
 from apscheduler.job import Job
@@ -30,10 +33,14 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
+from apscheduler.schedulers.blocking import BlockingScheduler
+import sqlalchemy.event
 from kombu import serialization
 from kombu.mixins import ConsumerMixin
 
 from . import admin, broker, signing, wire
+from .dueruns import DueRuns
 from .errors import InvalidJob, InvalidMessage
 from .events import Event, Listeners
 from .execution import run_job
@@ -96,13 +103,37 @@ class RuntimeExecutor(BaseExecutor):
     def _do_submit_job(self, job, run_times):
         last_run = job.trigger.get_next_fire_time(
             run_times[-1], datetime.datetime.now(datetime.timezone.utc)) is None
-        self._runtime.submit_stored(self._run, job, run_times, last_run)
+        # Kept durable before APScheduler takes it out of the store.
+        due = self._runtime.keep_due_run(job, run_times, last_run)
+        self._runtime.submit_stored(self._run, job, run_times, last_run, due)
 
-    def _run(self, job, run_times, last_run):
+    def _run(self, job, run_times, last_run, due):
         try:
-            self._runtime.run_stored_job(job, run_times, last_run)
+            self._runtime.run_stored_job(job, run_times, last_run, due)
         finally:
             self._run_job_success(job.id, [])
+
+
+class _BackgroundScheduler(BackgroundScheduler):
+    """APScheduler's, stopped only between two passes over the job stores.
+
+    APScheduler marks itself stopped before it takes its job store lock. A
+    pass handing a run over at that moment then cannot take the run out of
+    the store (once stopped, ``remove_job`` looks at pending jobs only): its
+    thread dies, and the next process fires the run a second time.
+    """
+
+    def shutdown(self, wait=True):
+        with self._executors_lock, self._jobstores_lock:
+            BlockingScheduler.shutdown(self, wait)
+        self._thread.join()
+        del self._thread
+
+    def _process_jobs(self):
+        with self._jobstores_lock:
+            if self.state == STATE_STOPPED:
+                return None
+            return super()._process_jobs()
 
 
 class StopReconnecting(Exception):
@@ -124,12 +155,19 @@ class _Consumer(ConsumerMixin):
 
     def get_consumers(self, Consumer, channel):
         runtime = self.runtime
-        consumer = Consumer(queues=runtime.kombu_queues(),
-                            on_message=runtime.on_message,
-                            on_decode_error=runtime.on_decode_error,
-                            prefetch_count=runtime.prefetch_count,
-                            accept=None)
-        self._consumers = [consumer]
+        options = dict(on_message=runtime.on_message,
+                       on_decode_error=runtime.on_decode_error,
+                       prefetch_count=runtime.prefetch_count, accept=None)
+        queues = runtime.kombu_queues()
+        if getattr(channel, 'one_queue_per_channel', False):
+            # Our Redis channels fetch without a window for loss only from
+            # one queue each (redis_transport).
+            self._consumers = [Consumer(queues=queues[:1], **options)] + [
+                kombu.Consumer(channel.connection.client.channel(),
+                               queues=[queue], **options)
+                for queue in queues[1:]]
+        else:
+            self._consumers = [Consumer(queues=queues, **options)]
         return self._consumers
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
@@ -227,11 +265,15 @@ class Runtime:
         self._stored_pool = None   # deferred jobs, so they never queue
                                    # behind prefetched async ones
         self._scheduler = None
+        self._due_runs = {}        # queue -> dueruns.DueRuns
         self._consumer = None
         self._thread = None
         self._channel = None
         self.dead_letters = []
         self._failures = {}   # message body -> handling failures in a row
+        # Messages delivered while one is being handled (consumer thread).
+        self._waiting_messages = collections.deque()
+        self._handling_message = False
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -261,6 +303,7 @@ class Runtime:
             max_workers=self.worker_count,
             thread_name_prefix='pscheduler-deferred')
         self._scheduler = self._make_scheduler()
+        self._restart_due_runs()
         self._scheduler.start()
         connection = broker.connect(self.settings)
         self._consumer = _Consumer(self, connection)
@@ -275,7 +318,7 @@ class Runtime:
         jobstores = {INTERNAL_STORE: MemoryJobStore()}
         for queue in self.queues:
             jobstores[queue] = self._make_jobstore(queue)
-        scheduler = BackgroundScheduler(
+        scheduler = _BackgroundScheduler(
             jobstores=jobstores,
             executors={'default': RuntimeExecutor(self),
                        'internal': APSThreadPool(1)},
@@ -294,6 +337,61 @@ class Runtime:
                               id='housekeeping', name='housekeeping')
         return scheduler
 
+    def _restart_due_runs(self):
+        """Start the due runs a dead runtime of our queues never started."""
+        for queue in self.queues:
+            store = self._scheduler._lookup_jobstore(queue)
+            if not isinstance(store, SQLAlchemyJobStore):
+                continue
+            table = f'{self.settings.scheduler_id}_{queue}_due'.replace(
+                '.', '_')
+            due_runs = self._due_runs[queue] = DueRuns(store.engine, table)
+            left = []
+            for row_id, run in due_runs.left():
+                if _still_stored(store, run):
+                    # Killed before APScheduler took it out of the store:
+                    # the store fires it, not us.
+                    due_runs.started(row_id)
+                else:
+                    left.append((row_id, run))
+            if left:
+                log.warning('queue %s: starting %d deferred run(s) that were '
+                            'due when the previous runtime died',
+                            queue, len(left))
+            for row_id, run in left:
+                job = types.SimpleNamespace(
+                    id=run['job_id'], args=(queue, run['spec']),
+                    misfire_grace_time=run['misfire_grace_time'])
+                self.submit_stored(self.run_stored_job, job, run['run_times'],
+                                   run['last_run'], (queue, row_id))
+
+    def keep_due_run(self, aps_job, run_times, last_run):
+        """Write a due run down; ``(queue, row id)``, or None if not kept."""
+        queue, spec = aps_job.args
+        due_runs = self._due_runs.get(queue)
+        if due_runs is None:
+            return None
+        try:
+            return queue, due_runs.add({
+                'job_id': aps_job.id, 'spec': spec, 'run_times': run_times,
+                'last_run': last_run,
+                'misfire_grace_time': aps_job.misfire_grace_time})
+        except Exception:
+            log.exception('job %s: could not write its due run down; it runs '
+                          'now, but a crash before it starts would lose it',
+                          aps_job.id)
+            return None
+
+    def _due_run_started(self, due):
+        if due is None:
+            return
+        queue, row_id = due
+        try:
+            self._due_runs[queue].started(row_id)
+        except Exception:
+            log.exception('could not delete due run %s of queue %s: it may '
+                          'start again after a restart', row_id, queue)
+
     def _make_jobstore(self, queue):
         settings = self.settings
         if settings.jobstore_class is not None:
@@ -304,8 +402,11 @@ class Runtime:
         else:
             options['pool_pre_ping'] = True
         table = f'{settings.scheduler_id}_{queue}_jobs'.replace('.', '_')
-        return SQLAlchemyJobStore(url=settings.jobstore_url, tablename=table,
-                                  engine_options=options)
+        store = SQLAlchemyJobStore(url=settings.jobstore_url, tablename=table,
+                                   engine_options=options)
+        if settings.jobstore_url.startswith('sqlite'):
+            sqlalchemy.event.listen(store.engine, 'connect', _sqlite_pragmas)
+        return store
 
     def _consume(self):
         try:
@@ -324,16 +425,20 @@ class Runtime:
 
         Jobs still running after ``timeout`` seconds are left unacknowledged
         (they will be redelivered); queued async jobs that had not started are
-        handed back to the broker.
+        handed back to the broker. Deferred runs that are due and waiting
+        for a worker run before the end: APScheduler has taken them out of
+        the job store already, nothing would bring them back.
         """
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self._stop_requested.set()
         if self._scheduler is not None and self._scheduler.running:
+            # Returns once APScheduler submits no more runs.
             self._scheduler.shutdown(wait=False)
-        for pool in (self._pool, self._stored_pool):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._stored_pool is not None:
+            self._stored_pool.shutdown(wait=False)
         if self._thread is not None:
             self._drained.wait(max(deadline - time.monotonic(), 0) + 2)
         for lock in self._locks.values():
@@ -368,14 +473,21 @@ class Runtime:
 
     def on_consume_ready(self, connection, channel):
         self._channel = channel
+        queue_names = {q.name for q in self.kombu_queues()}
         if not self._ready.is_set():
             # Only at start: after a reconnect, unacked messages may be ours.
-            queue_names = {q.name for q in self.kombu_queues()}
             try:
                 broker.restore_orphaned_messages(channel, queue_names)
             except Exception:
                 log.exception('could not restore unacknowledged messages; '
                               'they come back after the visibility timeout')
+        try:
+            # At start and after a reconnect: a fetch is never ours before
+            # we consume (a Redis outage may have cut one short).
+            broker.restore_fetched_messages(channel, queue_names)
+        except Exception:
+            log.exception('could not restore fetched messages; they come '
+                          'back when the queue\'s next consumer starts')
         self._ready.set()
 
     def on_iteration(self, consumer):
@@ -411,6 +523,36 @@ class Runtime:
 
     def on_message(self, message):
         """Called in the consumer thread for every message."""
+        self._one_at_a_time(self._handle_message, message)
+
+    def on_decode_error(self, message, exc):
+        """kombu could not even make a message of it (say, a bad
+        ``compression`` header): dead-letter it like any undecodable one."""
+        self._one_at_a_time(self._handle_decode_error, message, exc)
+
+    def _one_at_a_time(self, handle, *args):
+        # Handling a message may publish (a dead letter, a reply), and
+        # py-amqp reads the frames waiting on the connection before it
+        # publishes, delivering the next messages from inside the publish:
+        # those wait for the current one, or a stream of bad messages would
+        # nest one call per message until a RecursionError.
+        self._waiting_messages.append((handle, args))
+        if self._handling_message:
+            return
+        self._handling_message = True
+        try:
+            while self._waiting_messages:
+                handle, args = self._waiting_messages.popleft()
+                handle(*args)
+        except BaseException:
+            # Only a broken connection gets here (handling catches the
+            # rest): the broker gives the waiting messages back after it.
+            self._waiting_messages.clear()
+            raise
+        finally:
+            self._handling_message = False
+
+    def _handle_message(self, message):
         if self._stop_requested.is_set():
             # Stopping: the pool and APScheduler may be shut down already (an
             # add_job now would only be kept in memory, and lost). Hand the
@@ -473,9 +615,7 @@ class Runtime:
         self.dead_letter(message, f'handling failed {failures} times: '
                          f'{type(exc).__name__}: {exc}', body)
 
-    def on_decode_error(self, message, exc):
-        """kombu could not even make a message of it (say, a bad
-        ``compression`` header): dead-letter it like any undecodable one."""
+    def _handle_decode_error(self, message, exc):
         self.stats.add('received')
         if not hasattr(message, 'ack'):
             log.error('dropped a message kombu could not read: %s: %s',
@@ -549,10 +689,12 @@ class Runtime:
         queue = body['queue']
         # A function outside scheduler.allowed_modules (a forged or stale
         # message) is refused before its module is even imported, and one
-        # that no longer imports would fail at every run: both go to the
-        # dead-letter queue, where an operator sees them, and never run.
+        # that no longer imports (or names no callable) would fail at every
+        # run: both go to the dead-letter queue, where an operator sees
+        # them, and never run.
         check_allowed(spec['func'], self.settings.allowed_modules)
-        resolve_reference(spec['func'])
+        if not callable(resolve_reference(spec['func'])):
+            raise InvalidJob(f'job function {spec["func"]} is not callable')
         job = JobInfo(spec, queue=queue)
         if spec['kind'] == 'async':
             self._track(+1)
@@ -658,7 +800,20 @@ class Runtime:
         self._pool.submit(fn, *args)
 
     def submit_stored(self, fn, *args):
-        self._stored_pool.submit(fn, *args)
+        # In flight from now, not from when a worker is free: a stopping
+        # runtime waits for the due runs still queued (see stop()).
+        self._track(+1)
+        try:
+            self._stored_pool.submit(self._run_tracked, fn, *args)
+        except BaseException:
+            self._track(-1)
+            raise
+
+    def _run_tracked(self, fn, *args):
+        try:
+            fn(*args)
+        finally:
+            self._track(-1)
 
     def _track(self, delta):
         with self._inflight_lock:
@@ -678,23 +833,26 @@ class Runtime:
             self._acks.put((message, 'ack'))
             self._wake_consumer()
 
-    def run_stored_job(self, aps_job, run_times, last_run):
+    def run_stored_job(self, aps_job, run_times, last_run, due=None):
+        if self._scheduler is not None:
+            # Wait until APScheduler has taken the run out of the job store
+            # (it does so after handing it over), so that a run forgotten
+            # by the due runs table is never still in the store.
+            with self._scheduler._jobstores_lock:
+                pass
+        self._due_run_started(due)
         queue, spec = aps_job.args
         job = JobInfo(spec, queue=queue)
-        self._track(+1)
-        try:
-            now = datetime.datetime.now(datetime.timezone.utc)
-            for run_time in run_times:
-                late = (now - run_time).total_seconds()
-                grace = aps_job.misfire_grace_time
-                if grace is not None and late > grace:
-                    self._missed(job, run_time, late)
-                    continue
-                self._execute(job, scheduled_run_time=run_time)
-            if last_run:
-                self._notify(Event.JOB_REMOVED, job)
-        finally:
-            self._track(-1)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        for run_time in run_times:
+            late = (now - run_time).total_seconds()
+            grace = aps_job.misfire_grace_time
+            if grace is not None and late > grace:
+                self._missed(job, run_time, late)
+                continue
+            self._execute(job, scheduled_run_time=run_time)
+        if last_run:
+            self._notify(Event.JOB_REMOVED, job)
 
     def _missed(self, job, run_time, late):
         self.stats.add('missed')
@@ -728,7 +886,8 @@ class Runtime:
     # --- housekeeping and introspection ----------------------------------------
 
     def housekeeping(self):
-        """Delete consumed embedded messages; call housekeeping.append."""
+        """Tidy the embedded broker (dead leases, stale replies); call
+        ``scheduler.housekeeping.append``."""
         if self.settings.embedded:
             deleted = delete_consumed_messages(self.settings)
             log.info('housekeeping: deleted %d stale reply messages', deleted)
@@ -771,6 +930,31 @@ class Runtime:
                                   queue)
             return jobs
         return store.get_all_jobs()[offset:offset + limit]
+
+
+def _still_stored(store, run):
+    """Whether a due run is still pending in its SQLAlchemy job store."""
+    from sqlalchemy import select
+    table = store.jobs_t
+    with store.engine.connect() as connection:
+        next_run = connection.execute(
+            select(table.c.next_run_time).where(
+                table.c.id == run['job_id'])).scalar()
+    return next_run is not None and \
+        next_run <= run['run_times'][-1].timestamp() + 0.001
+
+
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    # WAL: the job store's writes (every due run) need not wait for readers,
+    # nor readers for them. synchronous=NORMAL is safe in WAL against a
+    # crashed process (not a power cut) and saves an fsync per commit, which
+    # is most of a deferred job's lateness on SQLite.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute('PRAGMA journal_mode=WAL')
+        cursor.execute('PRAGMA synchronous=NORMAL')
+    finally:
+        cursor.close()
 
 
 def _is_transient(exc):

@@ -38,6 +38,10 @@ class Scheduler:
         self.settings = settings
         self.producer = Producer(settings)
         self._sender = AfterCommitSender(settings.transactional)
+        # One kombu Queue per queue, built once: kombu remembers per
+        # connection which entities it declared, so each is declared once.
+        self._job_queues = {name: broker.job_queue(settings, name)
+                            for name in settings.queues}
 
     def _require_settings(self):
         if self.settings is None:
@@ -106,7 +110,7 @@ class Scheduler:
             self._send(wire.job_canceled(name, job_id), name)
 
     def _send(self, body, queue):
-        target = broker.job_queue(self.settings, queue)
+        target = self._job_queues[queue]
         self._sender.send(lambda: self.producer.publish(
             body, target.name, declare=[target]))
 

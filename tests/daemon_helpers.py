@@ -381,3 +381,105 @@ def _runs_this_checkout(script):
         env={'PATH': os.environ['PATH']}, cwd='/')
     return result.returncode == 0 and result.stdout.strip().startswith(
         str(REPO_ROOT))
+
+
+# --- brokers for the fault tests (tests/test_durability.py) ------------------
+
+AMQP_URL = os.environ.get('PSCHEDULER_TEST_AMQP_URL',
+                          'pyamqp://guest:guest@127.0.0.1:5672//')
+
+
+def broker_settings(broker, scheduler_id=None):
+    """Settings for ``'sqlite'`` (the embedded default), ``'redis'`` or
+    ``'rabbitmq'``, with a unique scheduler.id."""
+    scheduler_id = scheduler_id or f'pst-{uuid.uuid4().hex[:12]}'
+    if broker == 'sqlite':
+        return {'scheduler.id': scheduler_id}
+    if broker == 'redis':
+        return redis_settings(scheduler_id)
+    if broker == 'rabbitmq':
+        return {'scheduler.broker.url': AMQP_URL,
+                'scheduler.id': scheduler_id}
+    raise ValueError(f'unknown broker {broker!r}')
+
+
+def delete_broker_queues(settings, queues=('jobs',)):
+    """Remove what a test's unique scheduler.id left in a shared broker:
+    its keys in Redis (and its entries in kombu's shared hash of
+    unacknowledged messages), its queues in RabbitMQ."""
+    url = settings.get('scheduler.broker.url', '')
+    scheduler_id = settings['scheduler.id']
+    if url.startswith('redis'):
+        import json
+        import redis
+        delete_redis_keys(settings)
+        client = redis.Redis.from_url(url)
+        try:
+            for tag, entry in client.hgetall('unacked').items():
+                with contextlib.suppress(ValueError, TypeError, IndexError):
+                    if scheduler_id in json.loads(entry)[2]:
+                        client.hdel('unacked', tag)
+                        client.zrem('unacked_index', tag)
+        finally:
+            client.close()
+    elif url.startswith(('amqp', 'pyamqp')):
+        import kombu
+        with kombu.Connection(url, connect_timeout=5) as connection:
+            for queue in queues:
+                for suffix in ('', '.admin', '.dead'):
+                    # Deleting a queue that does not exist is no error.
+                    connection.default_channel.queue_delete(
+                        f'{scheduler_id}.{queue}{suffix}')
+
+
+class PersistentRedis:
+    """A private redis-server that keeps its data across kill and restart.
+
+    Append-only file, fsynced at every write, in ``directory``; restarted
+    on the same port and directory, it comes back with every message it
+    had accepted.
+    """
+
+    def __init__(self, directory, port=None):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = port or _free_port()
+        self.process = None
+
+    @property
+    def url(self):
+        return f'redis://127.0.0.1:{self.port}/0'
+
+    def start(self, timeout=20):
+        self.process = subprocess.Popen(
+            [shutil.which('redis-server'), '--port', str(self.port),
+             '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes',
+             '--appendfsync', 'always', '--dir', str(self.directory)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        wait_for(self._loaded, timeout,
+                 what=f'private redis-server on port {self.port}')
+        return self
+
+    def _loaded(self):
+        import redis
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2,
+                             socket_timeout=0.5)
+        try:
+            return client.ping()  # refused with LOADING until the AOF is in
+        except Exception:
+            return False
+        finally:
+            client.close()
+
+    def kill(self):
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]

@@ -95,3 +95,31 @@ def hoard_memory(path, megabytes):
     """Keep ``megabytes`` of memory (touched, so resident) until exit."""
     _hoard.append(b'\x01' * int(megabytes * 1_000_000))
     record(path, 'hoarded', megabytes)
+
+
+# --- used by the fault tests (tests/test_durability.py) ----------------------
+
+def append_id(path, job_id, seconds=0):
+    """Append ``job_id pid time`` to ``path`` (one O_APPEND write), then
+    sleep ``seconds``: a run that is cut short still shows it ran."""
+    line = f'{job_id} {os.getpid()} {time.time():.6f}\n'.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    if seconds:
+        time.sleep(seconds)
+
+
+def read_ids(path):
+    """``[(job_id, pid, at)]`` written by :func:`append_id`, in order."""
+    if not os.path.exists(path):
+        return []
+    runs = []
+    with open(path, encoding='utf-8') as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) == 3:  # a line being written is skipped
+                runs.append((parts[0], int(parts[1]), float(parts[2])))
+    return runs

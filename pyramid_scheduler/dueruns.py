@@ -1,0 +1,72 @@
+"""Due deferred runs, between the job store and a worker, kept durable.
+
+APScheduler takes a run out of its job store (deletes a date job, moves a
+periodic job's next run time) as it hands the run to the executor. When
+more runs are due than there are workers, the rest wait in memory, and a
+process killed then (SIGKILL, OOM, power cut) lost them: they were in
+neither the store nor anywhere else. So the runtime writes each due run to
+a table beside the queue's job store (``<scheduler.id>_<queue>_due``)
+before APScheduler forgets it, and deletes it when a worker starts the run;
+the next runtime of the queue starts whatever it finds there, late, within
+the job's misfire grace time (unless the store still holds that run: a
+process killed between writing it down and APScheduler taking it out of
+the store leaves it in both, and the store fires it). Workers start a run
+only once APScheduler is done with its store, so a run is never both
+started and still in the store.
+
+A run is started once: one already running when its process is killed is
+not started again (APScheduler's own semantics for deferred jobs; async
+jobs, acknowledged when done, run again). Only SQLAlchemy job stores (the
+default) have this table; other stores keep APScheduler's behaviour.
+"""
+import logging
+import pickle
+import time
+
+from sqlalchemy import (
+    Column, Float, Integer, LargeBinary, MetaData, Table, Unicode, select)
+
+log = logging.getLogger(__name__)
+
+
+class DueRuns:
+    """The table of one queue's due runs; ``add`` / ``started`` / ``left``."""
+
+    def __init__(self, engine, table_name):
+        self.engine = engine
+        self.table = Table(
+            table_name, MetaData(),
+            Column('id', Integer, primary_key=True),
+            Column('job_id', Unicode(191), nullable=False),
+            Column('run', LargeBinary, nullable=False),
+            Column('created', Float, nullable=False))
+        self.table.create(engine, checkfirst=True)
+
+    def add(self, run):
+        """Keep ``run`` (a dict with its ``job_id``); return its row id."""
+        with self.engine.begin() as connection:
+            return connection.execute(self.table.insert().values(
+                job_id=run['job_id'], created=time.time(),
+                run=pickle.dumps(run, pickle.HIGHEST_PROTOCOL),
+            )).inserted_primary_key[0]
+
+    def started(self, row_id):
+        with self.engine.begin() as connection:
+            connection.execute(
+                self.table.delete().where(self.table.c.id == row_id))
+
+    def left(self):
+        """``[(row id, run)]`` left by a runtime that is gone, oldest first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(self.table.c.id, self.table.c.job_id, self.table.c.run)
+                .order_by(self.table.c.id)).all()
+        runs = []
+        for row in rows:
+            try:
+                runs.append((row.id, pickle.loads(row.run)))
+            except Exception:
+                log.exception('due run %s of job %s does not load; dropped',
+                              row.id, row.job_id)
+                self.started(row.id)
+        return runs
