@@ -56,19 +56,21 @@ def queued(settings, queue='jobs'):
         connection.release()
 
 
-def peek(settings, queue='jobs', limit=100):
+def peek(settings, queue='jobs', limit=100, kombu_queue=None,
+         accept=('application/json', 'application/x-python-serialize')):
     """The messages waiting on ``queue``, left there for a consumer.
 
     Returns kombu Messages (content_type, headers, decompressed body...).
+    ``kombu_queue`` reads another queue than the job queue (dead letters).
     """
+    kombu_queue = kombu_queue or broker.job_queue(settings, queue)
     connection = broker.connect(settings)
     try:
-        bound = broker.job_queue(settings, queue)(connection.default_channel)
+        bound = kombu_queue(connection.default_channel)
         bound.declare()
         messages = []
         while len(messages) < limit:
-            message = bound.get(no_ack=False, accept=[
-                'application/json', 'application/x-python-serialize'])
+            message = bound.get(no_ack=False, accept=list(accept))
             if message is None:
                 break
             messages.append(message)

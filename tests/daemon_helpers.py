@@ -24,6 +24,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import poll
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get('PSCHEDULER_TEST_REDIS_URL',
                            'redis://127.0.0.1:6379/0')
@@ -70,16 +72,9 @@ format = %(asctime)s %(levelname)-5.5s [%(name)s:%(process)d] %(message)s
 
 def wait_for(condition, timeout=15.0, interval=0.05, what=None):
     """Poll ``condition()`` until it returns something true; return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f'timed out after {timeout}s waiting for '
-                f'{what or getattr(condition, "__name__", "a condition")}')
-        time.sleep(interval)
+    return poll(condition, timeout, interval, message=(
+        f'timed out after {timeout}s waiting for '
+        f'{what or getattr(condition, "__name__", "a condition")}'))
 
 
 # --- ini files ---------------------------------------------------------------

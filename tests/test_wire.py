@@ -12,29 +12,15 @@ from kombu import serialization
 
 from pyramid_scheduler import broker, wire
 from tests import jobs
-from tests.conftest import poll, stored_message_rows
+from tests.conftest import peek, poll, stored_message_rows
 
 
 def dead_letters(settings, queue='jobs'):
     """The messages on a queue's dead-letter queue, left there."""
-    connection = broker.connect(settings)
-    try:
-        bound = broker.dead_letter_queue(settings, queue)(
-            connection.default_channel)
-        bound.declare()
-        messages = []
-        while True:
-            message = bound.get(no_ack=False, accept=[
-                'application/json', 'application/x-python-serialize',
-                'application/data', 'text/plain'])
-            if message is None:
-                break
-            messages.append(message)
-        for message in messages:
-            message.reject(requeue=True)
-        return messages
-    finally:
-        connection.release()
+    return peek(settings, limit=10**6,
+                kombu_queue=broker.dead_letter_queue(settings, queue),
+                accept=('application/json', 'application/x-python-serialize',
+                        'application/data', 'text/plain'))
 
 
 def publish_raw(settings, body, queue='jobs', serializer='json',
