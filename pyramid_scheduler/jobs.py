@@ -230,7 +230,7 @@ def _as_tz(value, tz):
     return convert_to_datetime(value, tz, 'date')
 
 
-def _check_options(options, kind):
+def check_options(options, kind):
     allowed = JOB_OPTIONS + (('end_date', 'jitter', 'timezone')
                              if kind in ('interval', 'cron') else ())
     unknown = sorted(set(options) - set(allowed))
@@ -270,7 +270,7 @@ def build_spec(settings, kind, func, args=None, kwargs=None, queue=None,
     """Validate a job and return ``(queue, spec)``; raises InvalidJob."""
     queue = settings.check_queue(queue)
     options = {k: v for k, v in (options or {}).items() if v is not None}
-    _check_options(options, kind)
+    check_options(options, kind)
     ref = func_reference(func)
     check_allowed(ref, settings.allowed_modules)
     args, kwargs = normalize_args(args, kwargs)

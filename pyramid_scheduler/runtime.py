@@ -8,13 +8,16 @@ queue in a combined-mode web process. Its threads:
   commands, and acknowledges messages (kombu connections are not thread-safe,
   so workers queue their acknowledgements for it);
 - APScheduler's thread wakes deferred jobs from the persistent job stores;
-- a bounded pool of worker threads runs the jobs, async and deferred alike.
+- two bounded pools of worker threads run the jobs: one for async jobs, one
+  for deferred runs, so a due run never waits behind prefetched async jobs.
+
+The consumer loop is :mod:`pyramid_scheduler.consumer`; the APScheduler
+adaptations are :mod:`pyramid_scheduler.apscheduling`.
 
 A message is acknowledged only once its job is durable (stored) or done
 (async), so a runtime killed at any moment leaves its job to be redelivered.
 """
 import collections
-import contextlib
 import datetime
 import logging
 import os
@@ -25,26 +28,22 @@ import traceback
 import types
 from concurrent.futures import ThreadPoolExecutor
 
-import kombu
-from apscheduler.executors.base import BaseExecutor
 from apscheduler.executors.pool import ThreadPoolExecutor as APSThreadPool
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.base import STATE_STOPPED
-from apscheduler.schedulers.blocking import BlockingScheduler
-import sqlalchemy.event
 from kombu import serialization
-from kombu.mixins import ConsumerMixin
+import sqlalchemy.event
 
 from . import admin, broker, signing, wire
+from .apscheduling import RuntimeExecutor, SafeStopScheduler
+from .consumer import QueueConsumer
 from .dueruns import DueRuns
 from .errors import InvalidJob, InvalidMessage
 from .events import Event, Listeners
 from .execution import run_job
-from .jobs import _check_options as check_options
+from .jobs import check_options
 from .jobs import build_trigger, check_allowed, resolve_reference
 from .storelock import StoreLock, lock_path
 
@@ -86,153 +85,6 @@ class Stats:
     def snapshot(self):
         with self._lock:
             return dict(self.counts)
-
-
-class RuntimeExecutor(BaseExecutor):
-    """APScheduler executor that runs stored jobs through the runtime.
-
-    The job store holds the job's spec, not a callable; this executor gives
-    the spec to the runtime, which runs it in its worker pool and fires the
-    events in order.
-    """
-
-    def __init__(self, runtime):
-        super().__init__()
-        self._runtime = runtime
-
-    def _do_submit_job(self, job, run_times):
-        last_run = job.trigger.get_next_fire_time(
-            run_times[-1], datetime.datetime.now(datetime.timezone.utc)) is None
-        # Kept durable before APScheduler takes it out of the store.
-        due = self._runtime.keep_due_run(job, run_times, last_run)
-        self._runtime.submit_stored(self._run, job, run_times, last_run, due)
-
-    def _run(self, job, run_times, last_run, due):
-        try:
-            self._runtime.run_stored_job(job, run_times, last_run, due)
-        finally:
-            self._run_job_success(job.id, [])
-
-
-class _BackgroundScheduler(BackgroundScheduler):
-    """APScheduler's, stopped only between two passes over the job stores.
-
-    APScheduler marks itself stopped before it takes its job store lock. A
-    pass handing a run over at that moment then cannot take the run out of
-    the store (once stopped, ``remove_job`` looks at pending jobs only): its
-    thread dies, and the next process fires the run a second time.
-    """
-
-    def shutdown(self, wait=True):
-        with self._executors_lock, self._jobstores_lock:
-            BlockingScheduler.shutdown(self, wait)
-        self._thread.join()
-        del self._thread
-
-    def _process_jobs(self):
-        with self._jobstores_lock:
-            if self.state == STATE_STOPPED:
-                return None
-            return super()._process_jobs()
-
-
-class StopReconnecting(Exception):
-    """Raised out of kombu's reconnect loop when the runtime stops."""
-
-
-class _Consumer(ConsumerMixin):
-    """kombu's consumer loop with our hooks; runs in the consumer thread."""
-
-    # Short drain timeouts let the loop send the workers' acknowledgements
-    # promptly; an idle wake-up costs a few microseconds.
-    safety_interval = 0.05
-
-    def __init__(self, runtime, connection):
-        self.runtime = runtime
-        self.connection = connection
-        self._consumers = []
-        self._down_since = None
-
-    def get_consumers(self, Consumer, channel):
-        runtime = self.runtime
-        options = dict(on_message=runtime.on_message,
-                       on_decode_error=runtime.on_decode_error,
-                       prefetch_count=runtime.prefetch_count, accept=None)
-        queues = runtime.kombu_queues()
-        if getattr(channel, 'one_queue_per_channel', False):
-            # Our Redis channels fetch without a window for loss only from
-            # one queue each (redis_transport).
-            self._consumers = [Consumer(queues=queues[:1], **options)] + [
-                kombu.Consumer(channel.connection.client.channel(),
-                               queues=[queue], **options)
-                for queue in queues[1:]]
-        else:
-            self._consumers = [Consumer(queues=queues, **options)]
-        return self._consumers
-
-    def on_consume_ready(self, connection, channel, consumers, **kwargs):
-        if self._down_since is not None:
-            log.warning('broker connection restored after %.1fs',
-                        time.monotonic() - self._down_since)
-            self._down_since = None
-        self.runtime.on_consume_ready(connection, channel)
-
-    def on_connection_error(self, exc, interval):
-        self.runtime.beat()
-        if self.runtime.stop_requested:
-            # kombu retries forever; a stopping runtime must not wait for
-            # its broker to come back.
-            self.should_stop = True
-            raise StopReconnecting() from exc
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            log.error('broker %s unreachable (%s); retrying with backoff, '
-                      'next try in %ss', broker.redact_url(
-                          self.runtime.settings.broker_url), exc, interval)
-
-    def on_iteration(self):
-        self.runtime.on_iteration(self)
-
-    @contextlib.contextmanager
-    def establish_connection(self):
-        # kombu's default backoff grows to 30 s between tries; a queue
-        # should resume within seconds of its broker coming back.
-        with self.create_connection() as connection:
-            connection.ensure_connection(
-                self.on_connection_error, self.connect_max_retries,
-                interval_start=0.2, interval_step=0.5, interval_max=5)
-            yield connection
-
-    def cancel_consumers(self):
-        for consumer in self._consumers:
-            try:
-                consumer.cancel()
-            except Exception:
-                log.debug('cancelling the consumer failed', exc_info=True)
-        self._consumers = []
-
-    def run(self, _tokens=1, **kwargs):
-        errors = (self.connection.connection_errors
-                  + self.connection.channel_errors)
-        while not self.should_stop:
-            try:
-                for _ in self.consume(limit=None,
-                                      safety_interval=self.safety_interval):
-                    pass
-            except StopReconnecting:
-                return
-            except errors as exc:
-                self.runtime.beat()
-                if self._down_since is None:
-                    self._down_since = time.monotonic()
-                    log.error('lost the broker connection (%s); reconnecting',
-                              exc)
-                time.sleep(0.5)
-            except Exception:
-                # Never let the consumer thread die: a bug in one message's
-                # handling must not stop the queue.
-                log.exception('the consumer loop failed; restarting it')
-                time.sleep(1)
 
 
 class Runtime:
@@ -306,7 +158,7 @@ class Runtime:
         self._restart_due_runs()
         self._scheduler.start()
         connection = broker.connect(self.settings)
-        self._consumer = _Consumer(self, connection)
+        self._consumer = QueueConsumer(self, connection)
         self._thread = threading.Thread(target=self._consume,
                                         name='pscheduler-consumer',
                                         daemon=True)
@@ -318,7 +170,7 @@ class Runtime:
         jobstores = {INTERNAL_STORE: MemoryJobStore()}
         for queue in self.queues:
             jobstores[queue] = self._make_jobstore(queue)
-        scheduler = _BackgroundScheduler(
+        scheduler = SafeStopScheduler(
             jobstores=jobstores,
             executors={'default': RuntimeExecutor(self),
                        'internal': APSThreadPool(1)},
