@@ -237,10 +237,7 @@ def check_options(options, kind):
     if unknown:
         raise InvalidJob(f'unknown option(s) {", ".join(unknown)} for a '
                          f'{kind} job; allowed: {", ".join(allowed)}')
-    if 'id' in options and (not isinstance(options['id'], str)
-                            or not options['id'].strip()):
-        raise InvalidJob(f'job id must be a non-empty string, not '
-                         f'{options["id"]!r}')
+    _check_text_option(options, 'id')
     # APScheduler takes whole numbers only (it refuses 0.5 in the runtime).
     for name in ('misfire_grace_time', 'max_instances'):
         value = options.get(name)
@@ -248,10 +245,14 @@ def check_options(options, kind):
                 value, int) or value <= 0):
             raise InvalidJob(f'{name} must be a positive whole number, not '
                              f'{value!r}')
-    if 'name' in options and (not isinstance(options['name'], str)
-                              or not options['name'].strip()):
-        raise InvalidJob(f'job name must be a non-empty string, not '
-                         f'{options["name"]!r}')
+    _check_text_option(options, 'name')
+
+
+def _check_text_option(options, key):
+    value = options.get(key)
+    if key in options and (not isinstance(value, str) or not value.strip()):
+        raise InvalidJob(f'job {key} must be a non-empty string, not '
+                         f'{value!r}')
 
 
 def _timezone_field(fields, timezone):

@@ -37,6 +37,14 @@ def poll(condition, timeout=TIMEOUT, interval=0.02, message=None):
         time.sleep(interval)
 
 
+def kill_processes(*processes):
+    """SIGKILL and reap the subprocesses still running (None is skipped)."""
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def sleep_until(moment):
     """Wait for the clock (``time.time()``) to pass ``moment``."""
     while time.time() < moment:

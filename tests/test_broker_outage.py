@@ -16,7 +16,7 @@ import pytest
 from pyramid_scheduler.errors import BrokerUnavailable
 from pyramid_scheduler.scheduler import Scheduler
 from pyramid_scheduler.settings import parse_settings
-from tests.conftest import poll
+from tests.conftest import kill_processes, poll
 from tests.jobs import read_records
 
 REDIS_URL = os.environ.get('PSCHEDULER_TEST_REDIS_URL',
@@ -160,10 +160,7 @@ def test_async_job_of_a_killed_consumer_runs_again(tmp_path, url):
              message='the killed consumer\'s job did not run again')
         assert read_records(out)[1]['pid'] == second.pid
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
+        kill_processes(first, second)
         producer.shutdown()
 
 

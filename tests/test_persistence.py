@@ -13,7 +13,7 @@ import pytest
 
 from pyramid_scheduler.scheduler import Scheduler
 from pyramid_scheduler.settings import parse_settings
-from tests.conftest import poll
+from tests.conftest import kill_processes, poll
 from tests.jobs import read_records
 
 PG_URL = os.environ.get(
@@ -74,8 +74,5 @@ def test_date_job_survives_a_killed_consumer(tmp_path, store):
         assert records[0]['pid'] == second.pid
         assert records[0]['at'] >= fire_at
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
+        kill_processes(first, second)
         producer.shutdown()
