@@ -17,6 +17,13 @@ lists: only one consumer serves a queue (the job store lock), so when it
 starts, or reconnects, whatever is there was left by a consumer that is
 gone.
 
+While messages are waiting, a single-queue channel takes them in batches
+instead: one Lua script (:data:`FETCH_BATCH`) moves up to the prefetch
+window of messages from the queue straight into kombu's unacknowledged hash
+and index, atomically, in one round trip; acknowledgements of a consumer
+turn leave in one pipeline (:meth:`Channel.basic_ack_many`). Only when the
+script finds the queue empty does the channel block in ``BRPOPLPUSH``.
+
 Channels consuming several queues, and a ``global_keyprefix``, keep kombu's
 ``BRPOP``: the runtime gives every queue a channel of its own
 (:attr:`Channel.one_queue_per_channel`). Messages are published as kombu
@@ -35,6 +42,43 @@ from kombu.utils.json import dumps, loads
 log = logging.getLogger(__name__)
 
 FETCHED_PREFIX = '_pscheduler.fetched.'
+# Most messages one batch fetch takes, whatever the prefetch window.
+MAX_FETCH_BATCH = 100
+
+# KEYS: the queue's list, kombu's unacked hash and index, our fetched list.
+# ARGV: how many messages at most, the time to index them with.
+# Returns [recorded, item, recorded, item, ...]: recorded is 1 when the item
+# went into the unacked hash (kombu's record: [message, exchange,
+# routing_key]), 0 when Lua could not read it as a kombu message and left it
+# in the fetched list, where Python deals with it as after BRPOPLPUSH.
+FETCH_BATCH = """
+local taken = {}
+for _ = 1, tonumber(ARGV[1]) do
+    local item = redis.call('RPOP', KEYS[1])
+    if not item then break end
+    local ok, message = pcall(cjson.decode, item)
+    local tag, info
+    if ok and type(message) == 'table'
+            and type(message.properties) == 'table' then
+        tag = message.properties.delivery_tag
+        info = message.properties.delivery_info
+    end
+    if type(tag) == 'string' and type(info) == 'table'
+            and type(info.exchange) == 'string'
+            and type(info.routing_key) == 'string' then
+        redis.call('ZADD', KEYS[3], ARGV[2], tag)
+        redis.call('HSET', KEYS[2], tag, '[' .. item .. ','
+            .. cjson.encode(info.exchange) .. ','
+            .. cjson.encode(info.routing_key) .. ']')
+        taken[#taken + 1] = 1
+    else
+        redis.call('LPUSH', KEYS[4], item)
+        taken[#taken + 1] = 0
+    end
+    taken[#taken + 1] = item
+end
+return taken
+"""
 
 
 def fetched_key(queue):
@@ -44,6 +88,11 @@ def fetched_key(queue):
 class QoS(kombu_redis.QoS):
 
     def append(self, message, delivery_tag):
+        if delivery_tag in self.channel._recorded:
+            # A batch fetch recorded it in Redis already.
+            self.channel._recorded.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)
+            return
         fetched = self.channel._fetched.pop(delivery_tag, None)
         if fetched is None:
             return super().append(message, delivery_tag)
@@ -61,6 +110,14 @@ class QoS(kombu_redis.QoS):
                 .execute()
         # kombu's own bookkeeping of delivered messages (not the Redis one).
         virtual.QoS.append(self, message, delivery_tag)
+
+    def ack_many(self, delivery_tags):
+        with self.pipe_or_acquire() as pipe:
+            pipe.zrem(self.unacked_index_key, *delivery_tags) \
+                .hdel(self.unacked_key, *delivery_tags) \
+                .execute()
+        for tag in delivery_tags:
+            virtual.QoS.ack(self, tag)
 
 
 class Channel(kombu_redis.Channel):
@@ -85,8 +142,14 @@ class Channel(kombu_redis.Channel):
 
     def __init__(self, *args, **kwargs):
         self._fetched = {}      # delivery tag -> (fetched list, raw item)
-        self._fetching = None   # (queue, fetched list) of the pending fetch
+        self._recorded = set()  # delivery tags a batch fetch recorded
+        self._fetching = None   # (command, queue, fetched list) pending
+        self._queue_empty = False   # the last batch found nothing: block
         super().__init__(*args, **kwargs)
+
+    def basic_ack_many(self, delivery_tags):
+        """Acknowledge several messages in one round trip."""
+        self.qos.ack_many(delivery_tags)
 
     def _fetch_source(self):
         """The one list to fetch from, or None for kombu's BRPOP."""
@@ -106,31 +169,94 @@ class Channel(kombu_redis.Channel):
             return super()._brpop_start(timeout)
         if timeout is None:
             timeout = self.brpop_timeout
-        self._fetching = (queue, fetched_key(queue))
-        self._in_poll = self.client.connection
+        key = fetched_key(queue)
+        connection = self.client.connection
+        if self._queue_empty:
+            self._fetching = ('BRPOPLPUSH', queue, key)
+            connection.send_command('BRPOPLPUSH', queue, key, timeout or 0)
+        else:
+            self._fetching = ('EVAL', queue, key)
+            connection.send_command(
+                'EVAL', FETCH_BATCH, 4, queue, self.unacked_key,
+                self.unacked_index_key, key, self._batch_size(), time())
+        self._in_poll = connection
         self._brpop_sent_at = monotonic()
-        self.client.connection.send_command(
-            'BRPOPLPUSH', queue, fetched_key(queue), timeout or 0)
+
+    def _batch_size(self):
+        room = self.qos.can_consume_max_estimate()
+        if room is None:
+            return MAX_FETCH_BATCH
+        return max(1, min(room, MAX_FETCH_BATCH))
 
     def _brpop_read(self, **options):
         if self._fetching is None:
             return super()._brpop_read(**options)
-        queue, key = self._fetching
+        command, queue, key = self._fetching
         try:
             try:
-                item = self.client.parse_response(
-                    self.client.connection, 'BRPOPLPUSH', **options)
+                reply = self.client.parse_response(
+                    self.client.connection, command, **options)
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
-            if not item:
+            # An empty queue sends the next fetch to BRPOPLPUSH, which
+            # waits; a message it brings means more may follow.
+            self._queue_empty = not reply
+            if not reply:
                 raise Empty()
-            self._deliver_fetched(queue, key, item)
+            if command == 'EVAL':
+                self._deliver_batch(queue, key, reply)
+            else:
+                self._deliver_fetched(queue, key, reply)
             return True
         finally:
             self._in_poll = None
             self._fetching = None
             self._flush_brpop_reauth()
+
+    def _deliver_batch(self, queue, key, reply):
+        items = list(zip(reply[::2], reply[1::2]))
+        for index, (recorded, item) in enumerate(items):
+            try:
+                if recorded:
+                    self._deliver_recorded(queue, item)
+                else:
+                    self._deliver_fetched(queue, key, item)
+            except Empty:
+                continue
+            except BaseException:
+                self._hand_back(items[index + 1:])
+                raise
+
+    def _hand_back(self, items):
+        """Put back the rest of a batch that a failed delivery cut short.
+
+        If Redis cannot be reached now, they stay recorded as
+        unacknowledged, and come back when the queue's next consumer starts
+        (or after the visibility timeout), like kombu's own.
+        """
+        self._recorded.clear()
+        for recorded, item in items:
+            if not recorded:
+                continue   # still in the fetched list: restore_fetched
+            try:
+                tag = loads(bytes_to_str(item))['properties']['delivery_tag']
+                self.qos.restore_by_tag(tag, leftmost=True)
+            except Exception:
+                log.warning('could not hand back a fetched message; it '
+                            'comes back when the queue is next consumed',
+                            exc_info=True)
+
+    def _deliver_recorded(self, queue, item):
+        payload = loads(bytes_to_str(item))
+        tag = payload['properties']['delivery_tag']
+        self._recorded.add(tag)
+        self.connection._deliver(payload, queue)
+        if tag in self._recorded:
+            # Never appended (consumed without acks, or handed back to the
+            # queue): it must not stay recorded as unacknowledged.
+            self._recorded.discard(tag)
+            self.qos._remove_from_indices(tag).execute()
 
     def _deliver_fetched(self, queue, key, item):
         try:
