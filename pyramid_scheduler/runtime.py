@@ -46,6 +46,7 @@ from .execution import run_job
 from .jobs import check_options
 from .jobs import build_trigger, check_allowed, resolve_reference
 from .storelock import StoreLock, lock_path
+from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,7 @@ class Runtime:
                         'scheduler.broker.secret is not set: anyone who can '
                         'write to the broker can run code in this process. '
                         'Set a secret, or use the json serializer')
-        self._pool = ThreadPoolExecutor(max_workers=self.worker_count,
-                                        thread_name_prefix='pscheduler-job')
+        self._pool = WorkerPool(self.worker_count, 'pscheduler-job')
         self._stored_pool = ThreadPoolExecutor(
             max_workers=self.worker_count,
             thread_name_prefix='pscheduler-deferred')
@@ -288,7 +288,9 @@ class Runtime:
             # Returns once APScheduler submits no more runs.
             self._scheduler.shutdown(wait=False)
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # Async jobs not started yet stay unacknowledged: the broker
+            # hands them to whoever serves the queue next.
+            self._pool.shutdown()
         if self._stored_pool is not None:
             self._stored_pool.shutdown(wait=False)
         if self._thread is not None:
@@ -354,9 +356,9 @@ class Runtime:
             consumer.should_stop = True
 
     def _pool_finished(self):
-        return all(not thread.is_alive()
-                   for pool in (self._pool, self._stored_pool) if pool
-                   for thread in getattr(pool, '_threads', ()))
+        stored_threads = getattr(self._stored_pool, '_threads', ())
+        return ((self._pool is None or self._pool.finished())
+                and not any(thread.is_alive() for thread in stored_threads))
 
     def _send_acks(self):
         """Settle what the workers finished, a channel's acks at once.

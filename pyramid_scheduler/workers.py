@@ -1,0 +1,67 @@
+"""The threads that run async jobs: a fixed pool fed by one queue.
+
+``concurrent.futures.ThreadPoolExecutor`` builds a Future and a work item,
+takes two locks and checks whether to start a thread on every ``submit``.
+Nobody waits on an async job's result (the job acknowledges its own
+message), and at thousands of jobs a second that bookkeeping was a quarter
+of the consumer thread's time; a put on a ``SimpleQueue`` is all a hand-off
+needs.
+"""
+import logging
+import queue
+import threading
+
+log = logging.getLogger(__name__)
+
+_STOP = None
+
+
+class WorkerPool:
+    """``size`` threads calling what :meth:`submit` gives them, in order."""
+
+    def __init__(self, size, name):
+        self._calls = queue.SimpleQueue()
+        self._shut_down = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f'{name}_{number}',
+                             daemon=True)
+            for number in range(size)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn, *args):
+        if self._shut_down:
+            raise RuntimeError('the worker pool is shut down')
+        self._calls.put((fn, args))
+
+    def shutdown(self):
+        """Drop the calls not started yet; threads end after their current
+        one. Returns how many calls were dropped."""
+        self._shut_down = True
+        dropped = 0
+        while True:
+            try:
+                self._calls.get_nowait()
+            except queue.Empty:
+                break
+            dropped += 1
+        for _ in self._threads:
+            self._calls.put(_STOP)
+        return dropped
+
+    def finished(self):
+        """True once every thread has ended (after :meth:`shutdown`)."""
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def _work(self):
+        while True:
+            call = self._calls.get()
+            if call is _STOP:
+                return
+            fn, args = call
+            try:
+                fn(*args)
+            except BaseException:
+                # The runtime's calls handle their own errors; whatever
+                # escapes must not cost the pool a thread.
+                log.exception('a worker call failed')
