@@ -370,7 +370,8 @@ def test_reload_option_restarts_on_code_and_ini_change(tmp_path, daemons):
     second = wait_for(
         _edit_until(lambda n: app_file.write_text(source + f'# {n}\n'),
                     lambda: _reload_master(daemon, queues={'jobs'},
-                                           not_pid=first.pid)),
+                                           not_pid=first.pid),
+                    while_running=first),
         timeout=30, what='a new master after the code change')
 
     wait_for(
@@ -378,7 +379,8 @@ def test_reload_option_restarts_on_code_and_ini_change(tmp_path, daemons):
                                         app=f'{module}:main',
                                         settings={'test.edit': n}),
                     lambda: _reload_master(daemon, queues={'jobs', 'mail'},
-                                           not_pid=second.pid)),
+                                           not_pid=second.pid),
+                    while_running=second),
         timeout=30, what='a new master serving both queues')
 
     daemon.send_signal(signal.SIGTERM)
@@ -386,12 +388,16 @@ def test_reload_option_restarts_on_code_and_ini_change(tmp_path, daemons):
     assert daemon.group_members() == []
 
 
-def _edit_until(edit, condition, every=1.0):
-    """A wait_for condition that calls ``edit(n)`` every ``every`` seconds."""
+def _edit_until(edit, condition, while_running, every=1.0):
+    """A wait_for condition that calls ``edit(n)`` every ``every`` seconds
+    until the master ``while_running`` is gone: edits after that would
+    reload its successor again while it starts (on a loaded machine,
+    again and again)."""
     state = {'n': 0, 'next': 0.0}
 
     def edited_and_checked():
-        if time.monotonic() >= state['next']:
+        if time.monotonic() >= state['next'] and \
+                not is_gone(while_running.pid):
             state['n'] += 1
             edit(state['n'])
             state['next'] = time.monotonic() + every
