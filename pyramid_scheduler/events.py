@@ -67,6 +67,12 @@ class Listeners:
         with self._lock:
             self._entries = [e for e in self._entries if e[0] is not listener]
 
+    def wants(self, event_type):
+        """Whether any listener receives events of ``event_type``: without
+        one, the runtime does not even build the event."""
+        return any(events is None or event_type in events
+                   for _, events, _, _ in self._entries)
+
     def notify(self, event):
         # Iterate over a snapshot: a listener may add or remove listeners.
         for listener, events, args, kwargs in self._entries:

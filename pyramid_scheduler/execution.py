@@ -36,15 +36,20 @@ def default_delegator(func, args, kwargs):
     return func(*args, **kwargs)
 
 
-def run_job(spec, registry=None, delegator=None, allowed_modules=()):
+def run_job(spec, registry=None, delegator=None, allowed_modules=(),
+            func=None):
     """Run one job; returns its result, raises what it raises.
 
     ``delegator`` (``scheduler.delegator``) is called as
     ``delegator(func, args, kwargs)`` instead of ``func(*args, **kwargs)``,
-    to wrap every job (error reporting, a database session, ...).
+    to wrap every job (error reporting, a database session, ...). ``func``
+    is the job's function when the caller has resolved and checked it
+    already (an async job, just received); otherwise it is resolved here,
+    after checking ``allowed_modules``.
     """
-    check_allowed(spec['func'], allowed_modules)
-    func = resolve_reference(spec['func'])
+    if func is None:
+        check_allowed(spec['func'], allowed_modules)
+        func = resolve_reference(spec['func'])
     call = delegator or default_delegator
     with app_threadlocals(registry):
         with _transaction_manager():

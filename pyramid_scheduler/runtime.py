@@ -570,17 +570,17 @@ class Runtime:
         # run: both go to the dead-letter queue, where an operator sees
         # them, and never run.
         check_allowed(spec['func'], self.settings.allowed_modules)
-        if not callable(resolve_reference(spec['func'])):
+        func = resolve_reference(spec['func'])
+        if not callable(func):
             raise InvalidJob(f'job function {spec["func"]} is not callable')
         job = JobInfo(spec, queue=queue)
         if spec['kind'] == 'async':
             self._track(+1)
-            self.listeners.notify(Event(Event.JOB_CREATED, job=job,
-                                        queue=queue))
-            self.submit(self._run_async, job, message)
+            self._notify(Event.JOB_CREATED, job)
+            self.submit(self._run_async, job, message, func)
             return
         trigger, name, options = self._prepare_stored_job(spec, queue)
-        self.listeners.notify(Event(Event.JOB_CREATED, job=job, queue=queue))
+        self._notify(Event.JOB_CREATED, job)
         self._scheduler.add_job(
             STORED_JOB_FUNC, trigger, args=(queue, spec), id=spec['id'],
             name=name, jobstore=queue, replace_existing=True, **options)
@@ -701,9 +701,9 @@ class Runtime:
         with self._inflight_lock:
             return self._inflight
 
-    def _run_async(self, job, message):
+    def _run_async(self, job, message, func):
         try:
-            self._execute(job)
+            self._execute(job, func)
             self._notify(Event.JOB_REMOVED, job)
         finally:
             self._track(-1)
@@ -738,12 +738,13 @@ class Runtime:
                     run_time.isoformat(), late)
         self._notify(Event.JOB_MISSED, job, scheduled_run_time=run_time)
 
-    def _execute(self, job, **extra):
+    def _execute(self, job, func=None, **extra):
         started = time.time()
         try:
             retval = run_job(job, registry=self.registry,
                              delegator=self.settings.delegator,
-                             allowed_modules=self.settings.allowed_modules)
+                             allowed_modules=self.settings.allowed_modules,
+                             func=func)
         except Exception as exc:
             self.stats.add('failed')
             log.error('job %s (%s) failed', job['id'], job['func'],
@@ -757,8 +758,9 @@ class Runtime:
         self._notify(Event.JOB_EXECUTED, job, retval=retval, **extra)
 
     def _notify(self, type_, job, **params):
-        self.listeners.notify(Event(type_, job=job, queue=job['queue'],
-                                    **params))
+        if self.listeners.wants(type_):
+            self.listeners.notify(Event(type_, job=job, queue=job['queue'],
+                                        **params))
 
     # --- housekeeping and introspection ----------------------------------------
 
