@@ -21,7 +21,6 @@ import collections
 import datetime
 import logging
 import os
-import queue as queue_module
 import threading
 import time
 import traceback
@@ -37,6 +36,7 @@ from kombu import serialization
 import sqlalchemy.event
 
 from . import admin, broker, signing, wire
+from .acks import Acknowledgements
 from .apscheduling import RuntimeExecutor, SafeStopScheduler
 from .consumer import QueueConsumer
 from .dueruns import DueRuns
@@ -105,7 +105,7 @@ class Runtime:
         # the broker must let it hold more messages than it has workers, or
         # the workers would wait on acks between jobs.
         self.prefetch_count = self.worker_count * PREFETCH_PER_WORKER
-        self._acks = queue_module.SimpleQueue()
+        self._acks = Acknowledgements()
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self._locks = {q: StoreLock(lock_path(settings, q))
@@ -327,6 +327,7 @@ class Runtime:
 
     def on_consume_ready(self, connection, channel):
         self._channel = channel
+        self._acks.forget_deliveries()
         queue_names = {q.name for q in self.kombu_queues()}
         if not self._ready.is_set():
             # Only at start: after a reconnect, unacked messages may be ours.
@@ -346,13 +347,13 @@ class Runtime:
 
     def on_iteration(self, consumer):
         self.beat()
-        self._send_acks()
+        self._acks.settle()
         if not self._stop_requested.is_set():
             return
         if consumer._consumers:
             consumer.cancel_consumers()
         if not self.inflight or self._pool_finished():
-            self._send_acks()
+            self._acks.settle()
             consumer.should_stop = True
 
     def _pool_finished(self):
@@ -360,46 +361,9 @@ class Runtime:
         return ((self._pool is None or self._pool.finished())
                 and not any(thread.is_alive() for thread in stored_threads))
 
-    def _send_acks(self):
-        """Settle what the workers finished, a channel's acks at once.
-
-        A transport whose channel has ``basic_ack_many`` (ours for Redis
-        and SQLite) settles a whole turn's acknowledgements in one round
-        trip or transaction instead of one per message.
-        """
-        finished = {}   # channel -> acknowledged messages, in order
-        while True:
-            try:
-                message, action = self._acks.get_nowait()
-            except queue_module.Empty:
-                break
-            if action == 'ack':
-                finished.setdefault(message.channel, []).append(message)
-            else:
-                self._settle(message.reject, requeue=True)
-        for channel, messages in finished.items():
-            ack_many = getattr(channel, 'basic_ack_many', None)
-            if ack_many is None or len(messages) == 1:
-                for message in messages:
-                    self._settle(message.ack)
-                continue
-            if self._settle(ack_many, [m.delivery_tag for m in messages]):
-                for message in messages:
-                    # What Message.ack() records after basic_ack.
-                    message._state = 'ACK'
-
-    @staticmethod
-    def _settle(settle, *args, **kwargs):
-        try:
-            settle(*args, **kwargs)
-            return True
-        except Exception:
-            log.warning('could not acknowledge a message; it may be '
-                        'delivered again', exc_info=True)
-            return False
-
     def on_message(self, message):
         """Called in the consumer thread for every message."""
+        self._acks.delivered(message)
         self._one_at_a_time(self._handle_message, message)
 
     def on_decode_error(self, message, exc):
@@ -707,7 +671,7 @@ class Runtime:
             self._notify(Event.JOB_REMOVED, job)
         finally:
             self._track(-1)
-            self._acks.put((message, 'ack'))
+            self._acks.finished(message)
             self._wake_consumer()
 
     def run_stored_job(self, aps_job, run_times, last_run, due=None):
