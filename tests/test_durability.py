@@ -495,11 +495,12 @@ def test_redis_restart_loses_no_accepted_job(tmp_path, daemons):
         waits = []
         with producer(ini) as scheduler:
             send_timeout = scheduler.settings.send_timeout
-            # 400 jobs of 20ms on 4 workers: about two seconds of work, so
-            # most of them are still queued in Redis when it is killed.
+            # 400 jobs of 50ms on 4 workers: about five seconds of work, so
+            # most of them are still in Redis when it is killed, even when a
+            # loaded machine makes sending them take a second or two.
             for n in range(400):
                 scheduler.add_async_job(jobs.append_id,
-                                        args=(out, f'before{n}', 0.02))
+                                        args=(out, f'before{n}', 0.05))
                 accepted.append(f'before{n}')
             wait_for(lambda: len(ran(out)) >= 20, what='the first jobs')
             server.kill()
