@@ -23,6 +23,10 @@ from kombu.transport import pyamqp
 
 log = logging.getLogger(__name__)
 
+# Held deliveries are pruned of the settled ones only past this many (and
+# twice what was left unsettled), so that pruning stays cheap per message.
+MIN_PRUNE_ABOVE = 1000
+
 
 class Acknowledgements:
     """Finished messages waiting for the consumer thread to settle them."""
@@ -31,12 +35,35 @@ class Acknowledgements:
         self._finished = queue.SimpleQueue()
         # AMQP channel -> its deliveries not yet known settled, in order.
         self._deliveries = {}
+        # id(message) -> message, for every delivery not known settled;
+        # pruned of the settled ones when it grows past _prune_above.
+        self._held = {}
+        self._prune_above = MIN_PRUNE_ABOVE
 
     def delivered(self, message):
         """Record a delivery (consumer thread, before handling it)."""
+        self._held[id(message)] = message
+        if len(self._held) > self._prune_above:
+            self._prune_held()
         if isinstance(message, pyamqp.Message):
             self._deliveries.setdefault(
                 message.channel, collections.deque()).append(message)
+
+    def held_tags(self):
+        """Delivery tags of the messages this process holds unsettled: their
+        jobs wait or run here (consumer thread)."""
+        self._prune_held()
+        return {message.delivery_tag for message in self._held.values()}
+
+    def dropped(self, message):
+        """``message`` will not be settled here: the connection it came on
+        is gone, and the broker gives it back."""
+        self._held.pop(id(message), None)
+
+    def _prune_held(self):
+        self._held = {key: message for key, message in self._held.items()
+                      if not message.acknowledged}
+        self._prune_above = max(MIN_PRUNE_ABOVE, 2 * len(self._held))
 
     def finished(self, message):
         """A worker is done with ``message``: acknowledge it (any thread)."""
@@ -64,6 +91,11 @@ class Acknowledgements:
             else:
                 for message in messages:
                     _settle(message.ack)
+            for message in messages:
+                if not message.acknowledged:
+                    # The ack failed (say, on a connection lost since): the
+                    # broker gives the message back, it is not held here.
+                    self.dropped(message)
 
     def _ack_many(self, channel, messages):
         if _settle(channel.basic_ack_many,

@@ -146,7 +146,7 @@ def restore_fetched_messages(channel, queue_names):
     return redis_transport.restore_fetched(channel, queue_names)
 
 
-def restore_orphaned_messages(channel, queue_names):
+def restore_orphaned_messages(channel, queue_names, keep=()):
     """Put back the unacknowledged Redis messages of a dead consumer.
 
     kombu's Redis transport keeps every delivered, unacknowledged message in
@@ -155,7 +155,8 @@ def restore_orphaned_messages(channel, queue_names):
     message of those queues still in that hash belongs to a consumer that
     died: restoring them at start makes a crashed child's jobs run again
     within a second instead of an hour. Other transports return unacked
-    messages by themselves; this is a no-op for them.
+    messages by themselves; this is a no-op for them. ``keep``: delivery
+    tags the caller still holds (after a reconnect), left alone.
     """
     qos = getattr(channel, 'qos', None)
     if not hasattr(qos, 'restore_by_tag') or not hasattr(channel,
@@ -166,13 +167,15 @@ def restore_orphaned_messages(channel, queue_names):
         entries = client.hgetall(channel.unacked_key)
     restored = 0
     for tag, raw in entries.items():
+        tag = tag.decode() if isinstance(tag, bytes) else tag
+        if tag in keep:
+            continue
         try:
             _, _, routing_key = json.loads(raw)
         except (ValueError, TypeError):
             continue
         if routing_key in queue_names:
-            qos.restore_by_tag(tag.decode() if isinstance(tag, bytes)
-                               else tag, leftmost=True)
+            qos.restore_by_tag(tag, leftmost=True)
             restored += 1
     if restored:
         log.warning('restored %d unacknowledged message(s) of a previous '

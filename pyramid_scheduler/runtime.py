@@ -329,13 +329,16 @@ class Runtime:
         self._channel = channel
         self._acks.forget_deliveries()
         queue_names = {q.name for q in self.kombu_queues()}
-        if not self._ready.is_set():
-            # Only at start: after a reconnect, unacked messages may be ours.
-            try:
-                broker.restore_orphaned_messages(channel, queue_names)
-            except Exception:
-                log.exception('could not restore unacknowledged messages; '
-                              'they come back after the visibility timeout')
+        try:
+            # At start, what a dead consumer left. After a reconnect, also
+            # what a fetch cut short by the connection loss recorded as
+            # unacknowledged without delivering it; not the messages this
+            # process holds, whose jobs wait or run here.
+            broker.restore_orphaned_messages(channel, queue_names,
+                                             keep=self._acks.held_tags())
+        except Exception:
+            log.exception('could not restore unacknowledged messages; '
+                          'they come back after the visibility timeout')
         try:
             # At start and after a reconnect: a fetch is never ours before
             # we consume (a Redis outage may have cut one short).
@@ -387,7 +390,10 @@ class Runtime:
                 handle(*args)
         except BaseException:
             # Only a broken connection gets here (handling catches the
-            # rest): the broker gives the waiting messages back after it.
+            # rest): the broker gives this message and the waiting ones
+            # back after it.
+            for _, waiting_args in [(handle, args), *self._waiting_messages]:
+                self._acks.dropped(waiting_args[0])
             self._waiting_messages.clear()
             raise
         finally:

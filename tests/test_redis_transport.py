@@ -189,3 +189,23 @@ def test_a_consumer_killed_holding_a_batch_loses_none_of_it(
     channel, received = consume(connection, queue_name)
     connection.drain_events(timeout=5)
     assert sorted(m.payload['n'] for m in received) == list(range(20))
+
+
+def test_after_a_reconnect_only_what_the_process_holds_stays_recorded(
+        connection, queue_name):
+    # A fetch whose reply a connection loss cut short leaves its messages
+    # recorded as unacknowledged with nobody holding them; the runtime
+    # restores those when it reconnects, and keeps the ones it holds.
+    publish(connection, queue_name, 3)
+    channel, received = consume(connection, queue_name)
+    connection.drain_events(timeout=5)
+    held = received[0].delivery_tag
+
+    restored = broker.restore_orphaned_messages(
+        connection.channel(), {queue_name}, keep={held})
+
+    assert restored == 2
+    assert set(recorded(channel, queue_name)) == {held}
+    client = redis.Redis.from_url(URL)
+    assert client.llen(queue_name) == 2
+    client.close()
