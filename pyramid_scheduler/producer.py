@@ -6,6 +6,7 @@ import time
 import weakref
 
 from kombu import serialization
+from pyramid.threadlocal import get_current_request
 
 from . import broker, redis_publish, signing
 from .errors import BrokerUnavailable
@@ -209,15 +210,13 @@ class AfterCommitSender:
 
     def __init__(self, enabled):
         self.enabled = enabled
+        # Looked up once: current_transaction() runs on every send.
+        self._transaction = _transaction_package() if enabled else None
 
     def current_transaction(self):
-        if not self.enabled:
+        transaction = self._transaction
+        if transaction is None:
             return None
-        try:
-            import transaction
-        except ImportError:
-            return None
-        from pyramid.threadlocal import get_current_request
         request = get_current_request()
         environ = getattr(request, 'environ', None) or {}
         if environ.get('tm.active'):
@@ -248,3 +247,11 @@ class AfterCommitSender:
                               'committed; the job is lost')
         txn.addAfterCommitHook(after_commit)
         return None
+
+
+def _transaction_package():
+    try:
+        import transaction
+    except ImportError:
+        return None
+    return transaction

@@ -16,7 +16,6 @@ else, and every retry, goes through kombu: producer.py chooses.
 """
 import base64
 import os
-import threading
 import uuid
 
 from kombu.compression import compress
@@ -128,17 +127,20 @@ def envelope(queue, body, content_type, content_encoding, headers,
 class RedisPublisher:
     """Pushes kombu messages onto the queues of one Redis server.
 
-    One redis-py client (thread-safe, with a pool of connections) per
-    process, made at the first publish: a forked child makes its own instead
-    of sharing the parent's sockets.
+    Connections are redis-py's own (they connect, authenticate and select
+    the database) and are kept in a list of idle ones, per process: a
+    forked child opens its own instead of sharing the parent's sockets.
+    redis-py's client would check each connection for stray data and record
+    metrics around every command, which costs more than the LPUSH itself;
+    here a connection goes back to the list only after a complete reply, so
+    it never holds stray data, and one that fails is dropped.
     """
 
     def __init__(self, options):
         import redis
         self._options = options
-        self._client = None
-        self._pid = None
-        self._lock = threading.Lock()
+        self._idle = []
+        self._pid = os.getpid()
         #: What publish() raises when Redis fails or cannot be reached.
         self.errors = (redis.RedisError, OSError)
         #: Of those, what says the broker could not be reached in time.
@@ -149,19 +151,29 @@ class RedisPublisher:
                 compression=None):
         message = envelope(queue, body, content_type, content_encoding,
                            headers, compression)
-        self._redis().lpush(queue, message)
+        connection = self._acquire()
+        try:
+            connection.send_command('LPUSH', queue, message)
+            connection.read_response()    # raises the error Redis replies
+        except BaseException:
+            connection.disconnect()
+            raise
+        self._idle.append(connection)
 
-    def _redis(self):
-        pid = os.getpid()
-        with self._lock:
-            if self._client is None or self._pid != pid:
-                import redis
-                self._client = redis.Redis(**self._options)
-                self._pid = pid
-            return self._client
+    def _acquire(self):
+        if self._pid != os.getpid():
+            # The parent's connections are left to it (and to the garbage
+            # collector, which closes this process' copies without a
+            # shutdown, so the parent's sockets keep working).
+            self._idle, self._pid = [], os.getpid()
+        try:
+            return self._idle.pop()     # atomic: safe across threads
+        except IndexError:
+            import redis
+            return redis.Connection(**self._options)
 
     def close(self):
-        with self._lock:
-            if self._client is not None and self._pid == os.getpid():
-                self._client.close()
-            self._client = None
+        idle, self._idle = self._idle, []
+        if self._pid == os.getpid():
+            for connection in idle:
+                connection.disconnect()

@@ -7,10 +7,12 @@ compressed, and every failure must still end in kombu's bounded retries.
 On the other brokers a kombu Producer is kept per pooled connection and
 used without kombu's retry wrappers until something fails.
 """
+import gc
 import json
 import logging
 import os
 import socket
+import threading
 import time
 
 import kombu
@@ -278,24 +280,47 @@ def test_unreachable_redis_is_broker_unavailable_without_password(
     assert ':***@' in str(error.value)
 
 
-def test_a_forked_child_publishes_on_a_client_of_its_own(redis_conf,
-                                                         make_producer):
+def test_a_forked_child_publishes_on_connections_of_its_own(redis_conf,
+                                                            make_producer):
     settings = parse_settings(redis_conf)
     ours = make_producer(settings)
     publish(ours, settings, job_body(value='parent'))
-    parent_client = ours._direct._redis()
+    parents = list(ours._direct._idle)
     pid = os.fork()
     if pid == 0:    # the child: report through the exit code only
         code = 1
         try:
             publish(ours, settings, job_body(value='child'))
-            code = 0 if ours._direct._redis() is not parent_client else 2
+            mine = list(ours._direct._idle)
+            code = 0 if mine and not set(mine) & set(parents) else 2
+            # Closing, and collecting the copies of the parent's
+            # connections, must leave the parent's sockets working.
+            ours.close()
+            parents.clear()
+            gc.collect()
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert ours._direct._redis() is parent_client
-    assert queued(settings) == 2
+    publish(ours, settings, job_body(value='parent again'))
+    assert ours._direct._idle == parents    # the same connection, still up
+    assert queued(settings) == 3
+
+
+def test_threads_publish_at_once_each_on_a_connection(redis_conf,
+                                                      make_producer):
+    settings = parse_settings(redis_conf)
+    ours = make_producer(settings)
+    threads = [threading.Thread(target=lambda: [
+        publish(ours, settings, job_body(value=n)) for n in range(50)])
+        for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert queued(settings) == 8 * 50
+    assert 1 <= len(ours._direct._idle) <= 8
+    assert ours._pool is None
 
 
 # --- kombu, kept per connection ----------------------------------------------
