@@ -1,4 +1,11 @@
-"""Sending messages: bounded retries, signing, and transaction awareness."""
+"""Sending messages: bounded retries, signing, and transaction awareness.
+
+The common case is made cheap, and every failure goes the long way: on a
+plain ``redis://`` URL a message is one LPUSH (redis_publish.py); elsewhere
+a kombu Producer kept per pooled connection publishes it once, without
+kombu's retry wrappers. If that fails, kombu reconnects and retries until
+``scheduler.broker.send_timeout``, then BrokerUnavailable.
+"""
 import logging
 import os
 import threading
@@ -18,10 +25,7 @@ class Producer:
     """Publishes message bodies to the broker, safe to share across threads.
 
     A connection pool is made lazily per process: after a fork the child
-    builds its own instead of reusing the parent's sockets. On a plain
-    ``redis://`` URL a message goes out in one LPUSH (redis_publish), and
-    through kombu only if that fails; elsewhere through kombu, once without
-    its retry machinery and, if that fails, with it.
+    builds its own instead of reusing the parent's sockets.
     """
 
     def __init__(self, settings, pool_limit=10):
@@ -77,19 +81,26 @@ class Producer:
         deadline = time.monotonic() + timeout
         message = self.encode(body)
         if self._direct is not None and redis_publish.declares_nothing(
-                declare):
-            try:
-                self._direct.publish(routing_key, *message,
-                                     compression=self.settings.compressor)
-                return
-            except self._direct.errors as exc:
-                if isinstance(exc, self._direct.connection_errors) and \
-                        time.monotonic() >= deadline:
-                    raise self._unavailable(exc, timeout) from exc
-                log.debug('direct publish to Redis failed (%s: %s); trying '
-                          'again through kombu', type(exc).__name__, exc)
+                declare) and self._publish_direct(message, routing_key,
+                                                  timeout, deadline):
+            return
         self._publish_with_kombu(message, routing_key, declare, timeout,
                                  deadline)
+
+    def _publish_direct(self, message, routing_key, timeout, deadline):
+        """One LPUSH; False if it failed and kombu should try (it retries
+        until the deadline, and reports errors as it always has)."""
+        try:
+            self._direct.publish(routing_key, *message,
+                                 compression=self.settings.compressor)
+            return True
+        except self._direct.errors as exc:
+            if isinstance(exc, self._direct.connection_errors) and \
+                    time.monotonic() >= deadline:
+                raise self._unavailable(exc, timeout) from exc
+            log.debug('direct publish to Redis failed (%s: %s); trying '
+                      'again through kombu', type(exc).__name__, exc)
+            return False
 
     def _publish_with_kombu(self, message, routing_key, declare, timeout,
                             deadline):

@@ -5,8 +5,8 @@ A kombu publish through the default exchange on Redis ends in a single
 but on the way it builds a Producer, binds and copies entities, wraps the
 call in ``ensure`` and goes through the virtual transport: several times the
 cost of the round trip itself. :class:`RedisPublisher` writes the same
-envelope with one redis-py client per process, so any kombu consumer (ours
-in redis_transport, or a plain one) reads these messages unchanged.
+envelope on redis-py connections, so any kombu consumer (ours in
+redis_transport, or a plain one) reads these messages unchanged.
 
 It covers one case exactly, and :func:`publisher_for` and
 :func:`declares_nothing` say when: a plain ``redis://`` URL without query
@@ -69,9 +69,10 @@ def connection_options(url, send_timeout):
 
 def _database_number(path):
     """The database of the URL's path, as kombu reads it; None if invalid."""
-    path = (path or '').lstrip('/')
-    if not path:
+    if not path or path == '/':
         return 0
+    if path.startswith('/'):
+        path = path[1:]
     try:
         return int(path)
     except ValueError:

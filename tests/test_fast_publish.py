@@ -208,6 +208,7 @@ def test_plain_redis_urls_are_read_as_kombu_reads_them(url, expected):
     'redis://127.0.0.1:6379/0?global_keyprefix=app:',
     'redis://127.0.0.1:6379/0;redis://127.0.0.1:6380/0',
     'redis://127.0.0.1:6379/notanumber',
+    'redis://127.0.0.1:6379///1',
     'pyamqp://guest:guest@127.0.0.1:5672//',
     'sqlite:///x.sqlite',
 ])
