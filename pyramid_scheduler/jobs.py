@@ -272,6 +272,8 @@ def _as_tz(value, tz):
 
 
 def check_options(options, kind):
+    if not options:
+        return      # the usual case: nothing to check
     allowed = JOB_OPTIONS + (('end_date', 'jitter', 'timezone')
                              if kind in ('interval', 'cron') else ())
     unknown = sorted(set(options) - set(allowed))
