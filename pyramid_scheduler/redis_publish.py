@@ -18,9 +18,12 @@ import base64
 import os
 import uuid
 
+import redis
 from kombu.compression import compress
 from kombu.utils.json import dumps
 from kombu.utils.url import url_to_parts
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 # kombu's defaults for a URL that leaves them out (kombu/transport/redis.py).
 DEFAULT_HOST = '127.0.0.1'
@@ -54,8 +57,6 @@ def connection_options(url, send_timeout):
     db = _database_number(parts.path)
     if parts.query or db is None:
         return None
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
     # A request must not wait on Redis longer than send_timeout: bounded
     # waits, and no retry inside redis-py (the producer retries, through
     # kombu, until its deadline).
@@ -137,16 +138,15 @@ class RedisPublisher:
     it never holds stray data, and one that fails is dropped.
     """
 
+    #: What publish() raises when Redis fails or cannot be reached.
+    errors = (redis.RedisError, OSError)
+    #: Of those, what says that Redis could not be reached (in time).
+    connection_errors = (redis.ConnectionError, redis.TimeoutError, OSError)
+
     def __init__(self, options):
-        import redis
         self._options = options
         self._idle = []
         self._pid = os.getpid()
-        #: What publish() raises when Redis fails or cannot be reached.
-        self.errors = (redis.RedisError, OSError)
-        #: Of those, what says the broker could not be reached in time.
-        self.connection_errors = (redis.ConnectionError, redis.TimeoutError,
-                                  OSError)
 
     def publish(self, queue, body, content_type, content_encoding, headers,
                 compression=None):
@@ -170,7 +170,6 @@ class RedisPublisher:
         try:
             return self._idle.pop()     # atomic: safe across threads
         except IndexError:
-            import redis
             return redis.Connection(**self._options)
 
     def close(self):
