@@ -1,12 +1,21 @@
-"""Sending messages: bounded retries, signing, and transaction awareness."""
+"""Sending messages: bounded retries, signing, and transaction awareness.
+
+The common case is made cheap, and every failure goes the long way: on a
+plain ``redis://`` URL a message is one LPUSH (redis_publish.py); elsewhere
+a kombu Producer kept per pooled connection publishes it once, without
+kombu's retry wrappers. If that fails, kombu reconnects and retries until
+``scheduler.broker.send_timeout``, then BrokerUnavailable.
+"""
 import logging
 import os
 import threading
 import time
+import weakref
 
 from kombu import serialization
+from pyramid.threadlocal import get_current_request
 
-from . import broker, signing
+from . import broker, redis_publish, signing
 from .errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -25,6 +34,10 @@ class Producer:
         self._pool = None
         self._pool_pid = None
         self._lock = threading.Lock()
+        self._direct = redis_publish.publisher_for(settings)
+        # One kombu Producer per pooled connection, kept while it works:
+        # building one costs more than the publish itself.
+        self._producers = weakref.WeakKeyDictionary()
 
     def _connections(self):
         with self._lock:
@@ -32,6 +45,7 @@ class Producer:
                 self._pool = broker.connect(self.settings).Pool(
                     limit=self._pool_limit)
                 self._pool_pid = os.getpid()
+                self._producers = weakref.WeakKeyDictionary()
             return self._pool
 
     def close(self):
@@ -39,6 +53,9 @@ class Producer:
             if self._pool is not None and self._pool_pid == os.getpid():
                 self._pool.force_close_all()
             self._pool = None
+            self._producers = weakref.WeakKeyDictionary()
+        if self._direct is not None:
+            self._direct.close()
 
     def encode(self, body):
         """``(payload, content_type, content_encoding, headers)``.
@@ -62,12 +79,38 @@ class Producer:
         """
         timeout = self.settings.send_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        payload, content_type, encoding, headers = self.encode(body)
+        message = self.encode(body)
+        if self._direct is not None and redis_publish.declares_nothing(
+                declare) and self._publish_direct(message, routing_key,
+                                                  timeout, deadline):
+            return
+        self._publish_with_kombu(message, routing_key, declare, timeout,
+                                 deadline)
+
+    def _publish_direct(self, message, routing_key, timeout, deadline):
+        """One LPUSH; False if it failed and kombu should try (it retries
+        until the deadline, and reports errors as it always has)."""
+        try:
+            self._direct.publish(routing_key, *message,
+                                 compression=self.settings.compressor)
+            return True
+        except self._direct.errors as exc:
+            if isinstance(exc, self._direct.connection_errors) and \
+                    time.monotonic() >= deadline:
+                raise self._unavailable(exc, timeout) from exc
+            log.debug('direct publish to Redis failed (%s: %s); trying '
+                      'again through kombu', type(exc).__name__, exc)
+            return False
+
+    def _publish_with_kombu(self, message, routing_key, declare, timeout,
+                            deadline):
         pool = self._connections()
         try:
             with pool.acquire(block=True, timeout=timeout) as connection:
-                self._publish(connection, payload, content_type, encoding,
-                              headers, routing_key, declare, deadline)
+                if not self._publish_once(connection, message, routing_key,
+                                          declare, deadline):
+                    self._publish_retrying(connection, message, routing_key,
+                                           declare, deadline)
         except BrokerUnavailable:
             raise
         except Exception as exc:
@@ -75,24 +118,49 @@ class Producer:
                 raise self._unavailable(exc, timeout) from exc
             raise
 
-    def _publish(self, connection, payload, content_type, encoding, headers,
-                 routing_key, declare, deadline):
-        def remaining():
-            return max(deadline - time.monotonic(), 0.05)
+    def _publish_once(self, connection, message, routing_key, declare,
+                      deadline):
+        """Publish on a connection that is up, with its kept Producer.
 
+        False if the connection is down or fails: the caller then goes the
+        long way, which reconnects and retries until the deadline.
+        """
+        if not connection.connected:
+            self._producers.pop(connection, None)
+            return False
+        cached = self._producers.get(connection)
+        if cached is None:
+            cached = self._producers[connection] = _CachedProducer(
+                connection.Producer())
+        try:
+            cached.publish(message, routing_key, declare, self.settings,
+                           timeout=_remaining(deadline))
+        except (connection.connection_errors + connection.channel_errors +
+                (OSError,)) as exc:
+            # Its channel may be gone; a new one comes with the reconnect.
+            self._producers.pop(connection, None)
+            log.debug('publish failed (%s: %s); retrying until the deadline',
+                      type(exc).__name__, exc)
+            return False
+        return True
+
+    def _publish_retrying(self, connection, message, routing_key, declare,
+                          deadline):
         def give_up_after_deadline(exc, interval):
             if time.monotonic() + interval >= deadline:
                 raise exc
 
+        payload, content_type, encoding, headers = message
         retry = dict(errback=give_up_after_deadline, max_retries=None,
                      interval_start=0, interval_step=0.1, interval_max=0.5)
-        connection.ensure_connection(timeout=remaining(), **retry)
+        connection.ensure_connection(timeout=_remaining(deadline), **retry)
         producer = connection.Producer()
         publish = connection.ensure(producer, producer.publish, **retry)
         publish(payload, routing_key=routing_key, exchange='',
                 content_type=content_type, content_encoding=encoding,
-                headers=headers, declare=list(declare), delivery_mode=2,
-                compression=self.settings.compressor, timeout=remaining())
+                headers=dict(headers), declare=list(declare), delivery_mode=2,
+                compression=self.settings.compressor,
+                timeout=_remaining(deadline))
 
     def _unavailable(self, exc, timeout):
         url = broker.redact_url(self.settings.broker_url)
@@ -100,6 +168,33 @@ class Producer:
             f'the broker at {url} could not be reached within {timeout:g}s '
             f'({type(exc).__name__}: {exc}); the job was not sent. Check '
             'that the broker runs, or raise scheduler.broker.send_timeout')
+
+
+class _CachedProducer:
+    """A kombu Producer kept with its connection, and what it declared.
+
+    kombu remembers declared entities per connection too, but finds that out
+    only after binding a copy of each entity to the channel, on every
+    publish. Dropped (with what it declared) when its connection fails.
+    """
+
+    def __init__(self, producer):
+        self.producer = producer
+        self.declared = set()
+
+    def publish(self, message, routing_key, declare, settings, timeout):
+        payload, content_type, encoding, headers = message
+        undeclared = [e for e in declare if e.name not in self.declared]
+        self.producer.publish(
+            payload, routing_key=routing_key, exchange='',
+            content_type=content_type, content_encoding=encoding,
+            headers=dict(headers), declare=undeclared, delivery_mode=2,
+            compression=settings.compressor, timeout=timeout)
+        self.declared.update(e.name for e in undeclared)
+
+
+def _remaining(deadline):
+    return max(deadline - time.monotonic(), 0.05)
 
 
 def _is_connection_error(exc, pool):
@@ -126,15 +221,13 @@ class AfterCommitSender:
 
     def __init__(self, enabled):
         self.enabled = enabled
+        # Looked up once: current_transaction() runs on every send.
+        self._transaction = _transaction_package() if enabled else None
 
     def current_transaction(self):
-        if not self.enabled:
+        transaction = self._transaction
+        if transaction is None:
             return None
-        try:
-            import transaction
-        except ImportError:
-            return None
-        from pyramid.threadlocal import get_current_request
         request = get_current_request()
         environ = getattr(request, 'environ', None) or {}
         if environ.get('tm.active'):
@@ -165,3 +258,11 @@ class AfterCommitSender:
                               'committed; the job is lost')
         txn.addAfterCommitHook(after_commit)
         return None
+
+
+def _transaction_package():
+    try:
+        import transaction
+    except ImportError:
+        return None
+    return transaction

@@ -14,6 +14,8 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.path import DottedNameResolver
 from pyramid.settings import asbool, aslist
 
+from .errors import InvalidQueue
+
 log = logging.getLogger(__name__)
 
 PREFIX = 'scheduler.'
@@ -247,7 +249,6 @@ class SchedulerSettings:
 
     def check_queue(self, queue):
         """Return the queue name to use, or raise InvalidQueue."""
-        from .errors import InvalidQueue
         if queue is None:
             return self.default_queue
         if queue not in self.queues:

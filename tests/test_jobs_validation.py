@@ -10,8 +10,11 @@ import os
 import time
 
 import pytest
+from hypothesis import given, settings as hsettings
+from hypothesis import strategies as st
 from pyramid.config import Configurator
 
+from pyramid_scheduler import jobs as job_module
 from pyramid_scheduler.api import InvalidJob, InvalidQueue
 from tests import jobs
 
@@ -120,6 +123,13 @@ CASES = {
     'int dict key': (lambda s: s.add_async_job(jobs.record,
                                                args=[{1: 'one'}]),
                      InvalidJob, 'do not survive'),
+    'NaN arg': (lambda s: s.add_async_job(jobs.record, args=[float('nan')]),
+                InvalidJob, 'do not survive'),
+    'kombu type marker': (lambda s: s.add_async_job(jobs.record, kwargs={
+        'x': {'__type__': 'datetime', '__value__': '2030-01-02T03:04:05'}}),
+        InvalidJob, 'do not survive'),
+    'int over the digits limit': (lambda s: s.add_async_job(
+        jobs.record, args=[10 ** 5000]), InvalidJob, 'cannot be sent'),
     'args a string': (lambda s: s.add_async_job(jobs.record, args='abc'),
                       InvalidJob, 'args must be a list or tuple'),
     'kwargs not a dict': (lambda s: s.add_async_job(jobs.record,
@@ -245,3 +255,32 @@ def sending_scheduler(tmp_path):
 def test_valid_jobs_are_accepted(sending_scheduler, call):
     job_id = call(sending_scheduler)
     assert isinstance(job_id, str) and job_id
+
+
+# --- the shortcut for plain JSON arguments ------------------------------------
+
+SCALARS = (st.none() | st.booleans() | st.integers() | st.floats()
+           | st.text() | st.decimals(allow_nan=False) | st.uuids()
+           | st.datetimes())
+KEYS = st.text() | st.sampled_from(['__type__', '__value__']) | st.integers()
+VALUES = st.recursive(
+    SCALARS, lambda children: st.lists(children, max_size=4)
+    | st.tuples(children, children)
+    | st.dictionaries(KEYS, children, max_size=4), max_leaves=30)
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(VALUES)
+def test_what_skips_the_round_trip_would_pass_it(value):
+    """Arguments the plain-JSON check lets through without serializing them
+    are exactly ones the real round trip accepts."""
+    if job_module._is_plain_json(value):
+        job_module.round_trip([value], {'k': value}, 'json')
+
+
+def test_arguments_outside_plain_json_still_take_the_round_trip():
+    for value in (datetime.date(2030, 1, 2), (1, 'a'), {'nested': [1.5]}):
+        job_module.check_round_trip([value], {}, 'json')
+    for refused in ([float('inf'), object()], [{1: 'one'}]):
+        with pytest.raises(InvalidJob):
+            job_module.check_round_trip(refused, {}, 'json')
