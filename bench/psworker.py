@@ -62,8 +62,8 @@ def jobstore_wal():
     from pyramid_scheduler import runtime
     make = runtime.Runtime._make_jobstore
 
-    def patched(self, queue):
-        store = make(self, queue)
+    def patched(self, *args):
+        store = make(self, *args)
         engine = getattr(store, 'engine', None)
         if engine is not None and engine.url.get_backend_name() == 'sqlite':
             @event.listens_for(engine, 'connect')
