@@ -120,3 +120,45 @@ def test_hand_overs_end_with_the_pass():
     assert told.is_set() and not untold.is_set()
     hand_overs.pass_done()
     assert untold.is_set()
+
+
+def test_the_prepared_job_store_behaves_as_apschedulers(tmp_path):
+    from apscheduler.job import Job
+    from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
+    from apscheduler.triggers.date import DateTrigger
+    import pytest
+    from pyramid_scheduler.apscheduling import PreparedJobStore
+
+    scheduler = SafeStopScheduler(HandOvers(), timezone=UTC)
+    store = PreparedJobStore(url=f'sqlite:///{tmp_path}/jobs.sqlite')
+    store.start(scheduler, 'default')
+
+    def job(job_id, seconds):
+        run_date = in_seconds(seconds)
+        return Job(scheduler, id=job_id, func=job_func,
+                   trigger=DateTrigger(run_date), executor='default',
+                   args=(), kwargs={}, next_run_time=run_date, name=job_id,
+                   misfire_grace_time=1, coalesce=True, max_instances=1)
+
+    assert store.get_next_run_time() is None
+    for job_id, seconds in [('later', 60), ('due', -1), ('due first', -2)]:
+        store.add_job(job(job_id, seconds))
+    with pytest.raises(ConflictingIdError):
+        store.add_job(job('due', 5))
+    assert [j.id for j in store.get_due_jobs(in_seconds(0))] == [
+        'due first', 'due']
+    assert store.get_next_run_time() == store.lookup_job(
+        'due first').next_run_time
+    store.remove_job('due first')
+    store.remove_job('due')
+    with pytest.raises(JobLookupError):
+        store.remove_job('due')
+    assert store.get_due_jobs(in_seconds(0)) == []
+    assert store.get_next_run_time() == store.lookup_job('later').next_run_time
+
+    # A job that no longer loads is dropped, as APScheduler does.
+    with store.engine.begin() as connection:
+        connection.execute(store.jobs_t.update().values(
+            job_state=b'not a pickle', next_run_time=0))
+    assert store.get_due_jobs(in_seconds(0)) == []
+    assert store.get_all_jobs() == []
