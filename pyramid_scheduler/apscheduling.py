@@ -153,7 +153,8 @@ class RuntimeExecutor(BaseExecutor):
     def _do_submit_job(self, job, run_times):
         last_run = job.trigger.get_next_fire_time(
             run_times[-1], datetime.datetime.now(datetime.timezone.utc)) is None
-        # Kept durable before APScheduler takes it out of the store.
+        # Kept durable before APScheduler takes it out of the store, unless
+        # a free worker starts it as soon as it is out (see dueruns).
         due = self._runtime.keep_due_run(job, run_times, last_run)
         out_of_store = self._hand_overs.expect(job.id)
         self._runtime.submit_stored(self._run, job, run_times, last_run, due,
