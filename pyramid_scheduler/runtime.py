@@ -37,9 +37,10 @@ import sqlalchemy.event
 
 from . import admin, broker, signing, wire
 from .acks import Acknowledgements
-from .apscheduling import RuntimeExecutor, SafeStopScheduler
+from .apscheduling import (
+    HandingOverJobStore, HandOvers, RuntimeExecutor, SafeStopScheduler)
 from .consumer import QueueConsumer
-from .dueruns import DueRuns
+from .dueruns import DeferredWorkers, DueRuns
 from .errors import InvalidJob, InvalidMessage
 from .events import Event, Listeners
 from .execution import run_job
@@ -167,12 +168,17 @@ class Runtime:
 
     def _make_scheduler(self):
         settings = self.settings
+        # Which due runs a worker starts at once (the others are written
+        # down): counts the runs of the pool, restarted ones too.
+        self._deferred_workers = DeferredWorkers(self.worker_count)
+        hand_overs = HandOvers()
         jobstores = {INTERNAL_STORE: MemoryJobStore()}
         for queue in self.queues:
-            jobstores[queue] = self._make_jobstore(queue)
+            jobstores[queue] = self._make_jobstore(queue, hand_overs)
         scheduler = SafeStopScheduler(
+            hand_overs,
             jobstores=jobstores,
-            executors={'default': RuntimeExecutor(self),
+            executors={'default': RuntimeExecutor(self, hand_overs),
                        'internal': APSThreadPool(1)},
             job_defaults={'misfire_grace_time': settings.misfire_grace_time,
                           'coalesce': settings.coalesce,
@@ -211,6 +217,7 @@ class Runtime:
                             'due when the previous runtime died',
                             queue, len(left))
             for row_id, run in left:
+                self._deferred_workers.run_added()
                 job = types.SimpleNamespace(
                     id=run['job_id'], args=(queue, run['spec']),
                     misfire_grace_time=run['misfire_grace_time'])
@@ -218,7 +225,11 @@ class Runtime:
                                    run['last_run'], (queue, row_id))
 
     def keep_due_run(self, aps_job, run_times, last_run):
-        """Write a due run down; ``(queue, row id)``, or None if not kept."""
+        """Write a due run down unless a worker starts it at once (see
+        dueruns); ``(queue, row id)``, or None if not kept. Call once per run
+        given to the pool."""
+        if self._deferred_workers.run_added():
+            return None
         queue, spec = aps_job.args
         due_runs = self._due_runs.get(queue)
         if due_runs is None:
@@ -239,12 +250,16 @@ class Runtime:
             return
         queue, row_id = due
         try:
-            self._due_runs[queue].started(row_id)
+            # Under the job stores lock, as APScheduler writes to the store:
+            # two writers that meet in SQLite wait in its busy handler,
+            # which sleeps a millisecond or more.
+            with self._scheduler._jobstores_lock:
+                self._due_runs[queue].started(row_id)
         except Exception:
             log.exception('could not delete due run %s of queue %s: it may '
                           'start again after a restart', row_id, queue)
 
-    def _make_jobstore(self, queue):
+    def _make_jobstore(self, queue, hand_overs):
         settings = self.settings
         if settings.jobstore_class is not None:
             return settings.jobstore_class(**settings.jobstore_options)
@@ -254,8 +269,9 @@ class Runtime:
         else:
             options['pool_pre_ping'] = True
         table = f'{settings.scheduler_id}_{queue}_jobs'.replace('.', '_')
-        store = SQLAlchemyJobStore(url=settings.jobstore_url, tablename=table,
-                                   engine_options=options)
+        store = HandingOverJobStore(
+            hand_overs, url=settings.jobstore_url, tablename=table,
+            engine_options=options)
         if settings.jobstore_url.startswith('sqlite'):
             sqlalchemy.event.listen(store.engine, 'connect', _sqlite_pragmas)
         return store
@@ -680,14 +696,20 @@ class Runtime:
             self._acks.finished(message)
             self._wake_consumer()
 
-    def run_stored_job(self, aps_job, run_times, last_run, due=None):
-        if self._scheduler is not None:
-            # Wait until APScheduler has taken the run out of the job store
-            # (it does so after handing it over), so that a run forgotten
-            # by the due runs table is never still in the store.
-            with self._scheduler._jobstores_lock:
-                pass
-        self._due_run_started(due)
+    def run_stored_job(self, aps_job, run_times, last_run, due=None,
+                       out_of_store=None):
+        try:
+            if out_of_store is not None:
+                # Wait until APScheduler has taken the run out of the job
+                # store (it does so after handing it over), so that a
+                # started run is never still in the store.
+                out_of_store.wait()
+            self._due_run_started(due)
+            self._run_due(aps_job, run_times, last_run)
+        finally:
+            self._deferred_workers.run_done()
+
+    def _run_due(self, aps_job, run_times, last_run):
         queue, spec = aps_job.args
         job = JobInfo(spec, queue=queue)
         now = datetime.datetime.now(datetime.timezone.utc)
