@@ -579,6 +579,24 @@ def test_scheduler_runs_an_async_job_on_the_embedded_transport(tmp_path):
         scheduler.shutdown()
 
 
+def test_an_idle_runtime_on_the_embedded_transport_stops_at_once(tmp_path):
+    """Its consumer waits long between turns (idle CPU), but stop wakes it."""
+    from pyramid_scheduler.scheduler import Scheduler
+    from pyramid_scheduler.settings import parse_settings
+    settings = parse_settings({
+        'scheduler.database': str(tmp_path / 'db.sqlite')})
+    scheduler = Scheduler(settings)
+    scheduler.start()
+    runtime = scheduler.runtime
+    assert runtime.wait_ready(TIMEOUT)
+    assert runtime._consumer.drain_timeout() == 1.0
+    time.sleep(0.2)  # in the middle of a one-second wait
+    started = time.monotonic()
+    scheduler.shutdown()
+    assert time.monotonic() - started < 0.6
+    assert not runtime.running
+
+
 def test_housekeeping_reclaims_dead_leases_and_drops_stale_replies(
         db_path, children):
     from pyramid_scheduler.runtime import delete_consumed_messages
