@@ -579,6 +579,28 @@ def test_scheduler_runs_an_async_job_on_the_embedded_transport(tmp_path):
         scheduler.shutdown()
 
 
+def test_a_runtime_leases_and_acks_in_batches(tmp_path):
+    """Two statements per message before; a few per hundred now."""
+    from pyramid_scheduler.scheduler import Scheduler
+    from pyramid_scheduler.settings import parse_settings
+    database = tmp_path / 'db.sqlite'
+    scheduler = Scheduler(parse_settings({
+        'scheduler.database': str(database)}))
+    count = 300
+    for _ in range(count):
+        scheduler.add_async_job('tests.jobs:noop')
+    scheduler.start()
+    try:
+        runtime = scheduler.runtime
+        wait_until(lambda: runtime.stats.snapshot()['executed'] == count)
+        wait_until(lambda: rows(database) == 0)  # all acked: deleted
+        statements = runtime._channel.connection.statements
+        print(f'\n{count} jobs: {statements} statements')
+        assert statements < count / 2
+    finally:
+        scheduler.shutdown()
+
+
 def test_an_idle_runtime_on_the_embedded_transport_stops_at_once(tmp_path):
     """Its consumer waits long between turns (idle CPU), but stop wakes it."""
     from pyramid_scheduler.scheduler import Scheduler
