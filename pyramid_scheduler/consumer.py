@@ -18,9 +18,14 @@ class StopReconnecting(Exception):
 class QueueConsumer(ConsumerMixin):
     """kombu's consumer loop with our hooks; runs in the consumer thread."""
 
-    # Short drain timeouts let the loop send the workers' acknowledgements
-    # promptly; an idle wake-up costs a few microseconds.
+    # How long a drain waits before the loop turns: to send the workers'
+    # acknowledgements, beat and see a stop request. Short, unless the
+    # transport can be interrupted (the embedded one: the runtime wakes it
+    # for acks and stop), where an idle loop turning 20 times a second was
+    # most of an idle child's CPU; it still beats several times per
+    # heartbeat timeout.
     safety_interval = 0.05
+    interruptible_safety_interval = 1.0
 
     def __init__(self, runtime, connection):
         self.runtime = runtime
@@ -86,13 +91,20 @@ class QueueConsumer(ConsumerMixin):
                 log.debug('cancelling the consumer failed', exc_info=True)
         self._consumers = []
 
+    def drain_timeout(self):
+        if not hasattr(self.connection.get_transport_cls(), 'interrupt'):
+            return self.safety_interval
+        return min(self.interruptible_safety_interval,
+                   self.runtime.settings.child_heartbeat_timeout / 4)
+
     def run(self, _tokens=1, **kwargs):
         errors = (self.connection.connection_errors
                   + self.connection.channel_errors)
+        drain_timeout = self.drain_timeout()
         while not self.should_stop:
             try:
                 for _ in self.consume(limit=None,
-                                      safety_interval=self.safety_interval):
+                                      safety_interval=drain_timeout):
                     pass
             except StopReconnecting:
                 return

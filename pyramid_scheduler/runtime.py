@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 INTERNAL_STORE = '_internal'
 PREFETCH_PER_WORKER = 25
+# How often a stopping runtime wakes its consumer thread to look again.
+STOP_CHECK_INTERVAL = 0.05
 # Failures in a row after which a message that does not fail for a
 # transient reason goes to the dead-letter queue.
 MAX_HANDLING_FAILURES = 3
@@ -287,6 +289,7 @@ class Runtime:
     def request_stop(self):
         """Stop taking messages; running jobs go on (see :meth:`stop`)."""
         self._stop_requested.set()
+        self._wake_consumer()
 
     def stop(self, timeout=None):
         """Drain: stop taking messages, let running jobs finish, release.
@@ -310,10 +313,25 @@ class Runtime:
         if self._stored_pool is not None:
             self._stored_pool.shutdown(wait=False)
         if self._thread is not None:
-            self._drained.wait(max(deadline - time.monotonic(), 0) + 2)
+            self._wait_drained(max(deadline - time.monotonic(), 0) + 2)
         for lock in self._locks.values():
             lock.release()
         log.info('stopped serving queue(s) %s', ', '.join(self.queues))
+
+    def _wait_drained(self, timeout):
+        """Wait for the consumer thread to finish, waking it meanwhile.
+
+        On the embedded transport its idle drains are long (see
+        consumer.QueueConsumer), and what it waits for while stopping (jobs
+        ending, worker threads exiting) does not always wake it.
+        """
+        end = time.monotonic() + timeout
+        while True:
+            self._wake_consumer()
+            remaining = end - time.monotonic()
+            if (self._drained.wait(min(max(remaining, 0), STOP_CHECK_INTERVAL))
+                    or remaining <= 0):
+                return
 
     @property
     def stop_requested(self):

@@ -6,12 +6,15 @@ and consume through it. What it guarantees:
 
 At-least-once delivery
     Receiving a message *leases* its row (``lease_token`` and the owner's
-    node, pid and process start time); ``ack`` deletes the row (if the
-    lease is still ours); ``reject(requeue=True)``, closing the channel and
-    a consumer that stops
-    make the row visible again in place (same id, so it stays first in line
-    and is never duplicated). A consumer that dies without a word (SIGKILL,
-    OOM, power cut of a container) leaves leased rows behind: every consumer
+    node, pid and process start time); ``ack`` deletes the row (if the lease
+    is still ours); ``reject(requeue=True)``, closing the channel and a
+    consumer that stops make the row visible again in place (same id, so it
+    stays first in line and is never duplicated). A consumer leases as many
+    rows as its prefetch window allows (up to ``LEASE_BATCH``) in one
+    statement and delivers them all in one ``drain_events``;
+    ``Channel.basic_ack_many`` deletes a consumer turn's acknowledged rows
+    in one statement too. A consumer that dies without a word (SIGKILL, OOM,
+    power cut of a container) leaves leased rows behind: every consumer
     reclaims, when it starts and every few seconds, the rows whose owner
     process is gone (pid not alive, or alive with another start time), and
     rows leased longer ago than the visibility timeout (a hung owner, or one
@@ -79,6 +82,12 @@ VISIBILITY_TIMEOUT = 3600.0
 # Auto-delete queues (command replies) idle this long are dropped by
 # housekeeping with whatever is left in them.
 STALE_QUEUE_AGE = 86400.0
+# The most rows one consumer leases in one statement (its prefetch window
+# permitting): what it delivers in one drain_events.
+LEASE_BATCH = 100
+# Row ids per acknowledging statement (SQLite before 3.32 allows 999
+# parameters).
+MAX_SETTLED = 500
 
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
@@ -583,13 +592,33 @@ class Channel(virtual.Channel):
         self.connection.put(queue, message)
 
     def _get(self, queue, timeout=None):
-        return self.connection.lease(queue)
+        return self.connection.lease(queue)[0]
 
     def _get_and_deliver(self, queue, callback):
-        message = self._get(queue)
-        if queue in self._no_ack_queues:
-            self.connection.forget(message, delete=True)
-        callback(message, queue)
+        """Lease a batch (as much as the prefetch window allows) and deliver
+        all of it, as kombu's SQS channel does with a bulk receive.
+
+        One statement leases the batch, and the runtime acknowledges what
+        its workers finished meanwhile in one statement at its next turn,
+        instead of two statements per message.
+        """
+        payloads = self.connection.lease(queue, self._lease_limit())
+        no_ack = queue in self._no_ack_queues
+        for index, payload in enumerate(payloads):
+            try:
+                if no_ack:
+                    self.connection.forget(payload, delete=True)
+                callback(payload, queue)
+            except BaseException:
+                # The rest stay first in line for whoever consumes next.
+                self.connection.settle(
+                    [p['properties']['delivery_tag']
+                     for p in payloads[index + 1:]], delete=False)
+                raise
+
+    def _lease_limit(self):
+        room = self.qos.can_consume_max_estimate()  # None: no prefetch limit
+        return LEASE_BATCH if room is None else max(min(room, LEASE_BATCH), 1)
 
     def basic_get(self, queue, no_ack=False, **kwargs):
         try:
@@ -619,17 +648,26 @@ class Channel(virtual.Channel):
             self.connection.consumer_removed(queue)
 
     def basic_ack(self, delivery_tag, multiple=False):
-        self.connection.settle(delivery_tag, delete=True)
+        self.connection.settle([delivery_tag], delete=True)
         super().basic_ack(delivery_tag, multiple)
 
+    def basic_ack_many(self, delivery_tags):
+        """Acknowledge several messages in one statement (one transaction).
+
+        What the runtime calls with a consumer turn's acknowledgements.
+        """
+        self.connection.settle(delivery_tags, delete=True)
+        for tag in delivery_tags:
+            self.qos.ack(tag)
+
     def basic_reject(self, delivery_tag, requeue=False):
-        self.connection.settle(delivery_tag, delete=not requeue)
+        self.connection.settle([delivery_tag], delete=not requeue)
         # Never kombu's requeue: it would put a copy; the row is back already.
         self.qos.reject(delivery_tag, requeue=False)
 
     def _restore(self, message):
         """Unacked at close or recover: make the row visible again in place."""
-        self.connection.settle(message.delivery_tag, delete=False)
+        self.connection.settle([message.delivery_tag], delete=False)
 
     def _restore_at_beginning(self, message):
         self._restore(message)
@@ -791,61 +829,72 @@ class SQLiteTransport(virtual.Transport):
             'VALUES (?, ?, ?)', (queue, json.dumps(message), time.time()))
         self.notify(queue)
 
-    def lease(self, queue):
-        """Lease the oldest visible message of ``queue``; raise Empty.
+    def lease(self, queue, limit=1):
+        """Lease up to ``limit`` oldest visible messages of ``queue``.
 
-        Usually a read (is there one?) then a conditional write (lease that
-        one, unless another consumer was faster), so an empty queue costs no
-        write lock. In a burst (the last lease of this queue found one) a
-        single statement does both.
+        Returns their payloads in FIFO order; raises Empty. Usually a read
+        (is there one?) then one conditional write leasing up to ``limit``
+        rows (those another consumer took meanwhile are skipped), so an
+        empty queue costs no write lock. In a burst (the last lease of this
+        queue got all it asked for) the write alone.
         """
-        node, pid, started = identity()
         with self._db_lock:
             db = self.db
-            if HAS_RETURNING and queue in self._streak:
+            if not HAS_RETURNING:
+                got = self._lease_one_without_returning(db, queue)
+            elif queue in self._streak or self._has_ready(db, queue):
                 got = db.run(
-                    f'UPDATE {MESSAGE_TABLE} SET lease_token = ?, '
-                    'lease_node = ?, lease_pid = ?, lease_started = ?, '
-                    'leased_at = ?, deliveries = deliveries + 1 WHERE id = '
-                    f'(SELECT id FROM {MESSAGE_TABLE} WHERE queue = ? AND '
-                    'lease_token IS NULL ORDER BY id LIMIT 1) '
+                    f'UPDATE {MESSAGE_TABLE} SET {self._lease_columns()} '
+                    f'WHERE id IN (SELECT id FROM {MESSAGE_TABLE} '
+                    'WHERE queue = ? AND lease_token IS NULL '
+                    'ORDER BY id LIMIT ?) '
                     'RETURNING id, payload, deliveries',
-                    (self._token, node, pid, started, time.time(), queue))
-                if not got:
-                    self._streak.discard(queue)
-                    raise Empty()
-                row_id, text, deliveries = got[0]
-                return self._leased_payload(row_id, queue, text, deliveries)
-            for _ in range(10):
-                candidate = db.run(
-                    f'SELECT id FROM {MESSAGE_TABLE} WHERE queue = ? AND '
-                    'lease_token IS NULL ORDER BY id LIMIT 1', (queue,))
-                if not candidate:
-                    raise Empty()
-                row_id = candidate[0][0]
-                lease = (f'UPDATE {MESSAGE_TABLE} SET lease_token = ?, '
-                         'lease_node = ?, lease_pid = ?, lease_started = ?, '
-                         'leased_at = ?, deliveries = deliveries + 1 '
-                         'WHERE id = ? AND lease_token IS NULL')
-                params = (self._token, node, pid, started, time.time(),
-                          row_id)
-                if HAS_RETURNING:
-                    got = db.run(lease + ' RETURNING payload, deliveries',
-                                 params)
-                elif db.change(lease, params):
-                    got = db.run(
-                        f'SELECT payload, deliveries FROM {MESSAGE_TABLE} '
-                        'WHERE id = ?', (row_id,))
-                else:
-                    got = None
-                if got:
-                    break
-                # Another consumer leased it between our two statements.
+                    (*self._lease_values(), queue, limit))
+                got.sort()  # RETURNING has no ORDER BY
             else:
-                raise Empty()
-        text, deliveries = got[0]
-        self._streak.add(queue)
-        return self._leased_payload(row_id, queue, text, deliveries)
+                got = []
+        if len(got) < limit:
+            self._streak.discard(queue)
+        else:
+            self._streak.add(queue)
+        if not got:
+            raise Empty()
+        return [self._leased_payload(row_id, queue, text, deliveries)
+                for row_id, text, deliveries in got]
+
+    @staticmethod
+    def _has_ready(db, queue):
+        return bool(db.run(
+            f'SELECT 1 FROM {MESSAGE_TABLE} WHERE queue = ? AND '
+            'lease_token IS NULL LIMIT 1', (queue,)))
+
+    @staticmethod
+    def _lease_columns():
+        return ('lease_token = ?, lease_node = ?, lease_pid = ?, '
+                'lease_started = ?, leased_at = ?, '
+                'deliveries = deliveries + 1')
+
+    def _lease_values(self):
+        return (self._token, *identity(), time.time())
+
+    def _lease_one_without_returning(self, db, queue):
+        """SQLite < 3.35: read a candidate, lease it unless taken, read it."""
+        for _ in range(10):
+            candidate = db.run(
+                f'SELECT id FROM {MESSAGE_TABLE} WHERE queue = ? AND '
+                'lease_token IS NULL ORDER BY id LIMIT 1', (queue,))
+            if not candidate:
+                return []
+            row_id = candidate[0][0]
+            if db.change(f'UPDATE {MESSAGE_TABLE} SET '
+                         f'{self._lease_columns()} '
+                         'WHERE id = ? AND lease_token IS NULL',
+                         (*self._lease_values(), row_id)):
+                return [(row_id, *db.run(
+                    f'SELECT payload, deliveries FROM {MESSAGE_TABLE} '
+                    'WHERE id = ?', (row_id,))[0])]
+            # Another consumer leased it between our two statements.
+        return []
 
     def _leased_payload(self, row_id, queue, text, deliveries):
         self._dirty = True  # there may be more
@@ -859,30 +908,36 @@ class SQLiteTransport(virtual.Transport):
         self._leased[tag] = (row_id, queue)
         return payload
 
-    def settle(self, delivery_tag, delete):
-        """Delete (ack) or make visible again (requeue, restore) our row."""
+    def settle(self, delivery_tags, delete):
+        """Delete (ack) or make visible again (requeue, restore) our rows.
+
+        One statement for up to ``MAX_SETTLED`` tags: a consumer turn's
+        acknowledgements cost one transaction, not one each.
+        """
         if self._pid != os.getpid():
-            return  # the parent's message: none of this process' business
-        entry = self._leased.pop(delivery_tag, None)
-        if entry is None:
+            return  # the parent's messages: none of this process' business
+        entries = [self._leased.pop(tag, None) for tag in delivery_tags]
+        entries = [entry for entry in entries if entry is not None]
+        if not entries:
             return
-        row_id, queue = entry
         # Only while the lease is ours: one taken back after the visibility
         # timeout belongs to its new holder, and row ids can be reused.
-        if delete:
-            self._execute(f'DELETE FROM {MESSAGE_TABLE} '
-                          'WHERE id = ? AND lease_token = ?',
-                          (row_id, self._token))
-        else:
-            self._execute(f'UPDATE {MESSAGE_TABLE} SET {_UNLEASE} '
-                          'WHERE id = ? AND lease_token = ?',
-                          (row_id, self._token))
-            self.notify(queue)
+        change = (f'DELETE FROM {MESSAGE_TABLE}' if delete else
+                  f'UPDATE {MESSAGE_TABLE} SET {_UNLEASE}')
+        row_ids = sorted(row_id for row_id, _ in entries)
+        for start in range(0, len(row_ids), MAX_SETTLED):
+            chunk = row_ids[start:start + MAX_SETTLED]
+            self._execute(f'{change} WHERE lease_token = ? AND id IN '
+                          f'({",".join("?" * len(chunk))})',
+                          (self._token, *chunk))
+        if not delete:
+            for queue in {queue for _, queue in entries}:
+                self.notify(queue)
         self.capacity_freed()
 
     def forget(self, payload, delete):
         tag = payload.get('properties', {}).get('delivery_tag')
-        self.settle(tag, delete)
+        self.settle([tag], delete)
 
     # --- waking up ---
     @property
@@ -918,11 +973,14 @@ class SQLiteTransport(virtual.Transport):
         Thread-safe. The waiting ``drain_events`` raises ``socket.timeout``
         early (as if its timeout had passed), so a consumer loop that runs
         work between calls (sending acknowledgements queued by worker
-        threads, say) does it at once instead of after its timeout.
+        threads, say) does it at once instead of after its timeout. Writes
+        to the wake-up pipe only while ``drain_events`` sleeps (see
+        :meth:`capacity_freed`): a busy consumer sees the flags, and worker
+        threads acknowledging job after job make no system call for it.
         """
         self._interrupted = True
         self._dirty = True
-        if self._pid == os.getpid():
+        if self._waiting and self._pid == os.getpid():
             self.wake.interrupt()
 
     def consumer_added(self, queue):
@@ -955,7 +1013,8 @@ class SQLiteTransport(virtual.Transport):
         return reclaimed
 
     def drain_events(self, connection, timeout=None):
-        """Deliver one message; raise ``socket.timeout`` after ``timeout``.
+        """Deliver one lease (a batch, see ``Channel._get_and_deliver``);
+        raise ``socket.timeout`` after ``timeout``.
 
         Queries the database only when there may be something to get (a
         wake-up, a delivery, freed prefetch room, a new consumer) or when the

@@ -177,9 +177,12 @@ def test_channel_close_restores_unacked_without_duplicates(db_path):
     with connect(db_path) as conn:
         def on_message(body, message):
             received.append(body['n'])  # never acked
-        with conn.Consumer([make_queue()], callbacks=[on_message]):
+        # A drain leases and delivers up to the prefetch window.
+        with conn.Consumer([make_queue()], callbacks=[on_message],
+                           prefetch_count=3):
             while len(received) < 3:
                 conn.drain_events(timeout=5)
+        assert received == [0, 1, 2]
         assert rows(db_path, 'lease_token IS NOT NULL') == 3
     # The connection is closed: its three leases are visible again.
     assert rows(db_path) == 4
@@ -242,6 +245,92 @@ def test_queue_size_purge_delete_and_passive_declare(db_path):
         assert rows(db_path) == 0
         with pytest.raises(kombu.exceptions.ChannelError):
             channel.queue_declare('reply.x', passive=True)
+
+
+def traced_statements(conn):
+    """The SQL the connection's transport runs from now on (a live list)."""
+    statements = []
+    conn.transport.db.connection.set_trace_callback(statements.append)
+    return statements
+
+
+def test_a_drain_leases_the_prefetch_window_in_one_statement(db_path):
+    with connect(db_path) as conn:
+        publish(conn, [{'n': n} for n in range(10)])
+        got = []
+        with conn.Consumer([make_queue()], prefetch_count=4,
+                           callbacks=[lambda body, m: got.append(m)]):
+            statements = traced_statements(conn)
+            conn.drain_events(timeout=5)
+            assert [m.payload['n'] for m in got] == [0, 1, 2, 3]
+            writes = [s for s in statements if not s.startswith('SELECT')]
+            assert len(writes) == 1, statements
+            assert rows(db_path, 'lease_token IS NOT NULL') == 4
+            # The window is full: nothing more until acks free room.
+            with pytest.raises(socket.timeout):
+                conn.drain_events(timeout=0.2)
+            assert len(got) == 4
+            got[0].ack()
+            conn.drain_events(timeout=5)
+            assert [m.payload['n'] for m in got] == [0, 1, 2, 3, 4]
+
+
+def test_basic_ack_many_deletes_exactly_those_rows(db_path):
+    with connect(db_path) as conn, connect(db_path) as other:
+        publish(conn, [{'n': n} for n in range(6)])
+        queue = make_queue()(conn.default_channel)
+        mine = [queue.get() for _ in range(4)]
+        theirs = make_queue()(other.default_channel).get()  # n=4
+        channel = conn.default_channel
+        statements = traced_statements(conn)
+        channel.basic_ack_many([m.delivery_tag for m in mine[:3]])
+        assert len(statements) == 1, statements
+        assert rows(db_path) == 3  # n=3 (ours, unacked), 4 (theirs), 5
+        assert rows(db_path, 'lease_token IS NULL') == 1
+        # kombu's bookkeeping: only n=3 is still unacknowledged.
+        assert list(channel.qos._delivered.keys() - channel.qos._dirty) == [
+            mine[3].delivery_tag]
+        # Tags we do not hold (acked already, or another consumer's) are
+        # left alone.
+        channel.basic_ack_many([mine[0].delivery_tag, theirs.delivery_tag])
+        assert rows(db_path) == 3
+        theirs.ack()
+        mine[3].ack()
+        assert rows(db_path) == 1
+
+
+def test_a_failing_callback_gives_back_the_rest_of_its_batch(db_path):
+    with connect(db_path) as conn:
+        publish(conn, [{'n': n} for n in range(5)])
+        got = []
+
+        def on_message(body, message):
+            got.append(body['n'])
+            if body['n'] == 1:
+                raise RuntimeError('boom')
+            message.ack()
+        with conn.Consumer([make_queue()], prefetch_count=5,
+                           callbacks=[on_message]):
+            with pytest.raises(RuntimeError):
+                conn.drain_events(timeout=5)
+            assert got == [0, 1]
+            # n=1 stays ours (delivered, not acked); 2..4 are visible again.
+            assert rows(db_path, 'lease_token IS NOT NULL') == 1
+            assert rows(db_path, 'lease_token IS NULL') == 3
+            while len(got) < 5:
+                conn.drain_events(timeout=5)
+            assert got == [0, 1, 2, 3, 4]  # in place: FIFO kept
+
+
+def test_interrupt_before_a_drain_makes_it_return(db_path):
+    """An interrupt while nobody waits is kept for the next drain."""
+    with connect(db_path) as conn:
+        with conn.Consumer([make_queue()], callbacks=[]):
+            conn.transport.interrupt()
+            started = time.monotonic()
+            with pytest.raises(socket.timeout):
+                conn.drain_events(timeout=10)
+            assert time.monotonic() - started < 1
 
 
 def test_no_ack_consumers_delete_at_delivery(db_path):
@@ -368,6 +457,25 @@ def test_killed_consumer_message_goes_to_another_consumer(db_path, children):
     assert 'database is locked' not in other.stderr() + late.stderr()
 
 
+def test_a_killed_consumer_loses_nothing_of_its_leased_batch(
+        db_path, children):
+    """SIGKILL with a batch leased, partly delivered: all of it comes back."""
+    with connect(db_path) as conn:
+        publish(conn, [{'n': n} for n in range(8)])
+    holder = children('consume', db_path, 'stall', '--prefetch', '5')
+    [got] = holder.wait_for('got')
+    assert got['body'] == {'n': 0}
+    assert rows(db_path, 'lease_token IS NOT NULL') == 5  # one lease
+    holder.kill()
+    other = children('consume', db_path, 'ack')
+    events = other.wait_for('got', 8)
+    assert [e['body']['n'] for e in events] == list(range(8))  # in place
+    assert [e['redelivered'] for e in events] == [True] * 5 + [False] * 3
+    wait_until(lambda: rows(db_path) == 0)
+    assert other.stop() == 0
+    assert len(other.events('got')) == 8, 'a message was delivered twice'
+
+
 def test_many_producers_and_two_consumers_on_a_new_file(db_path, children):
     """Hammer one file: all delivered exactly once, no locking errors."""
     producers, per_producer = 4, 400
@@ -438,9 +546,7 @@ def test_an_idle_consumer_hardly_queries(db_path):
                 conn.drain_events(timeout=0)  # first poll and reclaim
             except socket.timeout:
                 pass
-            statements = []
-            conn.transport.db.connection.set_trace_callback(
-                statements.append)
+            statements = traced_statements(conn)
             started = time.monotonic()
             with pytest.raises(socket.timeout):
                 conn.drain_events(timeout=3)
@@ -471,6 +577,46 @@ def test_scheduler_runs_an_async_job_on_the_embedded_transport(tmp_path):
         wait_until(lambda: rows(database) == 0)  # acked: deleted
     finally:
         scheduler.shutdown()
+
+
+def test_a_runtime_leases_and_acks_in_batches(tmp_path):
+    """Two statements per message before; a few per hundred now."""
+    from pyramid_scheduler.scheduler import Scheduler
+    from pyramid_scheduler.settings import parse_settings
+    database = tmp_path / 'db.sqlite'
+    scheduler = Scheduler(parse_settings({
+        'scheduler.database': str(database)}))
+    count = 300
+    for _ in range(count):
+        scheduler.add_async_job('tests.jobs:noop')
+    scheduler.start()
+    try:
+        runtime = scheduler.runtime
+        wait_until(lambda: runtime.stats.snapshot()['executed'] == count)
+        wait_until(lambda: rows(database) == 0)  # all acked: deleted
+        statements = runtime._channel.connection.statements
+        print(f'\n{count} jobs: {statements} statements')
+        assert statements < count / 2
+    finally:
+        scheduler.shutdown()
+
+
+def test_an_idle_runtime_on_the_embedded_transport_stops_at_once(tmp_path):
+    """Its consumer waits long between turns (idle CPU), but stop wakes it."""
+    from pyramid_scheduler.scheduler import Scheduler
+    from pyramid_scheduler.settings import parse_settings
+    settings = parse_settings({
+        'scheduler.database': str(tmp_path / 'db.sqlite')})
+    scheduler = Scheduler(settings)
+    scheduler.start()
+    runtime = scheduler.runtime
+    assert runtime.wait_ready(TIMEOUT)
+    assert runtime._consumer.drain_timeout() == 1.0
+    time.sleep(0.2)  # in the middle of a one-second wait
+    started = time.monotonic()
+    scheduler.shutdown()
+    assert time.monotonic() - started < 0.6
+    assert not runtime.running
 
 
 def test_housekeeping_reclaims_dead_leases_and_drops_stale_replies(
@@ -518,11 +664,15 @@ def child_main(argv):
             publish(conn, [{'id': f'{producer}-{i}'} for i in range(count)])
         return 0
 
-    mode = argv[2]  # ack, hold, latency
+    mode = argv[2]  # ack, hold, stall, latency
     options = {}
     if '--reclaim-interval' in argv:
         options['reclaim_interval'] = float(
             argv[argv.index('--reclaim-interval') + 1])
+    # A holder takes one message and no more (prefetch 1, never acked).
+    prefetch = 1 if mode == 'hold' else None
+    if '--prefetch' in argv:
+        prefetch = int(argv[argv.index('--prefetch') + 1])
     stopping = []
 
     def on_message(body, message):
@@ -531,18 +681,19 @@ def child_main(argv):
                      'redelivered'))}
         if mode == 'latency':
             event['latency'] = time.monotonic() - body['sent']
-        if mode != 'hold':
+        if mode not in ('hold', 'stall'):
             message.ack()
         emit(ev='got', **event)
+        if mode == 'stall':  # stuck in the first message of its batch
+            time.sleep(3600)
 
     with connect(path, **options) as conn:
         def stop(*args):
             stopping.append(True)
             conn.transport.interrupt()  # leave drain_events now
         signal.signal(signal.SIGTERM, stop)
-        # A holder takes one message and no more (prefetch 1, never acked).
         with conn.Consumer([make_queue()], callbacks=[on_message],
-                           prefetch_count=1 if mode == 'hold' else None):
+                           prefetch_count=prefetch):
             emit(ev='ready')
             while not stopping:
                 try:
