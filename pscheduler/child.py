@@ -24,6 +24,8 @@ import time
 from pyramid.exceptions import ConfigurationError
 
 from . import exitcodes
+from .config import get_loader
+from .exitcodes import ExitError
 from .titles import child_title, set_title
 
 log = logging.getLogger(__name__)
@@ -126,10 +128,14 @@ class Child:
         return runtime
 
     def load_scheduler(self):
-        from pyramid.paster import get_app
         config = self.spec.config
         try:
-            app = get_app(config.config_uri, name=config.app_name)
+            # pyramid.paster.get_app, without plaster's search for a loader
+            # (see config.get_loader): a child restarted after a crash
+            # serves its queue that much sooner.
+            app = get_loader(config.config_uri).get_wsgi_app(config.app_name)
+        except ExitError as exc:
+            raise BootError(str(exc), exitcodes.CONFIG) from exc
         except ConfigurationError as exc:
             log.exception('queue %s: the application in %s is misconfigured',
                           self.queue, config.ini_path)

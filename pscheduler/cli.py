@@ -97,7 +97,8 @@ def main(argv=None):
     if (args.json or args.timeout is not None) and args.message is None:
         parser.error('--json and --timeout go with --message')
     try:
-        setup_logging(args.config_uri,
+        args.loader = get_loader(args.config_uri)
+        setup_logging(args.loader,
                       logging.WARNING if args.message is not None
                       else logging.INFO)
         if args.message is not None:
@@ -112,28 +113,29 @@ def main(argv=None):
         return exc.code
 
 
-def setup_logging(config_uri, default_level=logging.INFO):
+def setup_logging(loader, default_level=logging.INFO):
     """The ini's logging sections if it has them, else stderr at a level."""
-    loader = get_loader(config_uri)
     if 'loggers' not in get_sections(loader):
         logging.basicConfig(level=default_level, format=DEFAULT_LOG_FORMAT)
         return
     try:
         loader.setup_logging()
     except Exception as exc:  # fileConfig raises anything from KeyError on
-        raise ExitError(f'the logging configuration in {config_uri} is '
+        raise ExitError(f'the logging configuration in {loader.uri} is '
                         f'invalid: {type(exc).__name__}: {exc}',
                         exitcodes.CONFIG) from exc
 
 
 def send_message(args):
-    config = load_config(args.config_uri, args.app_name, args.queues)
+    config = load_config(args.config_uri, args.app_name, args.queues,
+                         args.loader)
     return message.run(config, args.message, timeout=args.timeout,
                        as_json=args.json)
 
 
 def load_daemon_config(args):
-    config = load_config(args.config_uri, args.app_name, args.queues)
+    config = load_config(args.config_uri, args.app_name, args.queues,
+                         args.loader)
     require_daemon_mode(config)
     return config
 
@@ -187,7 +189,7 @@ def run_daemon(args, config, watch_files=None):
 
 def run_master(args, config=None, watch_files=None):
     def reload_config():
-        setup_logging(args.config_uri)
+        setup_logging(args.loader)
         return load_daemon_config(args)
 
     if config is None:

@@ -12,7 +12,9 @@ queue in a combined-mode web process. Its threads:
   for deferred runs, so a due run never waits behind prefetched async jobs.
 
 The consumer loop is :mod:`pyramid_scheduler.consumer`; the APScheduler
-adaptations are :mod:`pyramid_scheduler.apscheduling`.
+adaptations are :mod:`pyramid_scheduler.apscheduling`; the async jobs'
+threads are :mod:`pyramid_scheduler.workers`, and how their messages are
+acknowledged (in batches) is :mod:`pyramid_scheduler.acks`.
 
 A message is acknowledged only once its job is durable (stored) or done
 (async), so a runtime killed at any moment leaves its job to be redelivered.

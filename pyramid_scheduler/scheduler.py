@@ -7,7 +7,6 @@ from . import admin, broker, wire
 from .events import Listeners
 from .jobs import CRON_FIELDS, INTERVAL_FIELDS, build_spec
 from .producer import AfterCommitSender, Producer
-from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +139,9 @@ class Scheduler:
     # --- running jobs in this process ----------------------------------------------
 
     def make_runtime(self, queues=None):
+        # Imported here: APScheduler and SQLAlchemy cost a web process that
+        # only sends jobs, and `pscheduler --message`, a third of a second.
+        from .runtime import Runtime
         return Runtime(self._require_settings(), queues, self.registry,
                        self.listeners)
 
