@@ -111,17 +111,12 @@ class Acknowledgements:
             message = deliveries.popleft()
             if id(message) in finished:
                 last = message
-        covered = []
-        if last is not None:
-            covered = [m for m in messages
-                       if m.delivery_tag <= last.delivery_tag]
-            if _settle(channel.basic_ack, last.delivery_tag, multiple=True):
-                _mark_acknowledged(covered)
-            else:
-                covered = []
-        covered = {id(message) for message in covered}
+        if last is not None and _settle(channel.basic_ack, last.delivery_tag,
+                                        multiple=True):
+            _mark_acknowledged([m for m in messages
+                                if m.delivery_tag <= last.delivery_tag])
         for message in messages:
-            if id(message) not in covered:
+            if not message.acknowledged:
                 _settle(message.ack)
         if not deliveries:
             del self._deliveries[channel]

@@ -150,17 +150,13 @@ class Producer:
             if time.monotonic() + interval >= deadline:
                 raise exc
 
-        payload, content_type, encoding, headers = message
         retry = dict(errback=give_up_after_deadline, max_retries=None,
                      interval_start=0, interval_step=0.1, interval_max=0.5)
         connection.ensure_connection(timeout=_remaining(deadline), **retry)
         producer = connection.Producer()
         publish = connection.ensure(producer, producer.publish, **retry)
-        publish(payload, routing_key=routing_key, exchange='',
-                content_type=content_type, content_encoding=encoding,
-                headers=dict(headers), declare=list(declare), delivery_mode=2,
-                compression=self.settings.compressor,
-                timeout=_remaining(deadline))
+        _kombu_publish(publish, message, routing_key, list(declare),
+                       self.settings.compressor, _remaining(deadline))
 
     def _unavailable(self, exc, timeout):
         url = broker.redact_url(self.settings.broker_url)
@@ -183,14 +179,22 @@ class _CachedProducer:
         self.declared = set()
 
     def publish(self, message, routing_key, declare, settings, timeout):
-        payload, content_type, encoding, headers = message
         undeclared = [e for e in declare if e.name not in self.declared]
-        self.producer.publish(
-            payload, routing_key=routing_key, exchange='',
-            content_type=content_type, content_encoding=encoding,
-            headers=dict(headers), declare=undeclared, delivery_mode=2,
-            compression=settings.compressor, timeout=timeout)
+        _kombu_publish(self.producer.publish, message, routing_key,
+                       undeclared, settings.compressor, timeout)
         self.declared.update(e.name for e in undeclared)
+
+
+def _kombu_publish(publish, message, routing_key, declare, compression,
+                   timeout):
+    """``publish`` (a kombu Producer's, maybe wrapped by ``ensure``) one
+    encoded message to the queue ``routing_key``, persistent, through the
+    default exchange."""
+    payload, content_type, encoding, headers = message
+    publish(payload, routing_key=routing_key, exchange='',
+            content_type=content_type, content_encoding=encoding,
+            headers=dict(headers), declare=declare, delivery_mode=2,
+            compression=compression, timeout=timeout)
 
 
 def _remaining(deadline):
