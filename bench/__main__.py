@@ -24,6 +24,8 @@ CASE_NAMES = {'1': 'enqueue', '2': 'throughput', '3': 'latency',
               '4': 'lateness', '5': 'cron', '6': 'daemon', '7': 'idle'}
 BROKER_CASES = ('enqueue', 'throughput', 'latency', 'lateness', 'idle')
 ALL_SYSTEMS = ('pyramid_scheduler', 'kombu', 'celery', 'huey')
+# Results of pscheduler with two children per queue (throughput case).
+POOL_KEY = report.POOL_KEY
 
 FULL = dict(repeat=3, enqueue=2000, warmup=200,
             throughput={'redis': 20000, 'amqp': 20000, 'sqlite': 3000},
@@ -61,6 +63,10 @@ def parse_args(argv):
     parser.add_argument('--repeat', type=int,
                         help='repetitions (medians are shown); default 3, '
                              '--quick 1')
+    parser.add_argument('--processes', type=int, default=None,
+                        help='pscheduler children per queue '
+                             '(scheduler.processes) in every case; default: '
+                             '1, and the throughput case runs again with 2')
     parser.add_argument('--idle-brokers', default='sqlite',
                         help='brokers on which case 7 (idle CPU) runs')
     parser.add_argument('--cron-jobs', type=int,
@@ -172,7 +178,9 @@ def main(argv=None):
                 cls = classes[key]
                 if broker not in cls.brokers:
                     continue
-                system = cls(ctx, broker)
+                system = (cls(ctx, broker, processes=args.processes)
+                          if key == 'pyramid_scheduler' and args.processes
+                          else cls(ctx, broker))
                 try:
                     system.setup()
                 except Exception as exc:
@@ -181,6 +189,19 @@ def main(argv=None):
                 systems.append(system)
                 if key == 'pyramid_scheduler':
                     worker_label = system.worker_label
+                    if 'throughput' in broker_cases and not args.processes:
+                        # The issue's lever for RabbitMQ: several children
+                        # per queue; measured beside the one-child default.
+                        pool = cls(ctx, broker, processes=2)
+                        pool.only_cases = ('throughput',)
+                        pool.result_key = POOL_KEY
+                        try:
+                            pool.setup()
+                        except Exception as exc:
+                            errors.append(f'{pool.label} on {broker}: '
+                                          f'setup: {exc}')
+                        else:
+                            systems.append(pool)
             try:
                 for rep in range(sizes['repeat']):
                     for system in systems:
@@ -188,6 +209,9 @@ def main(argv=None):
                             if case == 'lateness' and (
                                     not system.supports_date or broker
                                     not in system.date_brokers):
+                                continue
+                            if case not in getattr(system, 'only_cases',
+                                                   (case,)):
                                 continue
                             ctx.log(f'{broker} {system.label} {case} '
                                     f'(run {rep + 1}/{sizes["repeat"]})')
@@ -200,7 +224,8 @@ def main(argv=None):
                                               f'{case}: {exc}')
                                 result = {'error': str(exc)}
                                 system.stop_worker()
-                            raw.setdefault((case, broker, system.key),
+                            key = getattr(system, 'result_key', system.key)
+                            raw.setdefault((case, broker, key),
                                            []).append(result)
                             if args.verbose:
                                 ctx.log(f'  -> {result}')

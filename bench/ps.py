@@ -83,9 +83,14 @@ class PyramidSchedulerSystem(System):
     supports_date = True
 
     def __init__(self, ctx, broker, redis_db=None, extra_settings=None,
-                 use_daemon=None):
+                 use_daemon=None, processes=1):
         super().__init__(ctx, broker)
-        self.scheduler_id = f'{ctx.run_id}_{broker}'
+        suffix = f'_p{processes}' if processes > 1 else ''
+        # Its own queues, ini and database beside the one-process system's.
+        self.queue += suffix
+        self.scheduler_id = f'{ctx.run_id}_{broker}{suffix}'
+        if processes > 1:
+            self.label = f'pyramid_scheduler ({processes} processes)'
         self.database = os.path.join(ctx.tmp, f'ps-{self.queue}.sqlite')
         self.redis_db = redis_db
         self.settings = {
@@ -96,10 +101,15 @@ class PyramidSchedulerSystem(System):
         url = ps_broker_url(broker, redis_db)
         if url:
             self.settings['scheduler.broker.url'] = url
+        if processes > 1:
+            self.settings['scheduler.processes'] = str(processes)
         self.settings.update(extra_settings or {})
         self.use_daemon = (pscheduler_available() if use_daemon is None
                            else use_daemon)
-        self.worker_label = ('pscheduler (master + 1 child)' if self.use_daemon
+        self.processes = processes
+        children = '1 child' if processes == 1 else f'{processes} children'
+        self.worker_label = (f'pscheduler (master + {children})'
+                             if self.use_daemon
                              else 'bench.psworker (1 process)')
 
     def setup(self):

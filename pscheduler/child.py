@@ -26,7 +26,7 @@ from pyramid.exceptions import ConfigurationError
 from . import exitcodes
 from .config import get_loader
 from .exitcodes import ExitError
-from .titles import child_title, set_title
+from .titles import child_title, set_title, slot_label
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class ChildSpec:
     reports: object         # pscheduler.channel.ReportWriter
     report_modules: bool    # --reload: tell the master which files to watch
     signal_mask: frozenset = frozenset()  # to restore once handlers are set
+    slot: int = 0           # which of the queue's processes; 0 owns its store
+    processes: int = 1      # how many serve the queue
 
 
 class BootError(Exception):
@@ -60,16 +62,18 @@ class Child:
     def __init__(self, spec):
         self.spec = spec
         self.queue = spec.queue
+        # How logs name this child: the queue, and which of its processes.
+        self.label = slot_label(spec.queue, spec.slot, spec.processes)
         self.stop_signal = None
 
     def run(self):
         """The child's whole life; returns its exit code."""
         self.prepare_after_fork()
-        log.info('queue %s: child %d starting', self.queue, os.getpid())
+        log.info('queue %s: child %d starting', self.label, os.getpid())
         try:
             runtime = self.boot()
         except BootError as exc:
-            log.error('queue %s: child %d cannot start: %s', self.queue,
+            log.error('queue %s: child %d cannot start: %s', self.label,
                       os.getpid(), exc)
             self.spec.reports.failed(exc)
             return exc.code
@@ -88,7 +92,8 @@ class Child:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, self.spec.signal_mask)
         die_with_parent(signal.SIGTERM)
-        set_title(child_title(self.queue))
+        set_title(child_title(self.queue, self.spec.slot,
+                              self.spec.processes))
 
     def _record_stop_signal(self, signum, frame):
         self.stop_signal = signum
@@ -100,7 +105,7 @@ class Child:
             # PR_SET_PDEATHSIG covers this on Linux; this covers the rest,
             # and a master that died before prctl() was called.
             log.warning('queue %s: the pscheduler master %d is gone; '
-                        'stopping', self.queue, self.spec.master_pid)
+                        'stopping', self.label, self.spec.master_pid)
             self.stop_signal = signal.SIGTERM
             return True
         return False
@@ -113,14 +118,14 @@ class Child:
         self.spec.heartbeat.beat()
         if self.should_stop():
             return None
-        runtime = scheduler.make_runtime([self.queue])
+        runtime = scheduler.make_runtime([self.queue], slot=self.spec.slot)
         if not self.acquire_store(runtime):
             return None
         try:
             runtime.start()
         except Exception as exc:
             log.exception('queue %s: the job runtime did not start',
-                          self.queue)
+                          self.label)
             runtime.stop(timeout=0)
             raise BootError(f'the job runtime did not start: '
                             f'{type(exc).__name__}: {exc}') from exc
@@ -138,12 +143,12 @@ class Child:
             raise BootError(str(exc), exitcodes.CONFIG) from exc
         except ConfigurationError as exc:
             log.exception('queue %s: the application in %s is misconfigured',
-                          self.queue, config.ini_path)
+                          self.label, config.ini_path)
             raise BootError(f'configuration error: {exc}',
                             exitcodes.CONFIG) from exc
         except Exception as exc:
             log.exception('queue %s: could not load the application '
-                          '[app:%s] from %s', self.queue, config.app_name,
+                          '[app:%s] from %s', self.label, config.app_name,
                           config.ini_path)
             raise BootError(f'could not load the application: '
                             f'{type(exc).__name__}: {exc}') from exc
@@ -188,7 +193,7 @@ class Child:
                 return False
             if time.monotonic() >= next_log:
                 log.warning('queue %s: waiting for the job store, which '
-                            'another scheduler process holds', self.queue)
+                            'another scheduler process holds', self.label)
                 next_log = time.monotonic() + LOCK_WAIT_LOG_INTERVAL
 
     def _beat_and_check(self):
@@ -209,12 +214,12 @@ class Child:
     # --- 4. serve ----------------------------------------------------------
 
     def serve(self, runtime):
-        log.info('queue %s: child %d serving', self.queue, os.getpid())
+        log.info('queue %s: child %d serving', self.label, os.getpid())
         while not self.should_stop():
             if not runtime.running:
                 log.error('queue %s: the job runtime stopped by itself; '
                           'exiting so that the master starts a new child',
-                          self.queue)
+                          self.label)
                 runtime.stop(timeout=0)
                 return exitcodes.FAILURE
             # The heartbeat carries the runtime's own last sign of life, so
@@ -224,10 +229,10 @@ class Child:
             time.sleep(LOOP_INTERVAL)
         timeout = runtime.settings.shutdown_timeout
         log.info('queue %s: child %d stopping (signal %s): no new jobs; '
-                 'waiting up to %gs for running jobs', self.queue,
+                 'waiting up to %gs for running jobs', self.label,
                  os.getpid(), signal.Signals(self.stop_signal).name, timeout)
         runtime.stop(timeout=timeout)
-        log.info('queue %s: child %d stopped', self.queue, os.getpid())
+        log.info('queue %s: child %d stopped', self.label, os.getpid())
         return exitcodes.OK
 
 

@@ -15,6 +15,7 @@ import psutil
 from . import child as child_main
 from .channel import ReportReader, ReportWriter, open_channel
 from .heartbeat import Heartbeat
+from .titles import slot_label
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,12 @@ log = logging.getLogger(__name__)
 class ChildHandle:
     """One child as the master sees it: pid, state, and how to reach it."""
 
-    def __init__(self, pid, queue, generation, config, heartbeat, reports):
+    def __init__(self, pid, queue, generation, config, heartbeat, reports,
+                 slot=0):
         self.pid = pid
         self.queue = queue
+        self.slot = slot               # which of the queue's processes
+        self.label = slot_label(queue, slot, config.settings.processes(queue))
         self.generation = generation   # which reload of the ini it runs
         self.config = config
         self.heartbeat = heartbeat
@@ -37,7 +41,11 @@ class ChildHandle:
         self.killed = False
 
     def __repr__(self):
-        return f'<child {self.pid} queue {self.queue}>'
+        return f'<child {self.pid} queue {self.label}>'
+
+    @property
+    def slot_key(self):
+        return (self.queue, self.slot)
 
     @property
     def ready(self):
@@ -91,8 +99,10 @@ class ChildHandle:
         self.heartbeat.close()
 
 
-def spawn(queue, config, generation, close_in_child, report_modules=False):
-    """Fork a child serving ``queue``; return its handle (in the master)."""
+def spawn(queue, config, generation, slot, close_in_child,
+          report_modules=False):
+    """Fork a child serving ``queue`` in ``slot``; return its handle (in
+    the master)."""
     heartbeat = Heartbeat()
     read_fd, write_fd = open_channel()
     master_pid = os.getpid()
@@ -118,11 +128,12 @@ def spawn(queue, config, generation, close_in_child, report_modules=False):
         _run_child_and_exit(child_main.ChildSpec(
             queue=queue, config=config, master_pid=master_pid,
             heartbeat=heartbeat, reports=ReportWriter(write_fd),
-            report_modules=report_modules, signal_mask=mask))
+            report_modules=report_modules, signal_mask=mask, slot=slot,
+            processes=config.settings.processes(queue)))
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.close(write_fd)
     return ChildHandle(pid, queue, generation, config, heartbeat,
-                       ReportReader(read_fd))
+                       ReportReader(read_fd), slot)
 
 
 def _run_child_and_exit(spec):

@@ -1,4 +1,9 @@
-"""The master: one child per queue, kept serving (after gunicorn's arbiter).
+"""The master: children serving the queues, kept serving (after gunicorn's
+arbiter).
+
+Each queue has ``scheduler.processes`` slots (one by default), and each slot
+one child: the child of slot 0 owns the queue's job store, the others run
+only its async jobs (see pyramid_scheduler.runtime).
 
 The master is single-threaded and never loads the application. Its signal
 handlers only record signals (:mod:`pscheduler.signals`); one loop does the
@@ -17,9 +22,10 @@ Its rules:
 - SIGTERM/SIGINT: every child drains (``scheduler.shutdown_timeout``), is
   killed if it overstays, and the master exits 0. A second signal, a second
   or more later, kills the children at once.
-- SIGHUP: re-read the ini. Removed queues lose their child, added ones get
-  one, and the others are restarted one at a time: a queue's old child exits
-  (releasing its job store) before its new one starts.
+- SIGHUP: re-read the ini. Removed queues (and slots, when a queue's
+  processes go down) lose their child, added ones get one, and the others
+  are restarted one at a time: a slot's old child exits (releasing the job
+  store, for slot 0) before its new one starts.
 - Every second: a child silent for ``scheduler.child.heartbeat_timeout`` is
   killed, one above ``scheduler.child.memory_limit`` is replaced gracefully.
 """
@@ -33,7 +39,7 @@ from .backoff import Backoff
 from .channel import FAILED, READY
 from .exitcodes import ExitError
 from .signals import SignalQueue
-from .titles import master_title, set_title
+from .titles import master_title, set_title, slot_label
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +61,35 @@ PLANNED_STOPS = (RELOAD, MEMORY_LIMIT, QUEUE_REMOVED, SHUTDOWN)
 
 
 class Slot:
-    """One served queue: its child (if any) and its restart bookkeeping."""
+    """One process of a served queue: its child (if any) and its restart
+    bookkeeping. Slot 0 is the one whose child owns the queue's job store."""
 
-    def __init__(self, queue):
+    def __init__(self, queue, index=0, processes=1):
         self.queue = queue
+        self.index = index
+        self.processes = processes   # of its queue; only names it
         self.child = None
         self.backoff = Backoff()
         self.boot_failures = 0
         self.start_after = 0.0   # monotonic time the next child may start
         self.removed = False     # by a reload; the slot goes with its child
+
+    @property
+    def key(self):
+        return (self.queue, self.index)
+
+    @property
+    def label(self):
+        """How logs name it: ``jobs``, or ``jobs #2`` of several."""
+        return slot_label(self.queue, self.index, self.processes)
+
+
+def configured_slots(config):
+    """``{(queue, index): processes}`` for every slot ``config`` asks for."""
+    settings = config.settings
+    return {(queue, index): settings.processes(queue)
+            for queue in config.queues
+            for index in range(settings.processes(queue))}
 
 
 class Master:
@@ -94,8 +120,9 @@ class Master:
                  ', '.join(self.config.queues))
         with self.signals:
             try:
-                for queue in self.config.queues:
-                    self.slots[queue] = Slot(queue)
+                for (queue, index), processes in configured_slots(
+                        self.config).items():
+                    self.slots[queue, index] = Slot(queue, index, processes)
                 while not (self.stopping and not self.children):
                     self.supervise()
                     self.sleep()
@@ -184,16 +211,20 @@ class Master:
     def apply_config(self, new_config):
         old_queues = set(self.config.queues)
         new_queues = set(new_config.queues)
+        wanted = configured_slots(new_config)
         self.config = new_config
         self.generation += 1
         self.ready_announced = False
-        for queue in old_queues - new_queues:
-            self.remove_slot(self.slots[queue])
-        for queue in new_config.queues:
-            if queue in self.slots:
-                self.slots[queue].removed = False
+        for key, slot in list(self.slots.items()):
+            if key not in wanted:
+                self.remove_slot(slot)
+        for key, processes in wanted.items():
+            slot = self.slots.get(key)
+            if slot is None:
+                self.slots[key] = Slot(*key, processes)
             else:
-                self.slots[queue] = Slot(queue)
+                slot.removed = False
+                slot.processes = processes
         log.info('reload: queue(s) added: %s; removed: %s; restarting the '
                  'others one at a time',
                  ', '.join(sorted(new_queues - old_queues)) or 'none',
@@ -202,7 +233,7 @@ class Master:
     def remove_slot(self, slot):
         slot.removed = True
         if slot.child is None:
-            del self.slots[slot.queue]
+            del self.slots[slot.key]
         else:
             slot.child.request_stop(QUEUE_REMOVED, STOP_GRACE)
 
@@ -229,7 +260,7 @@ class Master:
             if child.kill_at is not None and now >= child.kill_at \
                     and not child.killed:
                 log.warning('child %d (queue %s) did not stop within %gs; '
-                            'killing it', child.pid, child.queue,
+                            'killing it', child.pid, child.label,
                             child.config.settings.shutdown_timeout
                             + STOP_GRACE)
                 child.kill(child.stop_reason)
@@ -255,18 +286,18 @@ class Master:
     def start_child(self, slot):
         try:
             child = children.spawn(
-                slot.queue, self.config, self.generation,
+                slot.queue, self.config, self.generation, slot.index,
                 close_in_child=self.descriptors_children_must_close(),
                 report_modules=self.watch_files is not None)
         except OSError as exc:  # out of processes or memory: try later
             delay = slot.backoff.next_delay()
             slot.start_after = time.monotonic() + delay
             log.error('cannot start a child for queue %s (%s); trying again '
-                      'in %.1fs', slot.queue, exc, delay)
+                      'in %.1fs', slot.label, exc, delay)
             return
         self.children[child.pid] = child
         slot.child = child
-        log.info('started child %d for queue %s', child.pid, slot.queue)
+        log.info('started child %d for queue %s', child.pid, slot.label)
 
     def descriptors_children_must_close(self):
         fds = list(self.signals.fds())
@@ -289,7 +320,7 @@ class Master:
     def on_child_exit(self, child, code):
         self.handle_reports(child, child.read_reports())  # its last words
         child.close()
-        slot = self.slots.get(child.queue)
+        slot = self.slots.get(child.slot_key)
         if slot is not None and slot.child is child:
             slot.child = None
         else:
@@ -298,10 +329,10 @@ class Master:
         if child.stop_reason in PLANNED_STOPS or self.stopping:
             log.log(logging.INFO if code == 0 else logging.WARNING,
                     'child %d (queue %s) exited (%s), as asked: %s',
-                    child.pid, child.queue, outcome,
+                    child.pid, child.label, outcome,
                     child.stop_reason or SHUTDOWN)
             if slot is not None and slot.removed:
-                del self.slots[slot.queue]
+                del self.slots[slot.key]
             return
         if slot is None:
             return
@@ -315,13 +346,13 @@ class Master:
         if child.stop_reason == HUNG:
             error = f'no heartbeat while starting; {error}'
         if code in exitcodes.FATAL_CHILD_CODES:
-            self.fail(code, f'queue {slot.queue}: {error}')
+            self.fail(code, f'queue {slot.label}: {error}')
             return
         slot.boot_failures += 1
         limit = child.config.settings.child_boot_failures
         if slot.boot_failures >= limit:
             self.fail(exitcodes.BOOT_FAILED,
-                      f'the child for queue {slot.queue} failed to start '
+                      f'the child for queue {slot.label} failed to start '
                       f'{slot.boot_failures} times in a row '
                       f'(scheduler.child.boot_failures = {limit}); last '
                       f'error: {error}')
@@ -329,7 +360,7 @@ class Master:
         delay = slot.backoff.next_delay()
         slot.start_after = time.monotonic() + delay
         log.error('child %d for queue %s failed to start (%s); attempt %d '
-                  'of %d; trying again in %.1fs', child.pid, slot.queue,
+                  'of %d; trying again in %.1fs', child.pid, slot.label,
                   error, slot.boot_failures, limit, delay)
 
     def on_crash(self, slot, child, outcome):
@@ -340,7 +371,7 @@ class Master:
         why = f'{outcome} after {HUNG}' if child.stop_reason == HUNG \
             else outcome
         log.error('child %d serving queue %s died (%s); starting a new one '
-                  'in %.1fs', child.pid, slot.queue, why, delay)
+                  'in %.1fs', child.pid, slot.label, why, delay)
 
     def read_reports(self):
         for child in list(self.children.values()):
@@ -351,11 +382,11 @@ class Master:
             event = report.get('event')
             if event == READY and not child.ready:
                 child.mark_ready()
-                slot = self.slots.get(child.queue)
+                slot = self.slots.get(child.slot_key)
                 if slot is not None and slot.child is child:
                     slot.boot_failures = 0
                 log.info('child %d serving queue %s (started in %.1fs)',
-                         child.pid, child.queue, child.uptime())
+                         child.pid, child.label, child.uptime())
                 if self.watch_files is not None and report.get('files'):
                     self.watch_files(report['files'])
             elif event == FAILED:
@@ -373,7 +404,7 @@ class Master:
             if silent > settings.child_heartbeat_timeout:
                 log.error('child %d (queue %s) sent no heartbeat for %.1fs '
                           '(scheduler.child.heartbeat_timeout = %gs): killing '
-                          'it', child.pid, child.queue, silent,
+                          'it', child.pid, child.label, silent,
                           settings.child_heartbeat_timeout)
                 child.kill(HUNG)
                 continue
@@ -384,7 +415,7 @@ class Master:
                     log.warning('child %d (queue %s) uses %s of memory, over '
                                 'scheduler.child.memory_limit (%s): replacing '
                                 'it once its running jobs are done',
-                                child.pid, child.queue, format_size(rss),
+                                child.pid, child.label, format_size(rss),
                                 format_size(limit))
                     child.request_stop(MEMORY_LIMIT, STOP_GRACE)
 
@@ -393,7 +424,7 @@ class Master:
     def restart_one_outdated_child(self):
         """Restart the next child still running an older configuration.
 
-        Only when every queue has a ready child: so one queue restarts at a
+        Only when every slot has a ready child: so one child restarts at a
         time, and a new child that fails to start stops the roll.
         """
         active = [slot for slot in self.slots.values() if not slot.removed]
@@ -403,7 +434,7 @@ class Master:
         for slot in active:
             if slot.child.generation < self.generation:
                 log.info('reload: restarting the child of queue %s',
-                         slot.queue)
+                         slot.label)
                 slot.child.request_stop(RELOAD, STOP_GRACE)
                 return
 
@@ -421,8 +452,8 @@ class Master:
 
     def status_text(self):
         return 'serving ' + ', '.join(
-            f'{slot.queue} (pid {slot.child.pid})' if slot.child
-            else f'{slot.queue} (starting)'
+            f'{slot.label} (pid {slot.child.pid})' if slot.child
+            else f'{slot.label} (starting)'
             for slot in self.slots.values() if not slot.removed)
 
 

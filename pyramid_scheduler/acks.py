@@ -65,6 +65,9 @@ class Acknowledgements:
                       if not message.acknowledged}
         self._prune_above = max(MIN_PRUNE_ABOVE, 2 * len(self._held))
 
+    def pending(self):
+        return self._finished.qsize()
+
     def finished(self, message):
         """A worker is done with ``message``: acknowledge it (any thread)."""
         self._finished.put(message)

@@ -30,6 +30,12 @@ def admin_queue_name(settings, queue):
     return f'{settings.scheduler_id}.{queue}.admin'
 
 
+def store_queue_name(settings, queue):
+    """Where deferred jobs and cancels go when several processes serve a
+    queue: only the one that owns the queue's job store consumes it."""
+    return f'{settings.scheduler_id}.{queue}.store'
+
+
 def dead_letter_queue_name(settings, queue):
     return f'{settings.scheduler_id}.{queue}.dead'
 
@@ -52,6 +58,10 @@ def job_queue(settings, queue):
 
 def admin_queue(settings, queue):
     return kombu_queue(admin_queue_name(settings, queue))
+
+
+def store_queue(settings, queue):
+    return kombu_queue(store_queue_name(settings, queue))
 
 
 def dead_letter_queue(settings, queue):
@@ -102,8 +112,14 @@ def transport_options(settings):
     return {}
 
 
-def connect(settings, **kwargs):
-    """A new, not yet connected kombu Connection to the configured broker."""
+def connect(settings, consumer_slot=0, **kwargs):
+    """A new, not yet connected kombu Connection to the configured broker.
+
+    ``consumer_slot``: which of the processes serving a queue consumes on
+    it; on Redis each slot records its unacknowledged messages apart, so
+    the process that replaces a dead one restores only what that one held
+    (see redis_transport).
+    """
     options = dict(transport_options(settings))
     options.update(kwargs.pop('transport_options', {}))
     if settings.embedded:
@@ -117,6 +133,8 @@ def connect(settings, **kwargs):
         # taken by a consumer that dies (see redis_transport). Not for
         # rediss://, whose TLS defaults kombu derives from the scheme.
         kwargs.setdefault('transport', redis_transport.Transport)
+    if _scheme(settings.broker_url) in ('redis', 'rediss'):
+        options.update(redis_transport.slot_options(consumer_slot))
     return kombu.Connection(settings.broker_url, transport_options=options,
                             connect_timeout=connect_timeout, **kwargs)
 
@@ -151,7 +169,9 @@ def restore_orphaned_messages(channel, queue_names, keep=()):
 
     kombu's Redis transport keeps every delivered, unacknowledged message in
     one hash and restores it only after the visibility timeout (an hour by
-    default). A runtime that starts holds the only lock on its queues, so any
+    default). A runtime that starts is the only consumer of its queues in
+    its slot (the job store lock, or pscheduler's one child per slot), and
+    each slot has a hash of its own (redis_transport.slot_options), so any
     message of those queues still in that hash belongs to a consumer that
     died: restoring them at start makes a crashed child's jobs run again
     within a second instead of an hour. Other transports return unacked

@@ -6,6 +6,7 @@ package is installed, inside ``transaction.manager``: it commits when the job
 returns and aborts when it raises.
 """
 import contextlib
+import functools
 
 from pyramid.threadlocal import manager as threadlocal_manager
 
@@ -24,7 +25,10 @@ def app_threadlocals(registry):
         threadlocal_manager.pop()
 
 
+@functools.cache
 def _transaction_manager():
+    """``transaction.manager``, or a no-op context if not installed; looked
+    up once: an import statement per job costs more than the job."""
     try:
         import transaction
     except ImportError:
@@ -51,9 +55,15 @@ def run_job(spec, registry=None, delegator=None, allowed_modules=(),
         check_allowed(spec['func'], allowed_modules)
         func = resolve_reference(spec['func'])
     call = delegator or default_delegator
-    with app_threadlocals(registry):
+    # app_threadlocals(), spelled out: this runs for every job.
+    if registry is not None:
+        threadlocal_manager.push({'registry': registry, 'request': None})
+    try:
         with _transaction_manager():
             return call(func, list(spec['args']), dict(spec['kwargs']))
+    finally:
+        if registry is not None:
+            threadlocal_manager.pop()
 
 
 def stored_job_marker(*args, **kwargs):

@@ -24,6 +24,13 @@ and index, atomically, in one round trip; acknowledgements of a consumer
 turn leave in one pipeline (:meth:`Channel.basic_ack_many`). Only when the
 script finds the queue empty does the channel block in ``BRPOPLPUSH``.
 
+Several processes may serve one queue (``scheduler.processes``). Each then
+consumes in a *slot* of its own (:func:`slot_options`, given by pscheduler):
+slot 0 uses kombu's keys, slot N ``unacked#N``, ``unacked_index#N``,
+``unacked_mutex#N`` and ``_pscheduler.fetched#N.<queue>``. A process that
+starts in a slot owns what that slot's keys hold (its predecessor died or
+stopped), and restores only that, never a live sibling's messages.
+
 Channels consuming several queues, and a ``global_keyprefix``, keep kombu's
 ``BRPOP``: the runtime gives every queue a channel of its own
 (:attr:`Channel.one_queue_per_channel`). Messages are published as kombu
@@ -81,8 +88,24 @@ return taken
 """
 
 
-def fetched_key(queue):
+def fetched_key(queue, slot=0):
+    # '#' cannot start a queue name: no slot's key is another queue's.
+    if slot:
+        return f'{FETCHED_PREFIX[:-1]}#{slot}.{queue}'
     return FETCHED_PREFIX + queue
+
+
+def slot_options(slot):
+    """Transport options of a consumer in ``slot``; kombu's own Redis
+    transport (rediss://) understands the ``unacked`` ones too."""
+    if not slot:
+        return {}
+    return {'consumer_slot': slot,
+            'unacked_key': f'{kombu_redis.Channel.unacked_key}#{slot}',
+            'unacked_index_key':
+                f'{kombu_redis.Channel.unacked_index_key}#{slot}',
+            'unacked_mutex_key':
+                f'{kombu_redis.Channel.unacked_mutex_key}#{slot}'}
 
 
 class QoS(kombu_redis.QoS):
@@ -140,12 +163,22 @@ class Channel(kombu_redis.Channel):
     priority_steps = [0]
     one_queue_per_channel = True
 
+    # Which of the processes serving a queue this is (see the module
+    # docstring); a transport option.
+    consumer_slot = 0
+    from_transport_options = (kombu_redis.Channel.from_transport_options
+                              + ('consumer_slot',))
+
     def __init__(self, *args, **kwargs):
         self._fetched = {}      # delivery tag -> (fetched list, raw item)
         self._recorded = set()  # delivery tags a batch fetch recorded
         self._fetching = None   # (command, queue, fetched list) pending
         self._queue_empty = False   # the last batch found nothing: block
         super().__init__(*args, **kwargs)
+        self.consumer_slot = int(self.consumer_slot or 0)
+
+    def fetched_key(self, queue):
+        return fetched_key(queue, self.consumer_slot)
 
     def basic_ack_many(self, delivery_tags):
         """Acknowledge several messages in one round trip."""
@@ -169,7 +202,7 @@ class Channel(kombu_redis.Channel):
             return super()._brpop_start(timeout)
         if timeout is None:
             timeout = self.brpop_timeout
-        key = fetched_key(queue)
+        key = self.fetched_key(queue)
         connection = self.client.connection
         if self._queue_empty:
             self._fetching = ('BRPOPLPUSH', queue, key)
@@ -295,7 +328,8 @@ def restore_fetched(channel, queue_names):
     restored = 0
     with channel.conn_or_acquire() as client:
         for queue in queue_names:
-            while client.rpoplpush(fetched_key(queue), queue) is not None:
+            while client.rpoplpush(channel.fetched_key(queue),
+                                   queue) is not None:
                 restored += 1
     if restored:
         log.warning('restored %d message(s) fetched by a previous consumer '

@@ -1,7 +1,12 @@
 """The job runtime: a kombu consumer plus an APScheduler, for some queues.
 
 One :class:`Runtime` serves one queue in each pscheduler child, or every
-queue in a combined-mode web process. Its threads:
+queue in a combined-mode web process. Several children may serve one queue
+(``scheduler.processes``), each in a *slot*: all run its async jobs, and the
+one in slot 0 alone owns its job store. It consumes the queue's store queue
+(deferred jobs and cancels, in the order they were sent) and admin queue as
+well; a runtime of another slot has no APScheduler and passes any deferred
+job or command it receives on to the store queue. Its threads:
 
 - the consumer thread owns the broker connection: it receives messages,
   stores deferred jobs, hands async jobs to the worker pool, answers admin
@@ -55,6 +60,10 @@ log = logging.getLogger(__name__)
 
 INTERNAL_STORE = '_internal'
 PREFETCH_PER_WORKER = 25
+# While messages stream in, finished jobs are acknowledged in batches of
+# this many, or after this long (see Runtime._settle_acks).
+ACK_BATCH = 16
+ACK_DELAY = 0.005
 # How often a stopping runtime wakes its consumer thread to look again.
 STOP_CHECK_INTERVAL = 0.05
 # Failures in a row after which a message that does not fail for a
@@ -96,8 +105,11 @@ class Stats:
 class Runtime:
     """Consume ``queues`` and run their jobs; see the module docstring."""
 
-    def __init__(self, settings, queues=None, registry=None, listeners=None):
+    def __init__(self, settings, queues=None, registry=None, listeners=None,
+                 slot=0):
         self.settings = settings
+        self.slot = slot
+        self.owns_stores = slot == 0
         self.queues = tuple(queues or settings.queues)
         for queue in self.queues:
             settings.check_queue(queue)
@@ -111,10 +123,12 @@ class Runtime:
         # the workers would wait on acks between jobs.
         self.prefetch_count = self.worker_count * PREFETCH_PER_WORKER
         self._acks = Acknowledgements()
+        self._settled_at = 0.0
+        self._delivered_since_settle = 0
         self._inflight = 0
         self._inflight_lock = threading.Lock()
-        self._locks = {q: StoreLock(lock_path(settings, q))
-                       for q in self.queues}
+        self._locks = ({q: StoreLock(lock_path(settings, q))
+                        for q in self.queues} if self.owns_stores else {})
         self._stop_requested = threading.Event()
         self._drained = threading.Event()
         self._ready = threading.Event()
@@ -156,19 +170,25 @@ class Runtime:
                         'write to the broker can run code in this process. '
                         'Set a secret, or use the json serializer')
         self._pool = WorkerPool(self.worker_count, 'pscheduler-job')
+        if self.owns_stores:
+            self._start_scheduler()
+        connection = broker.connect(self.settings, consumer_slot=self.slot)
+        self._consumer = QueueConsumer(self, connection)
+        self._thread = threading.Thread(target=self._consume,
+                                        name='pscheduler-consumer',
+                                        daemon=True)
+        self._thread.start()
+        log.info('serving queue(s) %s%s', ', '.join(self.queues),
+                 '' if self.owns_stores else
+                 f' (async jobs only: process slot {self.slot})')
+
+    def _start_scheduler(self):
         self._stored_pool = ThreadPoolExecutor(
             max_workers=self.worker_count,
             thread_name_prefix='pscheduler-deferred')
         self._scheduler = self._make_scheduler()
         self._restart_due_runs()
         self._scheduler.start()
-        connection = broker.connect(self.settings)
-        self._consumer = QueueConsumer(self, connection)
-        self._thread = threading.Thread(target=self._consume,
-                                        name='pscheduler-consumer',
-                                        daemon=True)
-        self._thread.start()
-        log.info('serving queue(s) %s', ', '.join(self.queues))
 
     def _make_scheduler(self):
         settings = self.settings
@@ -355,9 +375,12 @@ class Runtime:
     # --- consumer thread hooks -----------------------------------------------
 
     def kombu_queues(self):
+        if not self.owns_stores:
+            return [broker.job_queue(self.settings, q) for q in self.queues]
         queues = []
         for queue in self.queues:
             queues.append(broker.admin_queue(self.settings, queue))
+            queues.append(broker.store_queue(self.settings, queue))
             queues.append(broker.job_queue(self.settings, queue))
         return queues
 
@@ -386,7 +409,7 @@ class Runtime:
 
     def on_iteration(self, consumer):
         self.beat()
-        self._acks.settle()
+        self._settle_acks()
         if not self._stop_requested.is_set():
             return
         if consumer._consumers:
@@ -395,6 +418,24 @@ class Runtime:
             self._acks.settle()
             consumer.should_stop = True
 
+    def _settle_acks(self):
+        """Acknowledge finished jobs, in batches while messages stream in.
+
+        Each settle is at least one frame or round trip; while the last
+        drain delivered messages, finished ones wait for a batch of
+        ACK_BATCH or for ACK_DELAY, well inside the prefetch window. A turn
+        that delivered nothing (a timeout, or a wake-up for acks) settles
+        at once.
+        """
+        now = time.monotonic()
+        streaming = self._delivered_since_settle
+        if streaming and self._acks.pending() < ACK_BATCH \
+                and now - self._settled_at < ACK_DELAY:
+            return
+        self._delivered_since_settle = 0
+        self._settled_at = now
+        self._acks.settle()
+
     def _pool_finished(self):
         stored_threads = getattr(self._stored_pool, '_threads', ())
         return ((self._pool is None or self._pool.finished())
@@ -402,6 +443,7 @@ class Runtime:
 
     def on_message(self, message):
         """Called in the consumer thread for every message."""
+        self._delivered_since_settle += 1
         self._acks.delivered(message)
         self._one_at_a_time(self._handle_message, message)
 
@@ -539,25 +581,49 @@ class Runtime:
             {'at': time.time(), 'queue': queue, 'reason': reason}])[-100:]
         target = self._dead_letter_queue_for(queue)
         try:
-            producer = self._channel.connection.client.Producer(self._channel)
-            producer.publish(
-                message.body, routing_key=target.name, exchange='',
-                content_type=message.content_type or 'application/data',
-                content_encoding=message.content_encoding or 'binary',
-                headers={'x-pscheduler-reason': reason[:1000],
-                         'x-pscheduler-queue': queue},
-                declare=[target], delivery_mode=2)
+            self._republish(message, target,
+                            headers={'x-pscheduler-reason': reason[:1000],
+                                     'x-pscheduler-queue': queue})
         except Exception:
             log.exception('could not move a rejected message to %s',
                           target.name)
         message.ack()
 
+    def _republish(self, message, target, headers, compression=None):
+        """Send a received message's body on to the queue ``target``."""
+        producer = self._channel.connection.client.Producer(self._channel)
+        producer.publish(
+            message.body, routing_key=target.name, exchange='',
+            content_type=message.content_type or 'application/data',
+            content_encoding=message.content_encoding or 'binary',
+            headers=headers, declare=[target], delivery_mode=2,
+            compression=compression)
+
     def _dead_letter_queue_for(self, routing_key):
+        settings = self.settings
         for queue in self.queues:
-            if routing_key in (broker.queue_name(self.settings, queue),
-                               broker.admin_queue_name(self.settings, queue)):
-                return broker.dead_letter_queue(self.settings, queue)
-        return broker.dead_letter_queue(self.settings, self.queues[0])
+            if routing_key in (broker.queue_name(settings, queue),
+                               broker.admin_queue_name(settings, queue),
+                               broker.store_queue_name(settings, queue)):
+                return broker.dead_letter_queue(settings, queue)
+        return broker.dead_letter_queue(settings, self.queues[0])
+
+    def _pass_to_store_owner(self, body, message):
+        """A deferred job, cancel or command reached a runtime that does not
+        own the job store (sent before the queue had several processes, or
+        by hand): send it on to the store queue, whose owner handles it."""
+        queue = body.get('queue')
+        target = broker.store_queue(
+            self.settings, queue if queue in self.queues else self.queues[0])
+        # The body as received, signature header included. kombu has
+        # decompressed it: its compression header goes, and the publish
+        # compresses it again as configured.
+        headers = {key: value for key, value in (message.headers or {}).items()
+                   if key != 'compression'}
+        self._republish(message, target, headers,
+                        compression=self.settings.compressor)
+        log.debug('passed a %s message on to %s', body['type'], target.name)
+        message.ack()
 
     # --- job messages --------------------------------------------------------
 
@@ -584,6 +650,9 @@ class Runtime:
             self._track(+1)
             self._notify(Event.JOB_CREATED, job)
             self.submit(self._run_async, job, message, func)
+            return
+        if not self.owns_stores:
+            self._pass_to_store_owner(body, message)
             return
         trigger, name, options = self._prepare_stored_job(spec, queue)
         self._notify(Event.JOB_CREATED, job)
@@ -632,6 +701,9 @@ class Runtime:
         if not isinstance(job_id, str) or not job_id:
             raise InvalidJob(f'job id to cancel must be a non-empty string, '
                              f'not {job_id!r:.80}')
+        if not self.owns_stores:
+            self._pass_to_store_owner(body, message)
+            return
         try:
             job = self._scheduler.get_job(job_id, jobstore=queue)
             self._scheduler.remove_job(job_id, jobstore=queue)
@@ -648,6 +720,9 @@ class Runtime:
         message.ack()
 
     def _on_command(self, body, message):
+        if not self.owns_stores:
+            self._pass_to_store_owner(body, message)
+            return
         try:
             admin.handle_command(self, body)
         finally:

@@ -41,6 +41,12 @@ class Scheduler:
         # connection which entities it declared, so each is declared once.
         self._job_queues = {name: broker.job_queue(settings, name)
                             for name in settings.queues}
+        # Served by several processes, a queue's deferred jobs and cancels
+        # go where only its job store's owner reads them, in the order sent.
+        self._store_queues = {
+            name: (broker.store_queue(settings, name)
+                   if settings.processes(name) > 1 else self._job_queues[name])
+            for name in settings.queues}
 
     def _require_settings(self):
         if self.settings is None:
@@ -98,7 +104,8 @@ class Scheduler:
         settings = self._require_settings()
         queue, spec = build_spec(settings, kind, func, args, kwargs, queue,
                                  trigger, options)
-        self._send(wire.job_created(queue, spec), queue)
+        targets = self._job_queues if kind == 'async' else self._store_queues
+        self._send(wire.job_created(queue, spec), targets[queue])
         return spec['id']
 
     def cancel_job(self, job_id, queue=None):
@@ -106,10 +113,10 @@ class Scheduler:
         settings = self._require_settings()
         queues = [settings.check_queue(queue)] if queue else settings.queues
         for name in queues:
-            self._send(wire.job_canceled(name, job_id), name)
+            self._send(wire.job_canceled(name, job_id),
+                       self._store_queues[name])
 
-    def _send(self, body, queue):
-        target = self._job_queues[queue]
+    def _send(self, body, target):
         self._sender.send(lambda: self.producer.publish(
             body, target.name, declare=[target]))
 
@@ -138,12 +145,14 @@ class Scheduler:
 
     # --- running jobs in this process ----------------------------------------------
 
-    def make_runtime(self, queues=None):
+    def make_runtime(self, queues=None, slot=0):
+        """A runtime for ``queues``; ``slot`` 0 owns their job stores, any
+        other runs only their async jobs (see runtime.Runtime)."""
         # Imported here: APScheduler and SQLAlchemy cost a web process that
         # only sends jobs, and `pscheduler --message`, a third of a second.
         from .runtime import Runtime
         return Runtime(self._require_settings(), queues, self.registry,
-                       self.listeners)
+                       self.listeners, slot=slot)
 
     def start(self, queues=None, standby_interval=2.0):
         """Run jobs in this process (combined mode, or a script opting in).

@@ -37,7 +37,7 @@ KNOWN_KEYS = (
     'housekeeping', 'housekeeping.append',
     'jobstore.url', 'jobstore.default.class',
     'misfire_grace_time', 'coalesce', 'timezone', 'delegator',
-    'executor.size', 'transactional', 'allowed_modules',
+    'executor.size', 'processes', 'transactional', 'allowed_modules',
     'shutdown_timeout', 'child.memory_limit', 'child.heartbeat_timeout',
     'child.boot_failures', 'admin.timeout',
 )
@@ -190,6 +190,9 @@ def strip_prefix(settings, prefix=PREFIX):
 class QueueSettings:
     name: str
     executor_size: int
+    # pscheduler children serving the queue: all take its async jobs; the
+    # first alone owns its job store (deferred jobs, cancels, admin).
+    processes: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +250,9 @@ class SchedulerSettings:
     def executor_size(self, queue):
         return self.queue_settings[queue].executor_size
 
+    def processes(self, queue):
+        return self.queue_settings[queue].processes
+
     def check_queue(self, queue):
         """Return the queue name to use, or raise InvalidQueue."""
         if queue is None:
@@ -284,10 +290,16 @@ def parse_settings(settings, here=None, import_references=True):
     broker_url = (get('broker.url') or '').strip()
     embedded = not broker_url
     default_size = parse_positive_int('executor.size', get('executor.size', 4))
+    default_processes = parse_positive_int('processes', get('processes', 1))
     queue_settings = {
-        name: QueueSettings(name, parse_positive_int(
-            f'queue.{name}.executor.size',
-            get(f'queue.{name}.executor.size', default_size)))
+        name: QueueSettings(
+            name,
+            executor_size=parse_positive_int(
+                f'queue.{name}.executor.size',
+                get(f'queue.{name}.executor.size', default_size)),
+            processes=parse_positive_int(
+                f'queue.{name}.processes',
+                get(f'queue.{name}.processes', default_processes)))
         for name in queues}
     for key in conf:
         if key.startswith('queue.') and key.split('.')[1] not in queues:

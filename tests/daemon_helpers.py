@@ -409,21 +409,48 @@ def delete_broker_queues(settings, queues=('jobs',)):
         delete_redis_keys(settings)
         client = redis.Redis.from_url(url)
         try:
-            for tag, entry in client.hgetall('unacked').items():
-                with contextlib.suppress(ValueError, TypeError, IndexError):
-                    if scheduler_id in json.loads(entry)[2]:
-                        client.hdel('unacked', tag)
-                        client.zrem('unacked_index', tag)
+            # kombu's hash, and those of the processes in slots 1 and up
+            # (scheduler.processes; redis_transport.slot_options).
+            suffixes = [''] + [key.decode()[len('unacked'):] for key in
+                               client.scan_iter('unacked#*')]
+            for suffix in suffixes:
+                hash_key, index_key = 'unacked' + suffix, \
+                    'unacked_index' + suffix
+                for tag, entry in client.hgetall(hash_key).items():
+                    with contextlib.suppress(ValueError, TypeError,
+                                             IndexError):
+                        if scheduler_id in json.loads(entry)[2]:
+                            client.hdel(hash_key, tag)
+                            client.zrem(index_key, tag)
         finally:
             client.close()
     elif url.startswith(('amqp', 'pyamqp')):
         import kombu
         with kombu.Connection(url, connect_timeout=5) as connection:
             for queue in queues:
-                for suffix in ('', '.admin', '.dead'):
+                for suffix in ('', '.admin', '.store', '.dead'):
                     # Deleting a queue that does not exist is no error.
                     connection.default_channel.queue_delete(
                         f'{scheduler_id}.{queue}{suffix}')
+
+
+@pytest.fixture
+def broker_for():
+    """``broker_for(name, **settings)`` -> settings for ``name`` with a
+    unique scheduler.id, whose queues are deleted from the shared broker
+    after the test. Tests ask for it before ``daemons``, so their daemons
+    are dead by then."""
+    made = []
+
+    def make(name, **extra):
+        settings = broker_settings(name)
+        settings.update(extra)
+        made.append(settings)
+        return settings
+
+    yield make
+    for settings in made:
+        delete_broker_queues(settings)
 
 
 class PersistentRedis:

@@ -23,10 +23,9 @@ import pytest
 from pyramid_scheduler import broker as broker_module
 from pyramid_scheduler.errors import BrokerUnavailable
 from tests import jobs
-from tests.daemon_helpers import (  # noqa: F401 (daemons is a fixture)
-    PersistentRedis, broker_settings, daemons, delete_broker_queues,
-    is_gone, kill_group, producer, run_cli, stored_job_ids, wait_for,
-    write_ini)
+from tests.daemon_helpers import (  # noqa: F401 (broker_for, daemons)
+    PersistentRedis, broker_for, daemons, is_gone, kill_group, producer,
+    run_cli, stored_job_ids, wait_for, write_ini)
 
 ALL_BROKERS = ['sqlite', 'redis', 'rabbitmq']
 BROKERS = ['sqlite', 'redis']
@@ -34,24 +33,6 @@ BROKERS = ['sqlite', 'redis']
 
 def report(text):
     print(f'\n[durability] {text}')
-
-
-@pytest.fixture
-def broker_for(request):
-    """``broker_for(name)`` -> settings with a unique scheduler.id, whose
-    queues are deleted from the shared broker after the test. Tests ask
-    for it before ``daemons``, so their daemons are dead by then."""
-    made = []
-
-    def make(name, **extra):
-        settings = broker_settings(name)
-        settings.update(extra)
-        made.append(settings)
-        return settings
-
-    yield make
-    for settings in made:
-        delete_broker_queues(settings)
 
 
 def wait_until(condition, timeout, what, state=lambda: ''):
