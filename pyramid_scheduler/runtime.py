@@ -54,6 +54,7 @@ from .execution import run_job
 from .jobs import check_options
 from .jobs import build_trigger, check_allowed, resolve_reference
 from .storelock import StoreLock, lock_path
+from .walcheckpoint import DISABLE_AUTOCHECKPOINT, WalCheckpointer
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class Runtime:
         self._stored_pool = None   # deferred jobs, so they never queue
                                    # behind prefetched async ones
         self._scheduler = None
+        self._checkpointers = {}   # SQLite job store path -> WalCheckpointer
         self._due_runs = {}        # queue -> dueruns.DueRuns
         self._consumer = None
         self._thread = None
@@ -189,6 +191,8 @@ class Runtime:
         self._scheduler = self._make_scheduler()
         self._restart_due_runs()
         self._scheduler.start()
+        for checkpointer in self._checkpointers.values():
+            checkpointer.start()
 
     def _make_scheduler(self):
         settings = self.settings
@@ -298,7 +302,17 @@ class Runtime:
             engine_options=options)
         if settings.jobstore_url.startswith('sqlite'):
             sqlalchemy.event.listen(store.engine, 'connect', _sqlite_pragmas)
+            self._checkpoint_wal_of(store.engine.url.database)
         return store
+
+    def _checkpoint_wal_of(self, path):
+        """Checkpoint the log of the SQLite file at ``path`` in a thread
+        (see walcheckpoint); one per file, whatever its queues."""
+        if not path or path == ':memory:':
+            return
+        path = os.path.abspath(path)
+        if path not in self._checkpointers:
+            self._checkpointers[path] = WalCheckpointer(path)
 
     def _consume(self):
         try:
@@ -336,6 +350,8 @@ class Runtime:
             self._stored_pool.shutdown(wait=False)
         if self._thread is not None:
             self._wait_drained(max(deadline - time.monotonic(), 0) + 2)
+        for checkpointer in self._checkpointers.values():
+            checkpointer.stop()
         for lock in self._locks.values():
             lock.release()
         log.info('stopped serving queue(s) %s', ', '.join(self.queues))
@@ -914,11 +930,13 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
     # WAL: the job store's writes (every due run) need not wait for readers,
     # nor readers for them. synchronous=NORMAL is safe in WAL against a
     # crashed process (not a power cut) and saves an fsync per commit, which
-    # is most of a deferred job's lateness on SQLite.
+    # is most of a deferred job's lateness on SQLite. Checkpoints happen in
+    # a thread of their own, not in the commit of a due run (walcheckpoint).
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute('PRAGMA journal_mode=WAL')
         cursor.execute('PRAGMA synchronous=NORMAL')
+        cursor.execute(DISABLE_AUTOCHECKPOINT)
     finally:
         cursor.close()
 
