@@ -39,6 +39,10 @@ class Acknowledgements:
         # pruned of the settled ones when it grows past _prune_above.
         self._held = {}
         self._prune_above = MIN_PRUNE_ABOVE
+        # Messages given to workers, and of those, settled (both counted by
+        # the consumer thread alone, so without a lock).
+        self._expected = 0
+        self._settled = 0
 
     def delivered(self, message):
         """Record a delivery (consumer thread, before handling it)."""
@@ -65,8 +69,28 @@ class Acknowledgements:
                       if not message.acknowledged}
         self._prune_above = max(MIN_PRUNE_ABOVE, 2 * len(self._held))
 
+    def expect(self, message):
+        """A worker will finish ``message`` (consumer thread)."""
+        self._expected += 1
+
+    def unsettled(self):
+        """Messages given to workers and not settled yet: queued, running,
+        or finished and waiting for :meth:`settle`."""
+        return self._expected - self._settled
+
     def pending(self):
+        """Messages finished and waiting for :meth:`settle`."""
         return self._finished.qsize()
+
+    def wait_finished(self, timeout):
+        """Wait up to ``timeout`` seconds for a worker to finish a message;
+        True if one has (consumer thread)."""
+        try:
+            message = self._finished.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        self._finished.put(message)   # settled with the others
+        return True
 
     def finished(self, message):
         """A worker is done with ``message``: acknowledge it (any thread)."""
@@ -86,6 +110,7 @@ class Acknowledgements:
             except queue.Empty:
                 break
             by_channel.setdefault(message.channel, []).append(message)
+            self._settled += 1
         for channel, messages in by_channel.items():
             if len(messages) > 1 and hasattr(channel, 'basic_ack_many'):
                 self._ack_many(channel, messages)

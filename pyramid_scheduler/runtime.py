@@ -65,6 +65,9 @@ PREFETCH_PER_WORKER = 25
 # this many, or after this long (see Runtime._settle_acks).
 ACK_BATCH = 16
 ACK_DELAY = 0.005
+# The longest a consumer thread whose prefetch window is full waits for a
+# job to end before it turns again (beat, stop, other queues' messages).
+WINDOW_FULL_WAIT = 0.05
 # How often a stopping runtime wakes its consumer thread to look again.
 STOP_CHECK_INTERVAL = 0.05
 # Failures in a row after which a message that does not fail for a
@@ -439,14 +442,24 @@ class Runtime:
 
         Each settle is at least one frame or round trip; while the last
         drain delivered messages, finished ones wait for a batch of
-        ACK_BATCH or for ACK_DELAY, well inside the prefetch window. A turn
-        that delivered nothing (a timeout, or a wake-up for acks) settles
-        at once.
+        ACK_BATCH or for ACK_DELAY. A turn that delivered nothing (a
+        timeout, or a wake-up for acks) settles at once, and so does one
+        whose unacknowledged messages fill half the prefetch window: the
+        broker (or our Redis batch fetch) sends no more until some are
+        acknowledged. With the window full, the consumer thread waits for
+        a job to end rather than in a drain that nothing would end.
         """
+        held = self._acks.unsettled()
+        if held >= self.prefetch_count and not self._acks.pending():
+            # The window is full: nothing comes before a job ends, and a
+            # drain would sleep through that end (only the embedded
+            # transport can be woken), for as long as its timeout.
+            self._acks.wait_finished(WINDOW_FULL_WAIT)
+        pending = self._acks.pending()
         now = time.monotonic()
-        streaming = self._delivered_since_settle
-        if streaming and self._acks.pending() < ACK_BATCH \
-                and now - self._settled_at < ACK_DELAY:
+        if (self._delivered_since_settle and pending < ACK_BATCH
+                and now - self._settled_at < ACK_DELAY
+                and 2 * held < self.prefetch_count):
             return
         self._delivered_since_settle = 0
         self._settled_at = now
@@ -665,6 +678,7 @@ class Runtime:
         if spec['kind'] == 'async':
             self._track(+1)
             self._notify(Event.JOB_CREATED, job)
+            self._acks.expect(message)
             self.submit(self._run_async, job, message, func)
             return
         if not self.owns_stores:

@@ -5,6 +5,7 @@ message whose job is still running is never acknowledged with the others,
 so closing the connection (as a crash would) gives exactly the unfinished
 ones back to the queue.
 """
+import threading
 import uuid
 
 import kombu
@@ -116,3 +117,23 @@ def test_a_message_settled_elsewhere_does_not_block_the_prefix(amqp_queue):
         acks.settle()
     assert len(calls) == 1 and calls[0][1] == {'multiple': True}
     assert left_in_queue(amqp_queue) == 0
+
+
+def test_unsettled_counts_what_workers_hold_until_settled(amqp_queue):
+    """What the consumer thread reads to know its prefetch window is full,
+    and the wait it does then instead of a drain."""
+    acks = Acknowledgements()
+    with kombu.Connection(AMQP_URL) as connection:
+        messages = receive_all(amqp_queue, connection)
+        for message in messages:
+            acks.delivered(message)
+            acks.expect(message)
+        assert (acks.unsettled(), acks.pending()) == (5, 0)
+        assert not acks.wait_finished(0.01)   # nobody finished: times out
+        threading.Timer(0.05, acks.finished, [messages[0]]).start()
+        assert acks.wait_finished(10)
+        assert (acks.unsettled(), acks.pending()) == (5, 1)
+        acks.settle()
+        assert (acks.unsettled(), acks.pending()) == (4, 0)
+        assert [m.acknowledged for m in messages] == [True] + [False] * 4
+    assert left_in_queue(amqp_queue) == 4
