@@ -439,7 +439,9 @@ Method
   is stopped, then
   the worker starts; the rate is taken from the first to the last job's
   start. pyramid_scheduler runs ``python -m pscheduler`` (one queue: master
-  + one child, ``scheduler.executor.size`` 4); Celery prefork ``-c 2``;
+  + one child, ``scheduler.executor.size`` 4), then again with two children
+  for the queue (``scheduler.processes = 2``, its own row); Celery prefork
+  ``-c 2``;
   Huey ``-w 2 -k process``; kombu one consumer process, prefetch 100,
   ack after the job.
 - **Time to execution**: one job at a time (200, or as many as fit in
