@@ -55,15 +55,9 @@ def run_job(spec, registry=None, delegator=None, allowed_modules=(),
         check_allowed(spec['func'], allowed_modules)
         func = resolve_reference(spec['func'])
     call = delegator or default_delegator
-    # app_threadlocals(), spelled out: this runs for every job.
-    if registry is not None:
-        threadlocal_manager.push({'registry': registry, 'request': None})
-    try:
+    with app_threadlocals(registry):
         with _transaction_manager():
             return call(func, list(spec['args']), dict(spec['kwargs']))
-    finally:
-        if registry is not None:
-            threadlocal_manager.pop()
 
 
 def stored_job_marker(*args, **kwargs):
