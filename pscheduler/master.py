@@ -55,9 +55,11 @@ REPEAT_SIGNAL_AFTER = 1.0  # a second stop signal sooner is the same stop
 RELOAD = 'reload'
 MEMORY_LIMIT = 'memory limit'
 QUEUE_REMOVED = 'queue removed'
+SLOT_REMOVED = 'fewer processes for its queue'
 SHUTDOWN = 'shutdown'
 HUNG = 'no heartbeat'
-PLANNED_STOPS = (RELOAD, MEMORY_LIMIT, QUEUE_REMOVED, SHUTDOWN)
+PLANNED_STOPS = (RELOAD, MEMORY_LIMIT, QUEUE_REMOVED, SLOT_REMOVED,
+                 SHUTDOWN)
 
 
 class Slot:
@@ -217,7 +219,9 @@ class Master:
         self.ready_announced = False
         for key, slot in list(self.slots.items()):
             if key not in wanted:
-                self.remove_slot(slot)
+                self.remove_slot(slot, QUEUE_REMOVED
+                                 if slot.queue not in new_queues
+                                 else SLOT_REMOVED)
         for key, processes in wanted.items():
             slot = self.slots.get(key)
             if slot is None:
@@ -230,12 +234,12 @@ class Master:
                  ', '.join(sorted(new_queues - old_queues)) or 'none',
                  ', '.join(sorted(old_queues - new_queues)) or 'none')
 
-    def remove_slot(self, slot):
+    def remove_slot(self, slot, reason):
         slot.removed = True
         if slot.child is None:
             del self.slots[slot.key]
         else:
-            slot.child.request_stop(QUEUE_REMOVED, STOP_GRACE)
+            slot.child.request_stop(reason, STOP_GRACE)
 
     # --- stopping ----------------------------------------------------------
 
@@ -425,8 +429,14 @@ class Master:
         """Restart the next child still running an older configuration.
 
         Only when every slot has a ready child: so one child restarts at a
-        time, and a new child that fails to start stops the roll.
+        time, and a new child that fails to start stops the roll. And only
+        once the slots removed from a queue still served have no child: the
+        queue's new job store owner takes back, when it starts, what those
+        leave behind (Redis, see Runtime._restore_removed_slots).
         """
+        if any(slot.removed and slot.queue in self.config.queues
+               for slot in self.slots.values()):
+            return
         active = [slot for slot in self.slots.values() if not slot.removed]
         if any(slot.child is None or not slot.child.ready
                or slot.child.stop_reason is not None for slot in active):

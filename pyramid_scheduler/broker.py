@@ -164,6 +164,12 @@ def restore_fetched_messages(channel, queue_names):
     return redis_transport.restore_fetched(channel, queue_names)
 
 
+def restore_removed_slots(channel, first_removed):
+    """Put back the Redis messages left by processes of slots that no
+    longer exist (see redis_transport); 0 elsewhere."""
+    return redis_transport.restore_removed_slots(channel, first_removed)
+
+
 def restore_orphaned_messages(channel, queue_names, keep=()):
     """Put back the unacknowledged Redis messages of a dead consumer.
 

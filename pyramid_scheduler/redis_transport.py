@@ -317,6 +317,66 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+def restore_removed_slots(channel, first_removed):
+    """Put back what consumers in slots that no longer exist left behind.
+
+    ``first_removed`` maps a queue name to its first slot not configured any
+    more (its number of processes). A process of such a slot that died or
+    overstayed its stop (SIGKILL) left its unacknowledged and fetched
+    messages in its slot's keys, where no consumer would ever look. The
+    owner of the queue's job store calls this when it starts; pscheduler
+    starts it only once the removed slots' processes are gone. Returns how
+    many messages went back.
+    """
+    if not isinstance(channel, kombu_redis.Channel):
+        return 0
+    restored = 0
+    with channel.conn_or_acquire() as client:
+        for slot in _slots_with_unacked(client):
+            queues = [queue for queue, first in first_removed.items()
+                      if slot >= first]
+            if queues:
+                restored += _restore_slot(channel, client, slot, queues)
+    if restored:
+        log.warning('restored %d message(s) of %s left by process(es) no '
+                    'longer configured (scheduler.processes)', restored,
+                    ', '.join(sorted(first_removed)))
+    return restored
+
+
+def _slots_with_unacked(client):
+    prefix = kombu_redis.Channel.unacked_key + '#'
+    slots = set()
+    for key in client.scan_iter(match=prefix + '*'):
+        number = bytes_to_str(key)[len(prefix):]
+        if number.isdigit() and int(number) > 0:
+            slots.add(int(number))
+    return sorted(slots)
+
+
+def _restore_slot(channel, client, slot, queues):
+    options = slot_options(slot)
+    unacked, index = options['unacked_key'], options['unacked_index_key']
+    restored = 0
+    for tag, raw in client.hgetall(unacked).items():
+        try:
+            message, exchange, routing_key = loads(bytes_to_str(raw))
+        except (ValueError, TypeError):
+            continue
+        if routing_key not in queues:
+            continue
+        with client.pipeline() as pipe:   # MULTI: never in both, or none
+            pipe.hdel(unacked, tag).zrem(index, tag)
+            channel._do_restore_message(message, exchange, routing_key,
+                                        pipe, leftmost=True)
+            pipe.execute()
+        restored += 1
+    for queue in queues:
+        while client.rpoplpush(fetched_key(queue, slot), queue) is not None:
+            restored += 1
+    return restored
+
+
 def restore_fetched(channel, queue_names):
     """Put back the messages a dead consumer fetched but never recorded.
 

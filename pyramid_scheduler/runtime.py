@@ -424,7 +424,22 @@ class Runtime:
         except Exception:
             log.exception('could not restore fetched messages; they come '
                           'back when the queue\'s next consumer starts')
+        if self.owns_stores:
+            self._restore_removed_slots(channel)
         self._ready.set()
+
+    def _restore_removed_slots(self, channel):
+        """What processes of this queue that are no longer configured
+        left unacknowledged (Redis; see redis_transport)."""
+        settings = self.settings
+        try:
+            broker.restore_removed_slots(channel, {
+                broker.queue_name(settings, queue): settings.processes(queue)
+                for queue in self.queues})
+        except Exception:
+            log.exception('could not restore the messages of removed '
+                          'processes; they come back when the queue has '
+                          'that many processes again')
 
     def on_iteration(self, consumer):
         self.beat()

@@ -312,3 +312,33 @@ def test_titles_name_every_process(tmp_path, broker_for, daemons):
     assert len(set(pids.values())) == 3
     assert 'serving queue(s) mail (async jobs only: process slot 1)' in \
         daemon.log()
+
+
+def test_messages_of_a_removed_process_killed_while_stopping_come_back(
+        tmp_path, broker_for, daemons):
+    """Redis: a process of a slot that a reload removes, killed before it
+    hands its messages back, left them in its slot's keys, where no consumer
+    looks; the queue's next job store owner puts them back."""
+    settings = broker_for('redis')
+    ini = write_ini(tmp_path / 'app.ini', settings=dict(
+        settings, **{'scheduler.processes': '2'}))
+    daemon = daemons(ini)
+    pids = wait_served(daemon, {'jobs #1', 'jobs #2'})
+    out = str(tmp_path / 'ids')
+    total = 300
+    with producer(ini) as scheduler:
+        for n in range(total):
+            scheduler.add_async_job(jobs.append_id, args=(out, f'a{n}', 0.05))
+    wait_for(lambda: len({pid for _, pid, _ in jobs.read_ids(out)}) == 2,
+             30, what='both processes running jobs')
+    write_ini(ini, settings=settings)   # back to one process
+    daemon.send_signal(signal.SIGHUP)
+    os.kill(pids['jobs #2'], signal.SIGKILL)   # dies holding its messages
+    daemon.wait_log('pscheduler ready', count=2, timeout=60)
+    wait_served(daemon, {'jobs'})
+    wanted = {f'a{n}' for n in range(total)}
+    # Well within the visibility timeout (1h): put back at once.
+    wait_for(lambda: wanted <= set(ran(out)), 60,
+             what=f'{total} jobs; ran {len(ran(out))}; log:\n'
+                  f'{daemon.log()[-4000:]}')
+    assert 'left by process(es) no longer configured' in daemon.log()
