@@ -372,9 +372,17 @@ def _restore_slot(channel, client, slot, queues):
             pipe.execute()
         restored += 1
     for queue in queues:
-        while client.rpoplpush(fetched_key(queue, slot), queue) is not None:
-            restored += 1
+        restored += _put_back_fetched(client, fetched_key(queue, slot), queue)
     return restored
+
+
+def _put_back_fetched(client, key, queue):
+    """Move every message of the fetched list ``key`` back to ``queue``,
+    one atomic ``RPOPLPUSH`` each; returns how many."""
+    moved = 0
+    while client.rpoplpush(key, queue) is not None:
+        moved += 1
+    return moved
 
 
 def restore_fetched(channel, queue_names):
@@ -388,9 +396,8 @@ def restore_fetched(channel, queue_names):
     restored = 0
     with channel.conn_or_acquire() as client:
         for queue in queue_names:
-            while client.rpoplpush(channel.fetched_key(queue),
-                                   queue) is not None:
-                restored += 1
+            restored += _put_back_fetched(client, channel.fetched_key(queue),
+                                          queue)
     if restored:
         log.warning('restored %d message(s) fetched by a previous consumer '
                     'of %s that died before recording them', restored,

@@ -548,6 +548,10 @@ class Runtime:
         if handler is None:
             self.dead_letter(message, f'unexpected {body["type"]} message')
             return
+        if not self.owns_stores and not _is_async_job(body):
+            # Deferred jobs, cancels and commands are the job store
+            # owner's, which checks them as it checks any other.
+            handler = self._pass_to_store_owner
         try:
             handler(body, message)
         except InvalidJob as exc:
@@ -655,7 +659,8 @@ class Runtime:
     def _pass_to_store_owner(self, body, message):
         """A deferred job, cancel or command reached a runtime that does not
         own the job store (sent before the queue had several processes, or
-        by hand): send it on to the store queue, whose owner handles it."""
+        by hand): send it on to the store queue, whose owner handles it
+        (an unknown queue's, to the first queue's owner, who refuses it)."""
         queue = body.get('queue')
         target = broker.store_queue(
             self.settings, queue if queue in self.queues else self.queues[0])
@@ -695,9 +700,6 @@ class Runtime:
             self._notify(Event.JOB_CREATED, job)
             self._acks.expect(message)
             self.submit(self._run_async, job, message, func)
-            return
-        if not self.owns_stores:
-            self._pass_to_store_owner(body, message)
             return
         trigger, name, options = self._prepare_stored_job(spec, queue)
         self._notify(Event.JOB_CREATED, job)
@@ -746,9 +748,6 @@ class Runtime:
         if not isinstance(job_id, str) or not job_id:
             raise InvalidJob(f'job id to cancel must be a non-empty string, '
                              f'not {job_id!r:.80}')
-        if not self.owns_stores:
-            self._pass_to_store_owner(body, message)
-            return
         try:
             job = self._scheduler.get_job(job_id, jobstore=queue)
             self._scheduler.remove_job(job_id, jobstore=queue)
@@ -765,9 +764,6 @@ class Runtime:
         message.ack()
 
     def _on_command(self, body, message):
-        if not self.owns_stores:
-            self._pass_to_store_owner(body, message)
-            return
         try:
             admin.handle_command(self, body)
         finally:
@@ -941,6 +937,10 @@ class Runtime:
                                   queue)
             return jobs
         return store.get_all_jobs()[offset:offset + limit]
+
+
+def _is_async_job(body):
+    return body['type'] == wire.JOB_CREATED and body['job']['kind'] == 'async'
 
 
 def _still_stored(store, run):
