@@ -8,7 +8,7 @@ import urllib.parse
 
 import kombu
 
-from . import redis_transport, sqlite_transport
+from . import sqlite_transport
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +128,13 @@ def connect(settings, consumer_slot=0, **kwargs):
                                 transport=EmbeddedTransport,
                                 transport_options=options, **kwargs)
     connect_timeout = max(settings.send_timeout, 0.5)
-    if _scheme(settings.broker_url) == 'redis':
+    if _scheme(settings.broker_url) in ('redis', 'rediss'):
+        # Imported here: redis is an extra, the SQLite default lacks it.
+        from . import redis_transport
         # kombu's Redis transport, without its window for losing a message
         # taken by a consumer that dies (see redis_transport). Not for
         # rediss://, whose TLS defaults kombu derives from the scheme.
+    if _scheme(settings.broker_url) == 'redis':
         kwargs.setdefault('transport', redis_transport.Transport)
     if _scheme(settings.broker_url) in ('redis', 'rediss'):
         options.update(redis_transport.slot_options(consumer_slot))
@@ -141,6 +144,12 @@ def connect(settings, consumer_slot=0, **kwargs):
 
 def _scheme(url):
     return str(url).split(':', 1)[0].lower()
+
+
+def _is_redis(channel):
+    # kombu's Redis transport and ours say 'redis'; without the redis extra
+    # no channel can be one, and redis_transport must not be imported.
+    return getattr(channel.connection, 'driver_type', None) == 'redis'
 
 
 def polling_interval(settings):
@@ -161,12 +170,18 @@ def ensure_embedded_database(path):
 def restore_fetched_messages(channel, queue_names):
     """Put back the Redis messages a dead consumer fetched but never
     recorded as unacknowledged (see redis_transport); 0 elsewhere."""
+    if not _is_redis(channel):
+        return 0
+    from . import redis_transport
     return redis_transport.restore_fetched(channel, queue_names)
 
 
 def restore_removed_slots(channel, first_removed):
     """Put back the Redis messages left by processes of slots that no
     longer exist (see redis_transport); 0 elsewhere."""
+    if not _is_redis(channel):
+        return 0
+    from . import redis_transport
     return redis_transport.restore_removed_slots(channel, first_removed)
 
 

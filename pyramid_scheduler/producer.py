@@ -15,7 +15,7 @@ import weakref
 from kombu import serialization
 from pyramid.threadlocal import get_current_request
 
-from . import broker, redis_publish, signing
+from . import broker, signing
 from .errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Producer:
         self._pool = None
         self._pool_pid = None
         self._lock = threading.Lock()
-        self._direct = redis_publish.publisher_for(settings)
+        self._direct = _direct_publisher(settings)
         # One kombu Producer per pooled connection, kept while it works:
         # building one costs more than the publish itself.
         self._producers = weakref.WeakKeyDictionary()
@@ -80,7 +80,7 @@ class Producer:
         timeout = self.settings.send_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         message = self.encode(body)
-        if self._direct is not None and redis_publish.declares_nothing(
+        if self._direct is not None and self._direct.declares_nothing(
                 declare) and self._publish_direct(message, routing_key,
                                                   timeout, deadline):
             return
@@ -199,6 +199,17 @@ def _kombu_publish(publish, message, routing_key, declare, compression,
 
 def _remaining(deadline):
     return max(deadline - time.monotonic(), 0.05)
+
+
+def _direct_publisher(settings):
+    """The one-LPUSH publisher for a plain redis:// URL, or None.
+
+    redis_publish imports redis, an extra: only a Redis URL may load it.
+    """
+    if not str(settings.broker_url).lower().startswith('redis://'):
+        return None
+    from . import redis_publish
+    return redis_publish.publisher_for(settings)
 
 
 def _is_connection_error(exc, pool):

@@ -142,6 +142,7 @@ class RedisPublisher:
     errors = (redis.RedisError, OSError)
     #: Of those, what says that Redis could not be reached (in time).
     connection_errors = (redis.ConnectionError, redis.TimeoutError, OSError)
+    declares_nothing = staticmethod(declares_nothing)
 
     def __init__(self, options):
         self._options = options

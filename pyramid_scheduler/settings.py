@@ -14,6 +14,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.path import DottedNameResolver
 from pyramid.settings import asbool, aslist
 
+from . import extras
 from .errors import InvalidQueue
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,14 @@ def embedded_database_path(raw, here):
                         DEFAULT_DATABASE_NAME)
 
 
+def check_installed(key, url, problem):
+    """Refuse a URL whose optional extra or driver is missing."""
+    if problem:
+        from .broker import redact_url
+        raise ConfigurationError(
+            f'setting "{PREFIX}{key}" is {redact_url(url)}: {problem}')
+
+
 def warn_unknown_keys(conf):
     for key in conf:
         if key in KNOWN_KEYS or key.startswith(PASS_THROUGH_PREFIXES):
@@ -307,6 +316,13 @@ def parse_settings(settings, here=None, import_references=True):
                         '"%squeues" (%s)', PREFIX, key, PREFIX,
                         ' '.join(queues))
 
+    if not embedded:
+        check_installed('broker.url', broker_url,
+                        extras.missing_broker_extra(broker_url))
+    jobstore_url = (get('jobstore.url') or sqlite_url).strip()
+    check_installed('jobstore.url', jobstore_url,
+                    extras.missing_database_driver(jobstore_url))
+
     jobstore_class = get('jobstore.default.class')
     housekeeping_append = get('housekeeping.append')
     delegator = get('delegator')
@@ -338,7 +354,7 @@ def parse_settings(settings, here=None, import_references=True):
                                              get('housekeeping', '24h')),
         housekeeping_append=reference('housekeeping.append',
                                       housekeeping_append),
-        jobstore_url=(get('jobstore.url') or sqlite_url).strip(),
+        jobstore_url=jobstore_url,
         jobstore_class=reference('jobstore.default.class', jobstore_class),
         jobstore_options={k[len('jobstore.default.'):]: v
                           for k, v in conf.items()
