@@ -12,13 +12,13 @@ import math
 import time
 import uuid
 
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from kombu import serialization
 from tzlocal import get_localzone
 
 from .errors import InvalidJob
+from .triggers import WallClockCronTrigger, WallClockIntervalTrigger
 
 KINDS = ('async', 'date', 'interval', 'cron')
 JOB_OPTIONS = ('id', 'name', 'misfire_grace_time', 'coalesce',
@@ -242,14 +242,12 @@ def build_trigger(kind, fields, timezone):
         if kind == 'date':
             return DateTrigger(run_date=fields['run_date'], timezone=tz)
         if kind == 'interval':
-            trigger = IntervalTrigger(timezone=tz, **fields)
-            if trigger.interval.total_seconds() <= 0:
-                raise ValueError('the interval must be positive')
-            return trigger
+            return _interval_trigger(fields, tz)
         if kind == 'cron':
             crontab = fields.pop('crontab', None)
             if crontab:
-                trigger = CronTrigger.from_crontab(crontab, timezone=tz)
+                trigger = WallClockCronTrigger.from_crontab(crontab,
+                                                            timezone=tz)
                 if fields.get('start_date') or fields.get('end_date') \
                         or fields.get('jitter'):
                     trigger.start_date = _as_tz(fields.get('start_date'), tz) \
@@ -257,11 +255,35 @@ def build_trigger(kind, fields, timezone):
                     trigger.end_date = _as_tz(fields.get('end_date'), tz)
                     trigger.jitter = fields.get('jitter')
                 return trigger
-            return CronTrigger(timezone=tz, **fields)
+            return WallClockCronTrigger(timezone=tz, **fields)
     except (ValueError, TypeError, KeyError, OverflowError) as exc:
         # KeyError: a message without run_date (never one from build_spec).
         raise InvalidJob(f'invalid {kind} schedule {fields!r}: {exc}') from exc
     raise InvalidJob(f'unknown job kind {kind!r}')
+
+
+def _interval_trigger(fields, tz):
+    """Whole days and weeks keep the time of day on the clock across a
+    daylight saving change; any interval with hours, minutes or seconds is
+    elapsed time ("every 2 hours" stays 2 hours apart at the change)."""
+    if _whole_days_only(fields):
+        lengths = {name: int(fields.pop(name) or 0)
+                   for name in INTERVAL_FIELDS if name in fields}
+        return WallClockIntervalTrigger(
+            timezone=tz, weeks=lengths.get('weeks', 0),
+            days=lengths.get('days', 0), **fields)
+    trigger = IntervalTrigger(timezone=tz, **fields)
+    if trigger.interval.total_seconds() <= 0:
+        raise ValueError('the interval must be positive')
+    return trigger
+
+
+def _whole_days_only(fields):
+    lengths = {name: fields[name] for name in INTERVAL_FIELDS
+               if fields.get(name)}
+    return bool(lengths) and set(lengths) <= {'weeks', 'days'} and all(
+        type(value) in (int, float) and value > 0 and value == int(value)
+        for value in lengths.values())
 
 
 def _as_tz(value, tz):
