@@ -313,6 +313,35 @@ def check_options(options, kind):
     _check_text_option(options, 'name')
 
 
+# Options a kind of job would accept and ignore: refused, with what to do.
+_IGNORED = {
+    'async': {
+        name: f'{name} has no effect on an async job, which runs once, as '
+        'soon as a worker thread of its queue is free; it applies to '
+        'deferred (date, interval, cron) jobs. To bound how many async jobs '
+        'run at once, send them to a queue with fewer worker threads '
+        '(scheduler.queue.NAME.executor.size)'
+        for name in ('max_instances', 'coalesce', 'misfire_grace_time')},
+    'date': {
+        'coalesce': 'coalesce has no effect on a date job, which has one run '
+        'time (nothing to merge after downtime); it applies to interval and '
+        'cron jobs',
+    },
+}
+
+
+def check_honoured(options, kind):
+    """Refuse the options this kind of job would accept and ignore.
+
+    Checked where the job is made only, not again on receipt as
+    ``check_options`` is: a message an older producer sent with such an
+    option is harmless and runs, instead of going to the dead letters.
+    """
+    ignored = _IGNORED.get(kind, {})
+    for name in sorted(set(options) & set(ignored)):
+        raise InvalidJob(ignored[name])
+
+
 def _check_text_option(options, key):
     value = options.get(key)
     if key in options and (not isinstance(value, str) or not value.strip()):
@@ -337,6 +366,7 @@ def build_spec(settings, kind, func, args=None, kwargs=None, queue=None,
     queue = settings.check_queue(queue)
     options = {k: v for k, v in (options or {}).items() if v is not None}
     check_options(options, kind)
+    check_honoured(options, kind)
     ref = func_reference(func)
     check_allowed(ref, settings.allowed_modules)
     args, kwargs = normalize_args(args, kwargs)
