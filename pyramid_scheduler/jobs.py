@@ -12,13 +12,13 @@ import math
 import time
 import uuid
 
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from kombu import serialization
 from tzlocal import get_localzone
 
 from .errors import InvalidJob
+from .triggers import WallClockCronTrigger, WallClockIntervalTrigger
 
 KINDS = ('async', 'date', 'interval', 'cron')
 JOB_OPTIONS = ('id', 'name', 'misfire_grace_time', 'coalesce',
@@ -242,14 +242,12 @@ def build_trigger(kind, fields, timezone):
         if kind == 'date':
             return DateTrigger(run_date=fields['run_date'], timezone=tz)
         if kind == 'interval':
-            trigger = IntervalTrigger(timezone=tz, **fields)
-            if trigger.interval.total_seconds() <= 0:
-                raise ValueError('the interval must be positive')
-            return trigger
+            return _interval_trigger(fields, tz)
         if kind == 'cron':
             crontab = fields.pop('crontab', None)
             if crontab:
-                trigger = CronTrigger.from_crontab(crontab, timezone=tz)
+                trigger = WallClockCronTrigger.from_crontab(crontab,
+                                                            timezone=tz)
                 if fields.get('start_date') or fields.get('end_date') \
                         or fields.get('jitter'):
                     trigger.start_date = _as_tz(fields.get('start_date'), tz) \
@@ -257,11 +255,35 @@ def build_trigger(kind, fields, timezone):
                     trigger.end_date = _as_tz(fields.get('end_date'), tz)
                     trigger.jitter = fields.get('jitter')
                 return trigger
-            return CronTrigger(timezone=tz, **fields)
+            return WallClockCronTrigger(timezone=tz, **fields)
     except (ValueError, TypeError, KeyError, OverflowError) as exc:
         # KeyError: a message without run_date (never one from build_spec).
         raise InvalidJob(f'invalid {kind} schedule {fields!r}: {exc}') from exc
     raise InvalidJob(f'unknown job kind {kind!r}')
+
+
+def _interval_trigger(fields, tz):
+    """Whole days and weeks keep the time of day on the clock across a
+    daylight saving change; any interval with hours, minutes or seconds is
+    elapsed time ("every 2 hours" stays 2 hours apart at the change)."""
+    if _whole_days_only(fields):
+        lengths = {name: int(fields.pop(name) or 0)
+                   for name in INTERVAL_FIELDS if name in fields}
+        return WallClockIntervalTrigger(
+            timezone=tz, weeks=lengths.get('weeks', 0),
+            days=lengths.get('days', 0), **fields)
+    trigger = IntervalTrigger(timezone=tz, **fields)
+    if trigger.interval.total_seconds() <= 0:
+        raise ValueError('the interval must be positive')
+    return trigger
+
+
+def _whole_days_only(fields):
+    lengths = {name: fields[name] for name in INTERVAL_FIELDS
+               if fields.get(name)}
+    return bool(lengths) and set(lengths) <= {'weeks', 'days'} and all(
+        type(value) in (int, float) and value > 0 and value == int(value)
+        for value in lengths.values())
 
 
 def _as_tz(value, tz):
@@ -291,6 +313,35 @@ def check_options(options, kind):
     _check_text_option(options, 'name')
 
 
+# Options a kind of job would accept and ignore: refused, with what to do.
+_IGNORED = {
+    'async': {
+        name: f'{name} has no effect on an async job, which runs once, as '
+        'soon as a worker thread of its queue is free; it applies to '
+        'deferred (date, interval, cron) jobs. To bound how many async jobs '
+        'run at once, send them to a queue with fewer worker threads '
+        '(scheduler.queue.NAME.executor.size)'
+        for name in ('max_instances', 'coalesce', 'misfire_grace_time')},
+    'date': {
+        'coalesce': 'coalesce has no effect on a date job, which has one run '
+        'time (nothing to merge after downtime); it applies to interval and '
+        'cron jobs',
+    },
+}
+
+
+def check_honoured(options, kind):
+    """Refuse the options this kind of job would accept and ignore.
+
+    Checked where the job is made only, not again on receipt as
+    ``check_options`` is: a message an older producer sent with such an
+    option is harmless and runs, instead of going to the dead letters.
+    """
+    ignored = _IGNORED.get(kind, {})
+    for name in sorted(set(options) & set(ignored)):
+        raise InvalidJob(ignored[name])
+
+
 def _check_text_option(options, key):
     value = options.get(key)
     if key in options and (not isinstance(value, str) or not value.strip()):
@@ -315,6 +366,7 @@ def build_spec(settings, kind, func, args=None, kwargs=None, queue=None,
     queue = settings.check_queue(queue)
     options = {k: v for k, v in (options or {}).items() if v is not None}
     check_options(options, kind)
+    check_honoured(options, kind)
     ref = func_reference(func)
     check_allowed(ref, settings.allowed_modules)
     args, kwargs = normalize_args(args, kwargs)

@@ -183,6 +183,22 @@ CASES = {
     'empty name': (lambda s: s.add_interval_job(jobs.noop, seconds=5,
                                                 name=''),
                    InvalidJob, 'job name must be a non-empty string'),
+    # options a kind of job would accept and ignore
+    'max_instances on async': (lambda s: s.add_async_job(
+        jobs.noop, max_instances=2),
+        InvalidJob, 'max_instances has no effect on an async job'),
+    'coalesce on async': (lambda s: s.add_async_job(jobs.noop,
+                                                    coalesce=False),
+                          InvalidJob, 'coalesce has no effect on an async '
+                          'job, which runs once'),
+    'misfire_grace_time on async': (lambda s: s.add_async_job(
+        jobs.noop, misfire_grace_time=30),
+        InvalidJob, 'misfire_grace_time has no effect on an async job, which '
+        'runs once, as soon as a worker thread of its queue is free; it '
+        'applies to deferred (date, interval, cron) jobs'),
+    'coalesce on date': (lambda s: s.add_date_job(jobs.noop, NOW + 60,
+                                                  coalesce=True),
+                         InvalidJob, 'coalesce has no effect on a date job'),
     # dates in the past
     'date beyond grace': (lambda s: s.add_date_job(jobs.noop, NOW - 7200),
                           InvalidJob, 'more than the misfire grace time'),
@@ -245,6 +261,10 @@ def sending_scheduler(tmp_path):
     lambda s: s.add_date_job(jobs.noop, datetime.date.today()
                              + datetime.timedelta(days=1)),
     lambda s: s.add_date_job(jobs.noop, '2999-01-01T10:00:00+02:00'),
+    lambda s: s.add_date_job(jobs.noop, NOW + 60, misfire_grace_time=5,
+                             max_instances=1, name='once'),
+    lambda s: s.add_async_job(jobs.noop, name='seen by listeners',
+                              coalesce=None),
     lambda s: s.add_interval_job(jobs.noop, hours=1, start_date=NOW + 10,
                                  jitter=5, misfire_grace_time=30,
                                  max_instances=2, name='hourly'),
