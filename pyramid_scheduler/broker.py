@@ -68,22 +68,7 @@ def dead_letter_queue(settings, queue):
     return kombu_queue(dead_letter_queue_name(settings, queue))
 
 
-def redact_url(url):
-    """The URL with any password replaced, fit for logs and errors.
-
-    kombu's failover form ``url1;url2`` has each of its URLs redacted.
-    """
-    if ';' in str(url):
-        return ';'.join(redact_url(part) for part in str(url).split(';'))
-    try:
-        parts = urllib.parse.urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return '<unparseable url>'
-    if password is None:
-        return url
-    netloc = parts.netloc.replace(f':{password}@', ':***@', 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+from .values import redact_url  # noqa: E402,F401 (moved; re-exported)
 
 
 def transport_options(settings):

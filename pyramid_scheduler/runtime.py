@@ -165,6 +165,11 @@ class Runtime:
                 return False
         return True
 
+    def release_stores(self):
+        """Give back the job store locks of a runtime that will not start."""
+        for lock in self._locks.values():
+            lock.release()
+
     def start(self):
         """Start consuming; the caller must hold the job store locks."""
         if not all(lock.held for lock in self._locks.values()):

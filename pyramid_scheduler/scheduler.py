@@ -1,14 +1,10 @@
 """The public facade: ``registry.scheduler`` / ``request.scheduler``."""
-import atexit
-import logging
-import threading
-
 from . import admin, broker, wire
+from .combined import InProcessRunner
+from .errors import InvalidJob
 from .events import Listeners
 from .jobs import CRON_FIELDS, INTERVAL_FIELDS, build_spec
 from .producer import AfterCommitSender, Producer
-
-log = logging.getLogger(__name__)
 
 
 class Scheduler:
@@ -24,13 +20,16 @@ class Scheduler:
         self.listeners = Listeners()
         self.settings = None
         self.producer = None
-        self.runtime = None
         self._sender = None
-        self._start_lock = threading.Lock()
-        self._standby = None
-        self._stopping = threading.Event()
+        # Combined mode, or a script that runs jobs itself (start()).
+        self._in_process = InProcessRunner(self.make_runtime, self.shutdown)
         if settings is not None:
             self.configure(settings)
+
+    @property
+    def runtime(self):
+        """The runtime running jobs in this process, if any (else None)."""
+        return self._in_process.runtime
 
     def configure(self, settings):
         """Use validated ``SchedulerSettings``; called by the include."""
@@ -75,7 +74,6 @@ class Scheduler:
                       seconds=seconds)
         fields = {k: v for k, v in values.items() if v}
         if not fields:
-            from .errors import InvalidJob
             raise InvalidJob('an interval job needs a positive interval: pass '
                              f'one of {", ".join(INTERVAL_FIELDS)}')
         fields['start_date'] = start_date
@@ -93,7 +91,6 @@ class Scheduler:
         fields = {k: v for k, v in values.items() if v is not None}
         if crontab is not None:
             if fields:
-                from .errors import InvalidJob
                 raise InvalidJob('give either crontab or the cron fields '
                                  f'({", ".join(CRON_FIELDS)}), not both')
             fields['crontab'] = crontab
@@ -160,51 +157,13 @@ class Scheduler:
         Starts at once if this process can take every queue's job store;
         otherwise a standby thread keeps trying, so another process that
         consumes already (another web worker) keeps doing it alone, and this
-        one takes over if it dies.
+        one takes over if it dies (see combined.InProcessRunner).
         """
-        with self._start_lock:
-            if self.runtime is not None or self._standby is not None:
-                return
-            self._stopping.clear()
-            runtime = self.make_runtime(queues)
-            if runtime.acquire_stores():
-                self._run(runtime)
-                return
-            log.info('another process runs the jobs of queue(s) %s; this one '
-                     'stands by to take over', ', '.join(runtime.queues))
-            self._standby = threading.Thread(
-                target=self._wait_for_stores,
-                args=(runtime, standby_interval),
-                name='pscheduler-standby', daemon=True)
-            self._standby.start()
-
-    def _wait_for_stores(self, runtime, interval):
-        stopping = self._stopping.is_set
-        while not runtime.acquire_stores(timeout=interval,
-                                         should_stop=stopping):
-            if stopping():
-                break
-        with self._start_lock:
-            self._standby = None
-            if stopping():
-                # shutdown() was called while waiting: never start after it.
-                for lock in runtime._locks.values():
-                    lock.release()
-                return
-            self._run(runtime)
-
-    def _run(self, runtime):
-        runtime.start()
-        self.runtime = runtime
-        atexit.register(self.shutdown)
+        self._in_process.start(queues, standby_interval)
 
     def shutdown(self, timeout=None):
         """Stop running jobs in this process (drains; see Runtime.stop)."""
-        self._stopping.set()
-        with self._start_lock:
-            runtime, self.runtime = self.runtime, None
-        if runtime is not None:
-            runtime.stop(timeout)
+        self._in_process.stop(timeout)
         if self.producer is not None:
             self.producer.close()
 

@@ -2,167 +2,199 @@
 
 Everything here works on a plain dict, so the daemon's master can validate an
 ini without importing the application, and tests need no Configurator.
+
+Every key is one ``Option`` in ``OPTIONS``, as gunicorn's ``config.py``
+declares its ``Setting`` classes: the table gives each key's parser, default
+and README text, and from it come the validation, ``KNOWN_KEYS`` (for the
+unknown-key warning) and the check that README.rst documents every key
+(tests/test_readme_settings.py). Keys that only make sense together (the
+storage URLs, the secret sources, the queues and their per-queue keys) are
+read by the short sections of ``parse_settings``.
 """
 import dataclasses
 import difflib
 import logging
 import os
-import re
+import textwrap
 
-from kombu import compression, serialization
 from pyramid.exceptions import ConfigurationError
-from pyramid.path import DottedNameResolver
-from pyramid.settings import asbool, aslist
 
 from . import extras
 from .errors import InvalidQueue
+from .secrets import load_secrets
+from .values import (  # noqa: F401 (the parsers were importable from here)
+    DEFAULT_QUEUE, PREFIX, bad_value, parse_bool, parse_compressor,
+    parse_duration, parse_grace_time, parse_list, parse_positive_int,
+    parse_queues, parse_serializer, parse_size, parse_text, parse_timezone,
+    redact_url, resolve_dotted)
 
 log = logging.getLogger(__name__)
 
-PREFIX = 'scheduler.'
-DEFAULT_QUEUE = 'jobs'
+DEFAULT_ID = 'pyramid_scheduler'
 # With a secret, a signed message older than this is refused (a replay);
 # it only bounds time spent in the broker: stored jobs are not affected.
 DEFAULT_MAX_MESSAGE_AGE = '1d'
 DEFAULT_DATABASE_NAME = 'pscheduler.sqlite'
-
-# Every key we understand (without the prefix). Keys under the pass-through
-# prefixes below are handed on unchanged.
-KNOWN_KEYS = (
-    'combined', 'queues', 'id', 'database',
-    'broker.url', 'broker.serializer', 'broker.compressor',
-    'broker.send_timeout', 'broker.polling_interval',
-    'broker.visibility_timeout',
-    'broker.secret', 'broker.secret.previous', 'broker.secret.file',
-    'broker.secret.env', 'broker.max_message_age',
-    'housekeeping', 'housekeeping.append',
-    'jobstore.url', 'jobstore.default.class',
-    'misfire_grace_time', 'coalesce', 'timezone', 'delegator',
-    'executor.size', 'processes', 'transactional', 'allowed_modules',
-    'shutdown_timeout', 'child.memory_limit', 'child.heartbeat_timeout',
-    'child.boot_failures', 'admin.timeout',
-)
+# Keys under these prefixes are handed on unchanged (queue.NAME.* is read
+# per queue by _queue_fields).
 PASS_THROUGH_PREFIXES = ('apscheduler.', 'jobstore.default.', 'queue.')
 
-_DURATION_RE = re.compile(
-    r'^\s*(?:(?P<d>\d+(?:\.\d+)?)\s*d)?\s*(?:(?P<h>\d+(?:\.\d+)?)\s*h)?'
-    r'\s*(?:(?P<m>\d+(?:\.\d+)?)\s*m)?\s*(?:(?P<s>\d+(?:\.\d+)?)\s*s?)?\s*$')
-_SIZE_RE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$', re.I)
-_QUEUE_NAME_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]*$')
+
+def parse_scheduler_id(key, value):
+    # Empty means the default: queue names and tables start with the id.
+    return str(value or DEFAULT_ID).strip()
 
 
-def bad_value(key, value, allowed):
-    return ConfigurationError(
-        f'invalid value {value!r} for setting "{PREFIX}{key}": '
-        f'expected {allowed}')
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One ``scheduler.*`` key: how it is read and how README.rst shows it."""
+    key: str        # without the "scheduler." prefix
+    # The SchedulerSettings field it fills by itself; None: a section of
+    # parse_settings reads it together with other keys.
+    field: str
+    # values.parse_*(key, value); None: its section reads the raw text.
+    parse: object
+    # The text used when the key is absent; None: an optional key, absent or
+    # empty gives None.
+    default: object
+    help: str       # README.rst's description (reStructuredText)
+    # README.rst's "(default: ...)" when ``default`` does not say it.
+    shown_default: str = None
+
+    def read(self, conf, import_references=True):
+        value = conf.get(self.key, self.default)
+        if self.default is None and not value:
+            return None
+        parse = self.parse
+        if parse is resolve_dotted and not import_references:
+            # The pscheduler master must not import the application: it
+            # keeps dotted names as text (the children import them).
+            parse = parse_text
+        return parse(self.key, value)
+
+    @property
+    def documented_default(self):
+        if self.shown_default is not None:
+            return self.shown_default
+        return 'none' if self.default is None else f'``{self.default}``'
+
+    def describe(self):
+        """This key's entry in README.rst's Settings section."""
+        body = textwrap.fill(self.help, width=79, initial_indent='    ',
+                             subsequent_indent='    ', break_long_words=False,
+                             break_on_hyphens=False)
+        return (f'``{PREFIX}{self.key}`` (default: '
+                f'{self.documented_default})\n{body}\n')
 
 
-def parse_duration(key, value):
-    """``'24h'``, ``'30m'``, ``'1d 12h'``, ``'90'`` (seconds) -> seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION_RE.match(str(value))
-        if not match or not any(match.groupdict().values()):
-            raise bad_value(key, value,
-                            'a duration such as "90", "30s", "15m", "24h", '
-                            '"1d" or "1h 30m"')
-        parts = {k: float(v) for k, v in match.groupdict().items() if v}
-        seconds = (parts.get('d', 0) * 86400 + parts.get('h', 0) * 3600
-                   + parts.get('m', 0) * 60 + parts.get('s', 0))
-    if seconds < 0:
-        raise bad_value(key, value, 'a duration that is not negative')
-    return seconds
+OPTIONS = (
+    Option('combined', 'combined', parse_bool, 'false',
+           'run jobs in the web process (development; see below)'),
+    Option('queues', None, parse_queues, DEFAULT_QUEUE,
+           'space-separated queue names; the first is the default'),
+    Option('id', 'scheduler_id', parse_scheduler_id, DEFAULT_ID,
+           'prefix of broker queue names and job store tables: two '
+           'applications sharing a broker need different ids'),
+    Option('database', None, None, None,
+           'the embedded SQLite file (messages and job store) when no broker '
+           'URL is set',
+           shown_default=f'``%(here)s/{DEFAULT_DATABASE_NAME}``'),
+    Option('broker.url', None, None, None,
+           'a kombu URL: ``redis://127.0.0.1:6379/0``, '
+           '``pyamqp://user:pw@host//``',
+           shown_default='(embedded SQLite)'),
+    Option('broker.serializer', 'serializer', parse_serializer, 'json',
+           'any kombu serializer (``json``, ``pickle``, ``yaml``, '
+           '``msgpack`` when installed)'),
+    Option('broker.compressor', 'compressor', parse_compressor, None,
+           '``zlib``, ``bzip2``, ... (kombu compressors)'),
+    Option('broker.send_timeout', 'send_timeout', parse_duration, '2s',
+           'the most a producer waits for the broker before raising '
+           '``BrokerUnavailable``'),
+    Option('broker.visibility_timeout', 'visibility_timeout', parse_duration,
+           '1h',
+           'Redis only: after this, kombu hands an unacknowledged message to '
+           'a consumer again; it must be longer than the longest async job '
+           '(see "Delivery guarantees")'),
+    Option('broker.polling_interval', 'polling_interval', parse_duration,
+           '2s',
+           'embedded transport only: producers wake consumers through a unix '
+           'socket beside the database; this is the poll that catches a lost '
+           'wake-up (say, web app and pscheduler running as users who cannot '
+           "reach each other's sockets)"),
+    Option('broker.secret', None, None, None,
+           'sign and verify every message (HMAC-SHA256); at least 16 '
+           'characters'),
+    Option('broker.secret.file', None, None, None,
+           '... or read the secret from this file'),
+    Option('broker.secret.env', None, None, None,
+           '... or from this environment variable'),
+    Option('broker.secret.previous', None, None, None,
+           'older secrets still accepted (rotation)'),
+    Option('broker.max_message_age', 'max_message_age', parse_duration,
+           DEFAULT_MAX_MESSAGE_AGE,
+           'refuse signed messages older than this (replays); ``0`` turns '
+           'the check off. Messages that waited longer in the broker '
+           '(pscheduler down for more than a day) go to the dead-letter queue',
+           shown_default=f'``{DEFAULT_MAX_MESSAGE_AGE}`` with a secret'),
+    Option('jobstore.url', None, None, None,
+           'SQLAlchemy URL of the job stores, e.g. '
+           '``postgresql+psycopg2://user@host/db``',
+           shown_default='the embedded file'),
+    Option('jobstore.default.class', 'jobstore_class', resolve_dotted, None,
+           'another APScheduler job store class (dotted name); '
+           '``scheduler.jobstore.default.*`` are its arguments',
+           shown_default='SQLAlchemyJobStore'),
+    Option('misfire_grace_time', 'misfire_grace_time', parse_grace_time, '1h',
+           'how late a deferred run may still run'),
+    Option('coalesce', 'coalesce', parse_bool, 'true',
+           'after downtime, run a periodic job once, not per missed run'),
+    Option('timezone', 'timezone', parse_timezone, None,
+           'time zone of naive datetimes and cron fields',
+           shown_default='local time zone'),
+    Option('executor.size', None, parse_positive_int, '4',
+           'worker threads (and prefetched messages) per queue'),
+    Option('processes', None, parse_positive_int, '1',
+           'pscheduler children per queue. All of them run the queue\'s async '
+           'jobs; the first alone owns its job store (see "Several processes '
+           'per queue")'),
+    Option('transactional', 'transactional', parse_bool, 'true',
+           "send after the request's transaction commits"),
+    Option('allowed_modules', 'allowed_modules', parse_list, '',
+           'dotted module prefixes whose functions may be scheduled: the '
+           'function must be defined in one of them (``myapp.jobs:os.system`` '
+           'is refused); checked when adding, on receipt and again before '
+           'running',
+           shown_default='any'),
+    Option('delegator', 'delegator', resolve_dotted, None,
+           'dotted callable ``delegator(func, args, kwargs)`` that runs every '
+           'job (to wrap it: error reporting, sessions)'),
+    Option('housekeeping', 'housekeeping_interval', parse_duration, '24h',
+           'interval of housekeeping (on the embedded SQLite file: releases '
+           'leases of dead processes, deletes reply queues older than a day), '
+           'then ``scheduler.housekeeping.append``; ``0`` turns it off'),
+    Option('housekeeping.append', 'housekeeping_append', resolve_dotted, None,
+           'dotted callable run after each housekeeping'),
+    Option('shutdown_timeout', 'shutdown_timeout', parse_duration, '30s',
+           'how long a stopping child lets running jobs finish'),
+    Option('child.memory_limit', 'child_memory_limit', parse_size, None,
+           'RSS (``512MB``, ``1GiB``) above which pscheduler replaces a child '
+           'gracefully'),
+    Option('child.heartbeat_timeout', 'child_heartbeat_timeout',
+           parse_duration, '60s',
+           'a child silent this long is killed and replaced'),
+    Option('child.boot_failures', 'child_boot_failures', parse_positive_int,
+           '5',
+           'failed boots in a row after which pscheduler gives up'),
+    Option('admin.timeout', 'admin_timeout', parse_duration, '5s',
+           'how long ``pscheduler --message`` waits for answers'),
+)
+# Every key we understand (without the prefix).
+KNOWN_KEYS = tuple(option.key for option in OPTIONS)
 
 
-def parse_grace_time(key, value):
-    """A duration in whole seconds, at least 1 (what APScheduler takes)."""
-    seconds = parse_duration(key, value)
-    if seconds < 1 or seconds != int(seconds):
-        raise bad_value(key, value, 'a whole number of seconds, at least 1 '
-                                    '(such as "30", "15m" or "1h")')
-    return int(seconds)
-
-
-def parse_size(key, value):
-    """``'512MB'``, ``'1GiB'``, ``'1048576'`` -> bytes."""
-    match = _SIZE_RE.match(str(value))
-    if not match:
-        raise bad_value(key, value,
-                        'a size such as "512MB", "1GB", "1GiB" or a byte count')
-    number, unit = float(match.group(1)), (match.group(2) or '').lower()
-    base = 1024 if 'i' in unit else 1000
-    power = {'': 0, 'b': 0, 'k': 1, 'm': 2, 'g': 3, 't': 4}[unit[:1]]
-    return int(number * base ** power)
-
-
-def parse_bool(key, value):
-    text = str(value).strip().lower()
-    if text not in ('true', 'yes', 'on', 'y', 't', '1',
-                    'false', 'no', 'off', 'n', 'f', '0'):
-        raise bad_value(key, value, 'a boolean: true or false')
-    return asbool(text)
-
-
-def parse_positive_int(key, value):
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise bad_value(key, value, 'a whole number of at least 1')
-    return number
-
-
-def resolve_dotted(key, value):
-    try:
-        return DottedNameResolver().resolve(str(value).strip())
-    except Exception as exc:
-        raise bad_value(key, value, f'an importable dotted name ({exc})')
-
-
-def parse_queues(key, value):
-    queues = aslist(value) if value is not None else [DEFAULT_QUEUE]
-    if not queues:
-        raise bad_value(key, value, 'at least one queue name')
-    for name in queues:
-        if not _QUEUE_NAME_RE.match(name):
-            raise bad_value(key, name, 'queue names of letters, digits, '
-                                       '"_", "-" and "."')
-    if len(set(queues)) != len(queues):
-        raise bad_value(key, value, 'queue names without duplicates')
-    return tuple(queues)
-
-
-def parse_serializer(key, value):
-    name = str(value).strip()
-    try:
-        serialization.registry._encoders[name]
-    except KeyError:
-        known = ', '.join(sorted(serialization.registry._encoders))
-        raise bad_value(key, value, f'one of the kombu serializers: {known}')
-    return name
-
-
-def parse_compressor(key, value):
-    name = str(value).strip()
-    if not name or name.lower() == 'none':
-        return None
-    try:
-        compression.get_encoder(name)
-    except Exception:
-        known = ', '.join(sorted(compression.encoders()))
-        raise bad_value(key, value, f'none or one of: {known}')
-    return name
-
-
-def parse_timezone(key, value):
-    from apscheduler.util import astimezone
-    try:
-        return astimezone(str(value).strip())
-    except Exception:
-        raise bad_value(key, value, 'an IANA time zone name such as '
-                                    '"Europe/Paris" or "UTC"')
+def find_option(key):
+    return next(option for option in OPTIONS if option.key == key)
 
 
 def embedded_database_path(raw, here):
@@ -176,7 +208,6 @@ def embedded_database_path(raw, here):
 def check_installed(key, url, problem):
     """Refuse a URL whose optional extra or driver is missing."""
     if problem:
-        from .broker import redact_url
         raise ConfigurationError(
             f'setting "{PREFIX}{key}" is {redact_url(url)}: {problem}')
 
@@ -206,7 +237,7 @@ class QueueSettings:
 
 @dataclasses.dataclass(frozen=True)
 class SchedulerSettings:
-    """The validated ``scheduler.*`` settings; see README.rst for each."""
+    """The validated ``scheduler.*`` settings; see OPTIONS for each."""
     combined: bool
     queues: tuple
     scheduler_id: str
@@ -242,7 +273,6 @@ class SchedulerSettings:
     def __repr__(self):
         # Reprs end up in logs and tracebacks: never the secrets (repr=False
         # above) nor a password in a URL.
-        from .broker import redact_url
         shown = []
         for field in dataclasses.fields(self):
             if field.repr:
@@ -277,109 +307,76 @@ def parse_settings(settings, here=None, import_references=True):
     """Validate ``settings`` (a Pyramid settings dict) -> SchedulerSettings.
 
     ``here`` is the directory of the ini file, where the embedded SQLite
-    database goes when no path is configured.
+    database goes when no path is configured. The pscheduler master passes
+    ``import_references=False``: it must not import the application, so
+    dotted names (delegator, ...) stay text there.
     """
-    def reference(key, value):
-        # The pscheduler master must not import the application: it passes
-        # import_references=False and keeps the dotted names as text.
-        if not value:
-            return None
-        if import_references:
-            return resolve_dotted(key, value)
-        return str(value).strip()
-
     conf = strip_prefix(settings)
     warn_unknown_keys(conf)
-    here = here or settings.get('here')
-    get = conf.get
+    return SchedulerSettings(
+        **_queue_fields(conf),
+        **_storage_fields(conf, here or settings.get('here')),
+        **_option_fields(conf, import_references),
+        secrets=load_secrets(conf),
+        apscheduler_options={key: value for key, value in conf.items()
+                             if key.startswith('apscheduler.')},
+    )
 
-    queues = parse_queues('queues', get('queues'))
-    database_path = embedded_database_path(get('database'), here)
-    sqlite_url = 'sqlite:///' + database_path
-    broker_url = (get('broker.url') or '').strip()
-    embedded = not broker_url
-    default_size = parse_positive_int('executor.size', get('executor.size', 4))
-    default_processes = parse_positive_int('processes', get('processes', 1))
+
+def _option_fields(conf, import_references):
+    """Every field that one key fills by itself, as OPTIONS says."""
+    return {option.field: option.read(conf, import_references)
+            for option in OPTIONS if option.field}
+
+
+def _queue_fields(conf):
+    """The queues, and each one's ``queue.NAME.executor.size`` and
+    ``queue.NAME.processes`` (by default the global keys)."""
+    queues = find_option('queues').read(conf)
+    default_size = find_option('executor.size').read(conf)
+    default_processes = find_option('processes').read(conf)
     queue_settings = {
         name: QueueSettings(
             name,
-            executor_size=parse_positive_int(
-                f'queue.{name}.executor.size',
-                get(f'queue.{name}.executor.size', default_size)),
-            processes=parse_positive_int(
-                f'queue.{name}.processes',
-                get(f'queue.{name}.processes', default_processes)))
+            executor_size=_per_queue(conf, name, 'executor.size',
+                                     default_size),
+            processes=_per_queue(conf, name, 'processes', default_processes))
         for name in queues}
     for key in conf:
         if key.startswith('queue.') and key.split('.')[1] not in queues:
             log.warning('setting "%s%s" names a queue that is not in '
                         '"%squeues" (%s)', PREFIX, key, PREFIX,
                         ' '.join(queues))
+    return {'queues': queues, 'queue_settings': queue_settings}
 
-    if not embedded:
+
+def _per_queue(conf, queue, name, default):
+    key = f'queue.{queue}.{name}'
+    return parse_positive_int(key, conf.get(key, default))
+
+
+def _storage_fields(conf, here):
+    """Where messages and jobs are kept: the embedded SQLite file unless
+    ``broker.url`` / ``jobstore.url`` say otherwise. A URL whose extra or
+    driver is not installed is refused here, before anything runs."""
+    database_path = embedded_database_path(conf.get('database'), here)
+    sqlite_url = 'sqlite:///' + database_path
+    broker_url = (conf.get('broker.url') or '').strip()
+    if broker_url:
         check_installed('broker.url', broker_url,
                         extras.missing_broker_extra(broker_url))
-    jobstore_url = (get('jobstore.url') or sqlite_url).strip()
+    jobstore_url = (conf.get('jobstore.url') or sqlite_url).strip()
     check_installed('jobstore.url', jobstore_url,
                     extras.missing_database_driver(jobstore_url))
-
-    jobstore_class = get('jobstore.default.class')
-    housekeeping_append = get('housekeeping.append')
-    delegator = get('delegator')
-
-    from .signing import load_secrets
-    return SchedulerSettings(
-        combined=parse_bool('combined', get('combined', 'false')),
-        queues=queues,
-        scheduler_id=str(get('id') or 'pyramid_scheduler').strip(),
-        database_path=database_path,
-        broker_url=broker_url or sqlite_url,
-        embedded=embedded,
-        serializer=parse_serializer('broker.serializer',
-                                    get('broker.serializer', 'json')),
-        compressor=parse_compressor('broker.compressor',
-                                    get('broker.compressor', 'none')),
-        send_timeout=parse_duration('broker.send_timeout',
-                                    get('broker.send_timeout', '2s')),
-        polling_interval=parse_duration(
-            'broker.polling_interval', get('broker.polling_interval', '2s')),
-        visibility_timeout=parse_duration(
-            'broker.visibility_timeout',
-            get('broker.visibility_timeout', '1h')),
-        secrets=load_secrets(conf, bad_value),
-        max_message_age=parse_duration(
-            'broker.max_message_age',
-            get('broker.max_message_age', DEFAULT_MAX_MESSAGE_AGE)),
-        housekeeping_interval=parse_duration('housekeeping',
-                                             get('housekeeping', '24h')),
-        housekeeping_append=reference('housekeeping.append',
-                                      housekeeping_append),
-        jobstore_url=jobstore_url,
-        jobstore_class=reference('jobstore.default.class', jobstore_class),
-        jobstore_options={k[len('jobstore.default.'):]: v
-                          for k, v in conf.items()
-                          if k.startswith('jobstore.default.')
-                          and k != 'jobstore.default.class'},
-        misfire_grace_time=parse_grace_time('misfire_grace_time',
-                                            get('misfire_grace_time', '1h')),
-        coalesce=parse_bool('coalesce', get('coalesce', 'true')),
-        timezone=parse_timezone('timezone', get('timezone', 'local'))
-        if get('timezone') else None,
-        delegator=reference('delegator', delegator),
-        transactional=parse_bool('transactional', get('transactional', 'true')),
-        allowed_modules=tuple(aslist(get('allowed_modules', ''))),
-        shutdown_timeout=parse_duration('shutdown_timeout',
-                                        get('shutdown_timeout', '30s')),
-        child_memory_limit=(parse_size('child.memory_limit',
-                                       get('child.memory_limit'))
-                            if get('child.memory_limit') else None),
-        child_heartbeat_timeout=parse_duration(
-            'child.heartbeat_timeout', get('child.heartbeat_timeout', '60s')),
-        child_boot_failures=parse_positive_int(
-            'child.boot_failures', get('child.boot_failures', 5)),
-        admin_timeout=parse_duration('admin.timeout',
-                                     get('admin.timeout', '5s')),
-        apscheduler_options={k: v for k, v in conf.items()
-                             if k.startswith('apscheduler.')},
-        queue_settings=queue_settings,
-    )
+    return {
+        'database_path': database_path,
+        'broker_url': broker_url or sqlite_url,
+        'embedded': not broker_url,
+        'jobstore_url': jobstore_url,
+        # The job store class's own arguments (the class is an option).
+        'jobstore_options': {
+            key[len('jobstore.default.'):]: value
+            for key, value in conf.items()
+            if key.startswith('jobstore.default.')
+            and key != 'jobstore.default.class'},
+    }

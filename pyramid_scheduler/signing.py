@@ -10,12 +10,12 @@ The header is ``x-pscheduler-signature: v1:<timestamp>:<hex digest>``.
 Rotation without downtime: set the new secret as ``scheduler.broker.secret``
 and the old one in ``scheduler.broker.secret.previous`` everywhere (both
 verify, only the new one signs), restart, then drop the previous one once no
-message signed with it can be left in the broker.
+message signed with it can be left in the broker. The secrets are read from
+the ini, a file or the environment by secrets.py.
 """
 import hashlib
 import hmac
 import math
-import os
 import re
 import time
 
@@ -23,51 +23,7 @@ from .errors import InvalidMessage
 
 HEADER = 'x-pscheduler-signature'
 SCHEME = 'v1'
-MIN_SECRET_LENGTH = 16
 _DIGEST_RE = re.compile(r'[0-9a-f]{64}')
-
-
-def load_secrets(conf, bad_value):
-    """(current, previous...) secrets from the ini, a file or the environment.
-
-    ``broker.secret`` (literal), ``broker.secret.file`` (a path) or
-    ``broker.secret.env`` (a variable name) give the current secret;
-    ``broker.secret.previous`` (space-separated) still verifies during a
-    rotation but never signs.
-    """
-    sources = [k for k in ('broker.secret', 'broker.secret.file',
-                           'broker.secret.env') if conf.get(k)]
-    if len(sources) > 1:
-        names = ', '.join(f'scheduler.{key}' for key in sources)
-        raise bad_value(sources[1], '<hidden>', f'only one of {names}')
-    current = None
-    if conf.get('broker.secret'):
-        current = conf['broker.secret'].strip()
-    elif conf.get('broker.secret.file'):
-        path = conf['broker.secret.file'].strip()
-        try:
-            with open(path, encoding='utf-8') as handle:
-                current = handle.read().strip()
-        except OSError as exc:
-            raise bad_value('broker.secret.file', path,
-                            'a readable file holding the secret '
-                            f'({exc.strerror})')
-    elif conf.get('broker.secret.env'):
-        name = conf['broker.secret.env'].strip()
-        current = os.environ.get(name, '').strip()
-        if not current:
-            raise bad_value('broker.secret.env', name,
-                            'the name of a set, non-empty environment '
-                            'variable')
-    previous = (conf.get('broker.secret.previous') or '').split()
-    if previous and not current:
-        raise bad_value('broker.secret.previous', '<hidden>',
-                        'to be used together with a current secret')
-    if current is not None and len(current) < MIN_SECRET_LENGTH:
-        # The value itself is never shown, not even a short (or wrong) one.
-        raise bad_value(sources[0], '<hidden>',
-                        f'a secret of at least {MIN_SECRET_LENGTH} characters')
-    return tuple(s.encode('utf-8') for s in [current, *previous] if s)
 
 
 def _as_bytes(value):

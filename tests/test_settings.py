@@ -216,3 +216,33 @@ def test_scheduler_before_commit_says_what_to_do(tmp_path):
     from tests import jobs
     with pytest.raises(RuntimeError, match='not configured yet'):
         config.registry.scheduler.add_async_job(jobs.noop)
+
+
+# --- where the settings code lives ------------------------------------------------
+
+def _package_imports(module):
+    import ast
+    with open(module.__file__, encoding='utf-8') as handle:
+        tree = ast.parse(handle.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            # "from .x import y" imports x; "from . import x" imports x too.
+            imported.update([node.module] if node.module else
+                            [alias.name for alias in node.names])
+    return imported
+
+
+def test_settings_import_neither_signing_nor_broker():
+    # Reading settings needs no crypto and no transport (the master reads
+    # them before it forks): only the value parsers and the secret sources.
+    from pyramid_scheduler import secrets, settings, values
+    assert _package_imports(settings) == {'extras', 'errors', 'secrets',
+                                          'values'}
+    assert _package_imports(secrets) == {'values'}
+    assert _package_imports(values) == set()
+
+
+def test_every_key_is_known_once():
+    from pyramid_scheduler.settings import KNOWN_KEYS
+    assert len(KNOWN_KEYS) == len(set(KNOWN_KEYS)) == 32
