@@ -21,7 +21,7 @@ from pyramid.exceptions import ConfigurationError
 
 from . import extras
 from .errors import InvalidQueue
-from .secrets import load_secrets
+from .secretsource import load_secrets
 from .values import (  # noqa: F401 (the parsers were importable from here)
     DEFAULT_QUEUE, PREFIX, bad_value, parse_bool, parse_compressor,
     parse_duration, parse_grace_time, parse_list, parse_positive_int,

@@ -236,10 +236,10 @@ def _package_imports(module):
 def test_settings_import_neither_signing_nor_broker():
     # Reading settings needs no crypto and no transport (the master reads
     # them before it forks): only the value parsers and the secret sources.
-    from pyramid_scheduler import secrets, settings, values
-    assert _package_imports(settings) == {'extras', 'errors', 'secrets',
+    from pyramid_scheduler import secretsource, settings, values
+    assert _package_imports(settings) == {'extras', 'errors', 'secretsource',
                                           'values'}
-    assert _package_imports(secrets) == {'values'}
+    assert _package_imports(secretsource) == {'values'}
     assert _package_imports(values) == set()
 
 
