@@ -56,6 +56,11 @@ TRANSPORTS_MUST_NOT_IMPORT = ('pyramid_scheduler.runtime',
                               'pyramid_scheduler.admin')
 
 
+@functools.cache
+def parsed(path):
+    return ast.parse(path.read_text(encoding='utf-8'))
+
+
 def source_files():
     for package in PACKAGES:
         yield from sorted((REPO_ROOT / package).rglob('*.py'))
@@ -86,7 +91,7 @@ def imported_modules(path):
     """Every module ``path`` imports, at top level or in a function,
     absolute names (``from . import x`` resolved, ``from pkg import mod``
     as ``pkg.mod`` when mod is a module)."""
-    tree = ast.parse(path.read_text(encoding='utf-8'))
+    tree = parsed(path)
     package = module_name(path).split('.')
     if not is_package(path):
         package = package[:-1]
@@ -187,7 +192,7 @@ def test_the_module_allowlist_only_shrinks():
 
 def function_sizes(path):
     """``{'path::qualname': lines}`` of every function and method."""
-    tree = ast.parse(path.read_text(encoding='utf-8'))
+    tree = parsed(path)
     sizes = {}
 
     def visit(node, prefix):
