@@ -398,6 +398,7 @@ def test_persisted_names_of_the_embedded_default(short_tmp, make_scheduler):
     assert Path(f'{database}.wake').is_dir()
 
 
+@pytest.mark.slow
 def test_a_due_run_waiting_for_a_worker_is_kept_with_these_keys(
         tmp_path, make_scheduler):
     database = tmp_path / 'pscheduler.sqlite'

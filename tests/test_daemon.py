@@ -18,6 +18,9 @@ from tests.daemon_helpers import (
     producer, redis_settings, run_cli, start_cli, stored_job_ids, title,
     wait_for, write_ini)
 
+# Not in the fast lane (pytest -m "not slow"): starts pscheduler daemons.
+pytestmark = pytest.mark.slow
+
 
 def test_one_child_per_queue_with_titles(tmp_path, daemons):
     import_log = tmp_path / 'imports.log'

@@ -27,6 +27,10 @@ from tests.daemon_helpers import (
     PersistentRedis, is_gone, kill_group, producer, run_cli, stored_job_ids,
     wait_for, write_ini)
 
+# Not in the fast lane (pytest -m "not slow"): kills and restarts daemons
+# against every broker.
+pytestmark = pytest.mark.slow
+
 ALL_BROKERS = ['sqlite', 'redis', 'rabbitmq']
 BROKERS = ['sqlite', 'redis']
 

@@ -22,6 +22,10 @@ from tests import jobs
 from tests.daemon_helpers import (
     producer, run_cli, wait_for, write_ini)
 
+# Not in the fast lane (pytest -m "not slow"): starts pscheduler daemons
+# against every broker.
+pytestmark = pytest.mark.slow
+
 ALL_BROKERS = ['sqlite', 'redis', 'rabbitmq']
 THREE = {'jobs #1', 'jobs #2', 'jobs #3'}
 
