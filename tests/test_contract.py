@@ -265,7 +265,7 @@ def test_a_rejected_message_is_dead_lettered_with_its_reason_and_queue(
     assert 'decode' in dead.headers['x-pscheduler-reason']
 
 
-# --- signatures ----------------------------------------------------------------
+# --- signatures --------------------------------------------------------------
 
 def test_the_signature_of_a_fixed_message_is_this_literal():
     signature = signing.sign(SECRET.encode(), b'{"a": 1}', 'application/json',
@@ -303,7 +303,7 @@ def test_published_messages_carry_the_v1_signature_header(make_scheduler):
         message.content_encoding)
 
 
-# --- persisted names -----------------------------------------------------------
+# --- persisted names ---------------------------------------------------------
 
 def tables(database):
     connection = sqlite3.connect(database)
@@ -473,7 +473,7 @@ def test_redis_key_names():
         'unacked_mutex_key': 'unacked_mutex#3'}
 
 
-# --- the public API ------------------------------------------------------------
+# --- the public API ----------------------------------------------------------
 
 def test_public_names():
     import pyramid_scheduler
@@ -549,7 +549,7 @@ def test_import_paths_used_from_outside():
                         'dead-letters', 'purge-dead-letters')
 
 
-# --- the daemon's exit codes ---------------------------------------------------
+# --- the daemon's exit codes -------------------------------------------------
 
 EXIT_CODES = """\
 exit codes:

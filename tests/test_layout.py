@@ -167,7 +167,7 @@ def test_the_listed_pscheduler_imports_exist():
             assert is_module(name), f'{name} is gone: update the list'
 
 
-# --- sizes -----------------------------------------------------------------------
+# --- sizes -------------------------------------------------------------------
 
 def module_lines(path):
     return len(path.read_text(encoding='utf-8').splitlines())

@@ -13,9 +13,16 @@ says what it holds. Today's pscheduler starts on a copy of it and must:
 - run the date job that was due while the system was down (within its
   misfire grace time);
 - keep firing the stored interval and cron jobs.
+
+The same holds for a PostgreSQL job store: the rows the old code wrote
+there (tests/data/upgrade-0391b38-postgres.json) are loaded into a table of
+their own, which today's daemon then serves.
 """
+import base64
 import json
+import os
 import shutil
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +34,11 @@ from tests.daemon_helpers import run_cli, stored_job_ids, wait_for, write_ini
 pytestmark = pytest.mark.slow
 
 FIXTURE = Path(__file__).parent / 'data' / 'upgrade-0391b38.sqlite'
+POSTGRES_ROWS = Path(__file__).parent / 'data' / \
+    'upgrade-0391b38-postgres.json'
+PG_URL = os.environ.get(
+    'PSCHEDULER_TEST_PG_URL',
+    'postgresql+psycopg2://postgres@127.0.0.1:5432/pscheduler_test')
 RECORDS = 'upgrade-records.jsonl'   # relative: in the daemon's directory
 
 # What the old code left, and what must be left of it once the new code has
@@ -83,4 +95,54 @@ def test_a_database_of_0391b38_runs_on_with_todays_code(tmp_path, daemons):
     for record in jobs.read_records(records):
         if record['values'][0].startswith('async-'):
             assert record['extra'] == {'from': '0391b38'}
+    assert 'Traceback' not in daemon.log()
+
+
+@pytest.fixture
+def postgres_store():
+    """A job store table of a fresh scheduler.id on PostgreSQL, holding the
+    rows 0391b38 wrote; dropped after the test."""
+    import sqlalchemy
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    scheduler_id = f'upg{uuid.uuid4().hex[:10]}'
+    tables = [f'{scheduler_id}_jobs_jobs', f'{scheduler_id}_jobs_due']
+    store = SQLAlchemyJobStore(url=PG_URL, tablename=tables[0])
+    store.jobs_t.create(store.engine, checkfirst=True)  # APScheduler's schema
+    rows = json.loads(POSTGRES_ROWS.read_text(encoding='utf-8'))['rows']
+    with store.engine.begin() as connection:
+        connection.execute(store.jobs_t.insert(), [
+            {'id': row['id'], 'next_run_time': row['next_run_time'],
+             'job_state': base64.b64decode(row['job_state'])}
+            for row in rows])
+    try:
+        yield scheduler_id
+    finally:
+        with store.engine.begin() as connection:
+            for table in tables:
+                connection.execute(sqlalchemy.text(
+                    f'DROP TABLE IF EXISTS {table}'))
+        store.engine.dispose()
+
+
+def test_a_postgresql_job_store_of_0391b38_runs_on(tmp_path, daemons,
+                                                   postgres_store):
+    ini = write_ini(tmp_path / 'app.ini', settings={
+        'scheduler.jobstore.url': PG_URL, 'scheduler.id': postgres_store})
+    records = tmp_path / RECORDS
+    daemon = daemons(ini)
+    daemon.wait_ready({'jobs'})
+
+    wait_for(lambda: labels(records)['due-date'] >= 1, timeout=30,
+             what=f'the overdue date job to run; log:\n{daemon.log()}')
+    # No cancel was queued here: every stored job but the date job that
+    # ran is still there.
+    wait_for(lambda: listed_jobs(ini) == STORED_BEFORE - {'upgrade-due-date'},
+             timeout=30, what='the stored jobs listed')
+    seen = labels(records)
+    wait_for(lambda: labels(records)['interval'] >= seen['interval'] + 2
+             and labels(records)['cron'] >= seen['cron'] + 2, timeout=30,
+             what=f'the interval and cron jobs to fire: {labels(records)}')
+    final = labels(records)
+    assert final['due-date'] == 1
+    assert 'canceled' not in final and 'far-date' not in final
     assert 'Traceback' not in daemon.log()

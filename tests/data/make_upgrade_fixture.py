@@ -16,6 +16,14 @@ if nothing had changed. Regenerate it only with the OLD code:
 (0391b38's pyramid_scheduler imports ``redis`` even for the SQLite default,
 hence ``[redis]``.) Queue ``jobs``, ``scheduler.id`` left at its default.
 
+``--postgres URL OUT.json`` instead (``pip install psycopg2-binary`` in the
+old venv too) stores the deferred jobs in a PostgreSQL job store at URL
+(a SQLAlchemy URL) and writes its table's rows to OUT.json
+(tests/data/upgrade-0391b38-postgres.json: id, next_run_time, job_state in
+base64), then drops the table: a PostgreSQL dump is not portable, rows are.
+Only the job store is on PostgreSQL there; the queued messages are the
+SQLite fixture's business.
+
 What it holds (ids in :data:`STORED` and :data:`QUEUED`):
 
 - in the job store ``pyramid_scheduler_jobs_jobs``, stored by a running
@@ -33,7 +41,9 @@ Every job calls ``tests.jobs:record('upgrade-records.jsonl', <label>, ...)``:
 a relative path, written in the daemon's working directory (the test's
 tmp_path). Periodic jobs start 30 s after generation, so none runs here.
 """
+import base64
 import datetime
+import json
 import os
 import shutil
 import sqlite3
@@ -54,15 +64,17 @@ QUEUED = ('upgrade-queued-date',)
 ASYNC_LABELS = ('async-1', 'async-2', 'async-3')
 
 
-def scheduler_for(database):
+def scheduler_for(database, **settings):
     config = Configurator(settings={'scheduler.database': database,
-                                    'scheduler.queues': 'jobs'})
+                                    'scheduler.queues': 'jobs', **settings})
     config.include('pyramid_scheduler')
     config.commit()
     return config.registry.scheduler
 
 
-def stored_ids(database):
+def stored_ids(database, jobstore_url=None):
+    if jobstore_url:
+        return {row[0] for row in postgres_rows(jobstore_url)}
     connection = sqlite3.connect(database)
     try:
         return {row[0] for row in connection.execute(
@@ -73,10 +85,42 @@ def stored_ids(database):
         connection.close()
 
 
-def store_deferred_jobs(database):
+POSTGRES_ID = 'upgrade_0391b38'
+POSTGRES_TABLES = (f'{POSTGRES_ID}_jobs_jobs', f'{POSTGRES_ID}_jobs_due')
+
+
+def postgres_rows(url):
+    import sqlalchemy
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sqlalchemy.text(
+                f'SELECT id, next_run_time, job_state FROM '
+                f'{POSTGRES_TABLES[0]} ORDER BY id')).all()
+    except sqlalchemy.exc.ProgrammingError:
+        return []
+    finally:
+        engine.dispose()
+
+
+def drop_postgres_tables(url):
+    import sqlalchemy
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for table in POSTGRES_TABLES:
+                connection.execute(sqlalchemy.text(
+                    f'DROP TABLE IF EXISTS {table}'))
+    finally:
+        engine.dispose()
+
+
+def store_deferred_jobs(database, jobstore_url=None):
     """Add the deferred jobs through a running runtime, wait until they are
     in the job store, and stop it before any is due."""
-    scheduler = scheduler_for(database)
+    extra = ({'scheduler.jobstore.url': jobstore_url,
+              'scheduler.id': POSTGRES_ID} if jobstore_url else {})
+    scheduler = scheduler_for(database, **extra)
     scheduler.start()
     assert scheduler.runtime.wait_ready(30), 'the old runtime did not start'
     soon = time.time() + 30
@@ -94,8 +138,9 @@ def store_deferred_jobs(database):
     scheduler.add_date_job(FUNC, FAR, args=[RECORDS, 'canceled'],
                            id='upgrade-canceled')
     deadline = time.monotonic() + 20
-    while stored_ids(database) != set(STORED):
-        assert time.monotonic() < deadline, stored_ids(database)
+    while stored_ids(database, jobstore_url) != set(STORED):
+        assert time.monotonic() < deadline, stored_ids(database,
+                                                       jobstore_url)
         time.sleep(0.05)
     scheduler.shutdown(timeout=10)
     assert time.time() < soon, 'too slow: the due-date job may have run'
@@ -127,6 +172,30 @@ def compact(database):
     assert messages == len(ASYNC_LABELS) + len(QUEUED) + 1, messages
 
 
+def dump_postgres(url, target):
+    """Store the deferred jobs on PostgreSQL; write the rows to ``target``."""
+    directory = tempfile.mkdtemp(prefix='psu-')
+    os.chdir(directory)
+    drop_postgres_tables(url)
+    try:
+        store_deferred_jobs(os.path.join(directory, 'pscheduler.sqlite'),
+                            jobstore_url=url)
+        rows = [{'id': row.id, 'next_run_time': row.next_run_time,
+                 'job_state': base64.b64encode(row.job_state).decode()}
+                for row in postgres_rows(url)]
+        assert not os.path.exists(RECORDS), 'a job ran during generation'
+    finally:
+        drop_postgres_tables(url)
+        os.chdir('/')
+        shutil.rmtree(directory)
+    with open(target, 'w', encoding='utf-8') as out:
+        json.dump({'made_by': 'tests/data/make_upgrade_fixture.py at 0391b38',
+                   'table': 'APScheduler SQLAlchemyJobStore rows',
+                   'rows': rows}, out, indent=1)
+        out.write('\n')
+    print(f'{target}: {len(rows)} rows: {[row["id"] for row in rows]}')
+
+
 def main(target):
     directory = tempfile.mkdtemp(prefix='psu-')
     os.chdir(directory)  # where a job that ran by mistake would write
@@ -144,4 +213,7 @@ def main(target):
 
 
 if __name__ == '__main__':
-    main(os.path.abspath(sys.argv[1]))
+    if sys.argv[1] == '--postgres':
+        dump_postgres(sys.argv[2], os.path.abspath(sys.argv[3]))
+    else:
+        main(os.path.abspath(sys.argv[1]))
