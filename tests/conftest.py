@@ -14,6 +14,10 @@ import pytest
 from pyramid_scheduler import CONSUME_ENV, broker
 from tests import jobs
 
+# The daemon fixtures (``daemons``, ``broker_for``) for every test module,
+# without importing them by name into each.
+pytest_plugins = ['tests.daemon_helpers']
+
 # Generous: a loaded CI machine may be slow, a passing test never waits this.
 TIMEOUT = 10
 

@@ -1,7 +1,8 @@
 """Helpers for the pscheduler daemon tests: real processes, real signals.
 
-Import what you use explicitly (``from tests.daemon_helpers import ...``),
-fixtures included; tests/conftest.py belongs to the whole suite.
+Import the helpers you use explicitly (``from tests.daemon_helpers import
+...``); the fixtures (``daemons``, ``broker_for``) come to every test module
+through ``pytest_plugins`` in tests/conftest.py.
 
 Every daemon is started in its own session, so its process group holds the
 master and all its children; the ``daemons`` fixture kills that group after

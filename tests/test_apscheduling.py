@@ -3,6 +3,7 @@ import datetime
 import threading
 import time
 
+import pytest
 from apscheduler.jobstores.memory import MemoryJobStore
 
 from pyramid_scheduler.apscheduling import (
@@ -48,6 +49,7 @@ def in_seconds(seconds):
     return datetime.datetime.now(UTC) + datetime.timedelta(seconds=seconds)
 
 
+@pytest.mark.slow
 def test_a_job_due_after_the_next_pass_does_not_wake_the_scheduler():
     scheduler = CountingScheduler(HandOvers(),
                                   jobstores={'default': MemoryJobStore()},
@@ -71,6 +73,7 @@ def test_a_job_due_after_the_next_pass_does_not_wake_the_scheduler():
         scheduler.shutdown()
 
 
+@pytest.mark.slow
 def test_a_due_run_starts_once_out_of_the_store_not_at_the_pass_end(
         tmp_path):
     """The worker starts the run when its job has left the store (never

@@ -19,6 +19,10 @@ from pyramid_scheduler.settings import parse_settings
 from tests.conftest import kill_processes, poll
 from tests.jobs import read_records
 
+# Not in the fast lane (pytest -m "not slow"): starts subprocesses and waits
+# out broker outages.
+pytestmark = pytest.mark.slow
+
 REDIS_URL = os.environ.get('PSCHEDULER_TEST_REDIS_URL',
                            'redis://127.0.0.1:6379/0')
 AMQP_URL = os.environ.get('PSCHEDULER_TEST_AMQP_URL',

@@ -15,6 +15,7 @@ import threading
 import time
 import zoneinfo
 
+import pytest
 from webtest import TestApp
 
 from pyramid_scheduler import CONSUME_ENV
@@ -28,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # --- each kind of job ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_async_job_runs_with_its_args_and_kwargs(harness):
     job_id = harness.web.post_json('/schedule', {
         'kind': 'async', 'args': [harness.records_path, 'a', 1, [2, 3]],
@@ -39,6 +41,7 @@ def test_async_job_runs_with_its_args_and_kwargs(harness):
     harness.events.wait_for(job_id, 'job.removed')
 
 
+@pytest.mark.slow
 def test_date_job_half_a_second_ahead_runs_within_a_second(harness):
     added = time.time()
     run_date = added + 0.5
@@ -49,6 +52,7 @@ def test_date_job_half_a_second_ahead_runs_within_a_second(harness):
     assert run['at'] - added < 1.0, f'ran {run["at"] - added:.2f}s after add'
 
 
+@pytest.mark.slow
 def test_interval_job_runs_repeatedly(harness):
     job_id = harness.schedule('interval', 'i', 7, seconds=0.3)
     runs = harness.wait_records(3)
@@ -59,6 +63,7 @@ def test_interval_job_runs_repeatedly(harness):
     harness.events.wait_for(job_id, 'job.removed')
 
 
+@pytest.mark.slow
 def test_cron_job_fires_every_second(harness):
     job_id = harness.schedule('cron', 'c', kwargs={'k': 'v'}, second='*')
     runs = harness.wait_records(2)
@@ -80,6 +85,7 @@ def test_cron_job_from_a_crontab(harness):
     assert job.next_run_time.second == 0
 
 
+@pytest.mark.slow
 def test_cancel_job_stops_an_interval_job(harness):
     job_id = harness.schedule('interval', 'canceled', seconds=0.2)
     harness.wait_records(2)
@@ -98,6 +104,7 @@ def test_cancel_job_stops_an_interval_job(harness):
     harness.events.wait_for(clock, 'job.removed')
 
 
+@pytest.mark.slow
 def test_cancel_of_a_date_job_before_it_runs(harness):
     job_id = harness.schedule('date', 'never', date=time.time() + 3600)
     harness.events.wait_for(job_id, 'job.created')
@@ -124,6 +131,7 @@ def test_caller_chosen_id_replaces_the_job(harness):
                             date=time.time() + 3600) == 'mine'
 
 
+@pytest.mark.slow
 def test_caller_chosen_id_replaces_a_running_interval_job(harness):
     harness.schedule('interval', 'old', id='ticker', seconds=0.2)
     harness.wait_records(1, where=lambda r: r['values'] == ['old'])
@@ -171,6 +179,7 @@ def test_a_failing_job_does_not_stop_the_runtime(harness):
 
 # --- dates and time zones -------------------------------------------------------
 
+@pytest.mark.slow
 def test_epoch_int_and_float_dates(harness):
     now = time.time()
     harness.schedule('date', 'float', date=now + 0.3)
@@ -182,6 +191,7 @@ def test_epoch_int_and_float_dates(harness):
     assert max(by_value.values()) - now < 2.5
 
 
+@pytest.mark.slow
 def test_naive_datetime_is_local_time(make_harness, records, local_timezone):
     # A zone far from UTC, so that reading a naive datetime as UTC would be
     # hours off (and, in the past, refused as beyond the grace time).
@@ -202,6 +212,7 @@ def test_naive_datetime_is_local_time(make_harness, records, local_timezone):
     assert abs((job.next_run_time - expected).total_seconds()) < 0.01
 
 
+@pytest.mark.slow
 def test_naive_datetime_uses_the_timezone_setting(make_harness, records):
     h = make_harness(**{'scheduler.timezone': 'Pacific/Auckland',
                         'scheduler.misfire_grace_time': '60'})
@@ -215,6 +226,7 @@ def test_naive_datetime_uses_the_timezone_setting(make_harness, records):
     assert 0.4 <= run['at'] - added < 1.5
 
 
+@pytest.mark.slow
 def test_aware_datetime_is_honoured(harness, records):
     tokyo = zoneinfo.ZoneInfo('Asia/Tokyo')
     when = datetime.datetime.now(tokyo) + datetime.timedelta(seconds=0.5)
@@ -334,6 +346,7 @@ def test_two_store_locks_in_one_process_conflict(tmp_path):
     second.release()
 
 
+@pytest.mark.slow
 def test_two_combined_apps_on_one_store_run_each_job_once(
         make_app, records, tmp_path):
     first, second = make_app(), make_app()
@@ -377,6 +390,7 @@ WEB_PROCESS = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_a_web_process_and_a_subprocess_run_each_job_once(
         make_app, records, tmp_path):
     settings = base_settings(tmp_path)
@@ -427,6 +441,7 @@ def test_each_runtime_locks_its_store(harness):
     lock.release()
 
 
+@pytest.mark.slow
 def test_several_queues_in_combined_mode(make_harness, records):
     h = make_harness(**{'scheduler.queues': 'jobs reports'})
     h.start()
@@ -442,6 +457,7 @@ def test_several_queues_in_combined_mode(make_harness, records):
 
 # --- the demo ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_demo_page_schedules_and_shows_runs(tmp_path, monkeypatch):
     """demo/ in combined mode: each button's job runs and shows on the page."""
     monkeypatch.syspath_prepend(os.path.join(ROOT, 'demo'))
@@ -471,6 +487,7 @@ def test_demo_page_schedules_and_shows_runs(tmp_path, monkeypatch):
         app.registry.scheduler.shutdown(timeout=5)
 
 
+@pytest.mark.slow
 def test_a_stopping_runtime_hands_messages_back(harness, records):
     """A message delivered while the runtime stops is requeued, not half
     handled (APScheduler and the worker pool are already shut down)."""

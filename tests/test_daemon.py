@@ -13,10 +13,13 @@ import psutil
 import pytest
 
 from tests import jobs
-from tests.daemon_helpers import (  # noqa: F401 (daemons is a fixture)
-    REPO_ROOT, NotifySocket, child_env, daemons, delete_redis_keys, is_gone,
+from tests.daemon_helpers import (
+    REPO_ROOT, NotifySocket, child_env, delete_redis_keys, is_gone,
     producer, redis_settings, run_cli, start_cli, stored_job_ids, title,
     wait_for, write_ini)
+
+# Not in the fast lane (pytest -m "not slow"): starts pscheduler daemons.
+pytestmark = pytest.mark.slow
 
 
 def test_one_child_per_queue_with_titles(tmp_path, daemons):

@@ -25,6 +25,10 @@ from tests.daemon_helpers import (
     REPO_ROOT, is_gone, kill_group, pscheduler_executable, title, wait_for,
     write_ini)
 
+# Not in the fast lane (pytest -m "not slow"): runs the etc/ services under
+# svscan and systemd-analyze.
+pytestmark = pytest.mark.slow
+
 ETC = REPO_ROOT / 'etc'
 
 

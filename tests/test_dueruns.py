@@ -1,6 +1,8 @@
 """Which due runs are written down: those that wait for a worker."""
 import time
 
+import pytest
+
 from pyramid_scheduler import dueruns
 from pyramid_scheduler.dueruns import DeferredWorkers
 from tests.conftest import poll
@@ -17,6 +19,7 @@ def test_a_run_starts_at_once_while_the_pool_has_a_worker_for_each():
     assert workers.run_added()          # the fifth, with the fourth
 
 
+@pytest.mark.slow
 def test_only_the_due_runs_waiting_for_a_worker_are_written_down(
         make_harness, monkeypatch):
     written = []

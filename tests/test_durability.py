@@ -23,9 +23,13 @@ import pytest
 from pyramid_scheduler import broker as broker_module
 from pyramid_scheduler.errors import BrokerUnavailable
 from tests import jobs
-from tests.daemon_helpers import (  # noqa: F401 (broker_for, daemons)
-    PersistentRedis, broker_for, daemons, is_gone, kill_group, producer,
-    run_cli, stored_job_ids, wait_for, write_ini)
+from tests.daemon_helpers import (
+    PersistentRedis, is_gone, kill_group, producer, run_cli, stored_job_ids,
+    wait_for, write_ini)
+
+# Not in the fast lane (pytest -m "not slow"): kills and restarts daemons
+# against every broker.
+pytestmark = pytest.mark.slow
 
 ALL_BROKERS = ['sqlite', 'redis', 'rabbitmq']
 BROKERS = ['sqlite', 'redis']

@@ -32,6 +32,7 @@ def test_async_job_events(harness):
     assert executed.job.kind == 'async'
 
 
+@pytest.mark.slow
 def test_date_job_events(harness):
     job_id = harness.schedule('date', 'd', date=time.time() + 0.2)
     harness.events.wait_for(job_id, REMOVED)
@@ -46,6 +47,7 @@ def test_date_job_events(harness):
     ('interval', {'seconds': 0.2}),
     ('cron', {'second': '*'}),
 ])
+@pytest.mark.slow
 def test_periodic_job_events_then_cancel(harness, kind, trigger):
     job_id = harness.schedule(kind, kind, **trigger)
     harness.events.wait_for(job_id, EXECUTED, count=2)
@@ -79,6 +81,7 @@ def test_cancel_of_an_unknown_job_is_a_warning_not_an_error(harness, caplog):
     ('date', {'date': 'soon'}),
     ('interval', {'seconds': 0.3, 'id': 'failing-interval'}),
 ])
+@pytest.mark.slow
 def test_failing_job_events_and_the_runtime_keeps_going(
         harness, caplog, kind, trigger):
     caplog.set_level(logging.ERROR, logger='pyramid_scheduler')
@@ -109,6 +112,7 @@ def test_failing_job_events_and_the_runtime_keeps_going(
     assert harness.wait_records(1)[0]['values'] == ['still alive']
 
 
+@pytest.mark.slow
 def test_late_date_job_within_grace_runs(harness):
     job_id = harness.schedule('date', 'late', date=time.time() - 20,
                               misfire_grace_time=60)
@@ -117,6 +121,7 @@ def test_late_date_job_within_grace_runs(harness):
     assert harness.values() == [['late']]
 
 
+@pytest.mark.slow
 def test_missed_date_job_fires_job_missed_and_logs(
         make_harness, records, caplog):
     caplog.set_level(logging.WARNING, logger='pyramid_scheduler')
@@ -142,6 +147,7 @@ def test_missed_date_job_fires_job_missed_and_logs(
     assert 'tests.jobs:record' in warnings[0].getMessage()
 
 
+@pytest.mark.slow
 def test_missed_runs_of_a_restarted_interval_job(make_harness, records):
     # An interval job whose runtime was down: the runs it missed beyond the
     # grace time are each reported as missed, then it runs on.
@@ -164,6 +170,7 @@ def test_missed_runs_of_a_restarted_interval_job(make_harness, records):
     assert h.events.types(job_id)[-2:] == [CANCELED, REMOVED]
 
 
+@pytest.mark.slow
 def test_listener_filtering_and_errors(harness, caplog):
     seen = []
 

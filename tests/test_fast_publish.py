@@ -26,9 +26,12 @@ from pyramid_scheduler.scheduler import Scheduler
 from pyramid_scheduler.settings import parse_settings
 from tests import jobs
 from tests.conftest import poll, queued
-from tests.daemon_helpers import (  # noqa: F401 (daemons is a fixture)
-    AMQP_URL, daemons, delete_broker_queues, producer, redis_settings,
-    write_ini)
+from tests.daemon_helpers import (
+    AMQP_URL, delete_broker_queues, producer, redis_settings, write_ini)
+
+# Not in the fast lane (pytest -m "not slow"): starts daemons and publishes to
+# Redis and RabbitMQ.
+pytestmark = pytest.mark.slow
 
 SECRET = 'fast-path-secret-0123456789abcdef'
 SIGNED_AND_COMPRESSED = {'scheduler.broker.secret': SECRET,

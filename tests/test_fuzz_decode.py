@@ -35,6 +35,10 @@ from pyramid_scheduler.settings import parse_settings
 from tests import jobs
 from tests.conftest import TIMEOUT, poll
 
+# Not in the fast lane (pytest -m "not slow"): hypothesis against started
+# runtimes.
+pytestmark = pytest.mark.slow
+
 SECRET = 'fuzz-secret-0123456789abcdef'
 CANARY = {}  # 'path': where canary() would write; set by the fixture
 

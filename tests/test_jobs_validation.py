@@ -289,6 +289,7 @@ VALUES = st.recursive(
     | st.dictionaries(KEYS, children, max_size=4), max_leaves=30)
 
 
+@pytest.mark.slow
 @hsettings(max_examples=400, deadline=None)
 @given(VALUES)
 def test_what_skips_the_round_trip_would_pass_it(value):

@@ -16,6 +16,9 @@ from pyramid_scheduler.settings import parse_settings
 from tests.conftest import kill_processes, poll
 from tests.jobs import read_records
 
+# Not in the fast lane (pytest -m "not slow"): starts subprocesses.
+pytestmark = pytest.mark.slow
+
 PG_URL = os.environ.get(
     'PSCHEDULER_TEST_PG_URL',
     'postgresql+psycopg2://postgres@127.0.0.1:5432/pscheduler_test')

@@ -11,6 +11,10 @@ from pyramid_scheduler.settings import parse_settings
 from tests.conftest import poll
 from tests.jobs import read_records
 
+# Not in the fast lane (pytest -m "not slow"): waits on retries and dead
+# letters on every broker.
+pytestmark = pytest.mark.slow
+
 REDIS_URL = os.environ.get('PSCHEDULER_TEST_REDIS_URL',
                            'redis://127.0.0.1:6379/0')
 COUNT = 1000

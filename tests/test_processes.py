@@ -19,8 +19,12 @@ import pytest
 from pyramid_scheduler import broker as broker_module
 from pyramid_scheduler.settings import parse_settings
 from tests import jobs
-from tests.daemon_helpers import (  # noqa: F401 (broker_for, daemons)
-    broker_for, daemons, producer, run_cli, wait_for, write_ini)
+from tests.daemon_helpers import (
+    producer, run_cli, wait_for, write_ini)
+
+# Not in the fast lane (pytest -m "not slow"): starts pscheduler daemons
+# against every broker.
+pytestmark = pytest.mark.slow
 
 ALL_BROKERS = ['sqlite', 'redis', 'rabbitmq']
 THREE = {'jobs #1', 'jobs #2', 'jobs #3'}

@@ -22,6 +22,10 @@ from pyramid_scheduler import broker, redis_transport
 from tests.conftest import poll
 from tests.daemon_helpers import REDIS_URL
 
+# Not in the fast lane (pytest -m "not slow"): starts consumer subprocesses on
+# Redis.
+pytestmark = pytest.mark.slow
+
 
 DB = 12
 URL = f'{REDIS_URL.rsplit("/", 1)[0]}/{DB}'

@@ -319,6 +319,7 @@ def test_hostile_message_is_dead_lettered_with_its_reason_and_never_runs(
     assert consumer.runtime.running
 
 
+@pytest.mark.slow
 def test_every_hostile_message_at_once_beside_real_jobs(start_consumer,
                                                         tmp_path):
     """All the cases interleaved with real jobs: each real job runs, every
@@ -359,6 +360,7 @@ def test_every_hostile_message_at_once_beside_real_jobs(start_consumer,
 
 # --- secret rotation ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_rotation_previous_secret_still_verifies_and_never_signs(
         start_consumer, tmp_path):
     conf = make_conf(
@@ -609,6 +611,7 @@ def test_allowed_modules_are_dotted_prefixes(ref, allowed, ok):
             check_allowed(ref, allowed)
 
 
+@pytest.mark.slow
 def test_allowed_modules_are_checked_again_before_a_stored_job_runs(
         start_consumer, tmp_path):
     """A job stored while the setting allowed it, run after it was
@@ -651,6 +654,7 @@ def _assert_nothing_leaks(*texts):
         assert SECRET not in text
 
 
+@pytest.mark.slow
 def test_no_password_or_secret_in_logs_replies_or_reprs_with_redis(
         start_consumer, tmp_path, caplog):
     """A combined runtime on Redis with a password in the URL (Redis here
@@ -700,6 +704,7 @@ def test_broker_unavailable_error_hides_the_password(tmp_path, caplog):
     scheduler.shutdown()
 
 
+@pytest.mark.slow
 def test_unreachable_broker_log_hides_the_password(start_consumer, tmp_path,
                                                    caplog):
     caplog.set_level(logging.DEBUG)

@@ -25,6 +25,10 @@ from pyramid_scheduler import sqlite_transport
 from pyramid_scheduler.sqlite_transport import (
     MESSAGE_TABLE, QUEUE_TABLE, SQLiteTransport)
 
+# Not in the fast lane (pytest -m "not slow"): starts consumer subprocesses and
+# waits on leases.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 20
 QUEUE = 'test.jobs'

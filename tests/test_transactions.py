@@ -29,6 +29,7 @@ def _run_and_check_only(harness, *labels):
     assert len(created) == len(labels)
 
 
+@pytest.mark.slow
 def test_committed_request_sends_after_the_commit(producer):
     response = producer.web.post_json('/schedule', {
         'kind': 'async', 'args': [producer.records_path, 'committed']})
@@ -50,6 +51,7 @@ def test_committed_request_sends_after_the_commit(producer):
     ('interval', {'seconds': 1}),
     ('cron', {'second': '*'}),
 ])
+@pytest.mark.slow
 def test_aborted_request_sends_nothing(producer, path, status, kind, trigger):
     if trigger.get('date') == 'soon':
         trigger = {'date': time.time() + 0.1}
@@ -66,6 +68,7 @@ def test_aborted_request_sends_nothing(producer, path, status, kind, trigger):
     _run_and_check_only(producer, 'marker')
 
 
+@pytest.mark.slow
 def test_aborted_request_in_combined_mode(harness):
     with pytest.raises(RuntimeError):
         harness.web.post_json('/schedule_then_raise', {
@@ -90,6 +93,7 @@ def test_an_invalid_job_aborts_the_whole_request(producer):
     assert producer.queued() == 0
 
 
+@pytest.mark.slow
 def test_two_jobs_of_one_request_are_sent_together(producer):
     producer.web.post_json('/schedule_two', {
         'first': {'kind': 'async', 'args': [producer.records_path, 'one']},
@@ -99,6 +103,7 @@ def test_two_jobs_of_one_request_are_sent_together(producer):
     _run_and_check_only(producer, 'one', 'two')
 
 
+@pytest.mark.slow
 def test_cancel_waits_for_the_commit_too(harness):
     job_id = harness.schedule('date', 'x', date=time.time() + 3600)
     harness.events.wait_for(job_id, 'job.created')
@@ -114,6 +119,7 @@ def test_cancel_waits_for_the_commit_too(harness):
                                             'job.removed']
 
 
+@pytest.mark.slow
 def test_not_transactional_sends_at_once(make_harness):
     h = make_harness(**{'scheduler.transactional': 'false',
                         'scheduler.combined': 'false'})
@@ -131,6 +137,7 @@ def test_outside_a_request_a_job_is_sent_at_once(producer, records):
     assert producer.queued() == 1
 
 
+@pytest.mark.slow
 def test_explicit_transaction_manager_waits_for_commit(producer, records):
     # A script (no request) using the transaction package's explicit mode.
     manager = transaction.manager

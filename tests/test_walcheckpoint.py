@@ -2,6 +2,8 @@
 import os
 import sqlite3
 
+import pytest
+
 from pyramid_scheduler.runtime import Runtime
 from pyramid_scheduler.settings import parse_settings
 from pyramid_scheduler.walcheckpoint import (
@@ -23,6 +25,7 @@ def write_rows(connection, count=200):
         connection.execute('INSERT INTO t VALUES (?)', (os.urandom(2000),))
 
 
+@pytest.mark.slow
 def test_checkpoints_only_a_changed_log(tmp_path):
     path = str(tmp_path / 'db.sqlite')
     connection = wal_database(path)
@@ -45,6 +48,7 @@ def test_without_a_log_there_is_nothing_to_do(tmp_path):
     assert not (tmp_path / 'none.sqlite').exists()
 
 
+@pytest.mark.slow
 def test_the_thread_moves_the_log_into_the_database(tmp_path):
     path = str(tmp_path / 'db.sqlite')
     connection = wal_database(path)

@@ -55,6 +55,7 @@ RICH_ARGS = [
 ]
 
 
+@pytest.mark.slow
 def test_json_round_trips_rich_args(make_harness, records):
     h = make_harness(**{'scheduler.combined': 'false'})
     job_id = h.scheduler.add_async_job(
@@ -75,6 +76,7 @@ def test_json_round_trips_rich_args(make_harness, records):
     h.events.wait_for(job_id, 'job.removed')
 
 
+@pytest.mark.slow
 def test_date_job_args_round_trip_too(harness, records):
     harness.scheduler.add_date_job(jobs.record_types, time.time() + 0.1,
                                    args=[records, *RICH_ARGS])
@@ -82,6 +84,7 @@ def test_date_job_args_round_trip_too(harness, records):
     assert run['values'] == [[type(v).__name__, repr(v)] for v in RICH_ARGS]
 
 
+@pytest.mark.slow
 def test_pickle_serializer_when_configured(make_harness, records):
     h = make_harness(**{'scheduler.broker.serializer': 'pickle',
                         'scheduler.combined': 'false'})
@@ -96,6 +99,7 @@ def test_pickle_serializer_when_configured(make_harness, records):
     assert [r['values'] for r in runs] == [expected, expected]
 
 
+@pytest.mark.slow
 def test_zlib_compression(make_harness, records):
     h = make_harness(**{'scheduler.broker.compressor': 'zlib',
                         'scheduler.combined': 'false'})
@@ -126,6 +130,7 @@ def _wait_for_rejection(harness, caplog, text):
     return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
 
+@pytest.mark.slow
 def test_wrong_version_is_rejected_with_a_clear_log_line(harness, caplog):
     caplog.set_level(logging.INFO, logger='pyramid_scheduler')
     body = wire.job_created('jobs', {
@@ -191,6 +196,7 @@ def test_bad_messages_are_dead_lettered_and_the_runtime_goes_on(
 
 # --- housekeeping ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_housekeeping_leaves_no_consumed_message_and_calls_append(
         make_harness, tmp_path):
     hk_path = str(tmp_path / 'housekeeping.jsonl')
@@ -213,6 +219,7 @@ def test_housekeeping_leaves_no_consumed_message_and_calls_append(
     assert runtime.pending_count('jobs') == 1
 
 
+@pytest.mark.slow
 def test_housekeeping_runs_on_its_interval(make_harness, tmp_path):
     hk_path = str(tmp_path / 'housekeeping.jsonl')
     h = make_harness(**{
