@@ -34,11 +34,13 @@ import os
 import signal
 import time
 
-from . import children, exitcodes, systemd
+from . import exitcodes, handles, systemd
 from .backoff import Backoff
 from .channel import FAILED, READY
 from .exitcodes import ExitError
+from .handles import describe_exit
 from .signals import SignalQueue
+from .sizes import format_size
 from .titles import master_title, set_title, slot_label
 
 log = logging.getLogger(__name__)
@@ -289,7 +291,7 @@ class Master:
 
     def start_child(self, slot):
         try:
-            child = children.spawn(
+            child = handles.spawn(
                 slot.queue, self.config, self.generation, slot.index,
                 close_in_child=self.descriptors_children_must_close(),
                 report_modules=self.watch_files is not None)
@@ -465,19 +467,3 @@ class Master:
             f'{slot.label} (pid {slot.child.pid})' if slot.child
             else f'{slot.label} (starting)'
             for slot in self.slots.values() if not slot.removed)
-
-
-def describe_exit(code):
-    if code < 0:
-        try:
-            return f'killed by {signal.Signals(-code).name}'
-        except ValueError:
-            return f'killed by signal {-code}'
-    return f'exit code {code}'
-
-
-def format_size(size):
-    for unit in ('B', 'KB', 'MB', 'GB'):
-        if size < 1000 or unit == 'GB':
-            return f'{size:.0f}{unit}' if unit == 'B' else f'{size:.1f}{unit}'
-        size /= 1000

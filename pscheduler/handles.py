@@ -99,6 +99,16 @@ class ChildHandle:
         self.heartbeat.close()
 
 
+def describe_exit(code):
+    """How logs say a child ended: ``exit code 3``, ``killed by SIGKILL``."""
+    if code < 0:
+        try:
+            return f'killed by {signal.Signals(-code).name}'
+        except ValueError:
+            return f'killed by signal {-code}'
+    return f'exit code {code}'
+
+
 def spawn(queue, config, generation, slot, close_in_child,
           report_modules=False):
     """Fork a child serving ``queue`` in ``slot``; return its handle (in
