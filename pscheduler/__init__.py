@@ -11,6 +11,9 @@ Modules, one responsibility each:
 - :mod:`pscheduler.master`: the supervisor loop (signals, restarts, reload);
 - :mod:`pscheduler.handles`: the master's handle on one forked child, and
   the fork that makes it;
+- :mod:`pscheduler.slots`: the slots a configuration asks for, and the
+  reload roll's rules over them;
+- :mod:`pscheduler.health`: the heartbeat and memory check of a child;
 - :mod:`pscheduler.child`: what runs inside a child, after the fork;
 - :mod:`pscheduler.channel`: the child-to-master report pipe;
 - :mod:`pscheduler.heartbeat`: the child's liveness file;
