@@ -13,6 +13,8 @@ Modules, one responsibility each:
   the fork that makes it;
 - :mod:`pscheduler.slots`: the slots a configuration asks for, and the
   reload roll's rules over them;
+- :mod:`pscheduler.restarts`: when a child that exited unasked is replaced,
+  and when the master gives up;
 - :mod:`pscheduler.health`: the heartbeat and memory check of a child;
 - :mod:`pscheduler.child`: what runs inside a child, after the fork;
 - :mod:`pscheduler.channel`: the child-to-master report pipe;

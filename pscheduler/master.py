@@ -18,7 +18,8 @@ Its rules:
   (0.1s first). One that dies before reporting ``ready`` is a boot failure;
   ``scheduler.child.boot_failures`` of them in a row stop the master with
   exit code 20, and a child that says the application lacks the scheduler
-  (10) or runs combined (11) stops it at once: retrying cannot help.
+  (10) or runs combined (11) stops it at once: retrying cannot help
+  (:mod:`pscheduler.restarts`).
 - SIGTERM/SIGINT: every child drains (``scheduler.shutdown_timeout``), is
   killed if it overstays, and the master exits 0. A second signal, a second
   or more later, kills the children at once.
@@ -34,10 +35,10 @@ import os
 import signal
 import time
 
-from . import exitcodes, handles, health, systemd
+from . import exitcodes, handles, health, restarts, systemd
 from .channel import FAILED, READY
 from .exitcodes import ExitError
-from .handles import (HUNG, PLANNED_STOPS, QUEUE_REMOVED, RELOAD, SHUTDOWN,
+from .handles import (PLANNED_STOPS, QUEUE_REMOVED, RELOAD, SHUTDOWN,
                       SLOT_REMOVED, describe_exit)
 from .signals import SignalQueue
 from .slots import (add_wanted_slots, all_current, configured_slots,
@@ -52,7 +53,6 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
 LOOP_INTERVAL = 1.0   # the longest the loop sleeps
 WATCH_INTERVAL = 1.0  # how often heartbeats and memory are checked
 STOP_GRACE = 5.0      # beyond shutdown_timeout, before a child gets SIGKILL
-STABLE_AFTER = 30.0   # a child up this long starts a fresh backoff
 REPEAT_SIGNAL_AFTER = 1.0  # a second stop signal sooner is the same stop
 
 
@@ -304,50 +304,19 @@ class Master:
             slot.child = None
         else:
             slot = None
-        outcome = describe_exit(code)
         if child.stop_reason in PLANNED_STOPS or self.stopping:
             log.log(logging.INFO if code == 0 else logging.WARNING,
                     'child %d (queue %s) exited (%s), as asked: %s',
-                    child.pid, child.label, outcome,
+                    child.pid, child.label, describe_exit(code),
                     child.stop_reason or SHUTDOWN)
             if slot is not None and slot.removed:
                 del self.slots[slot.key]
             return
-        if slot is None:
-            return
-        if not child.ready:
-            self.on_boot_failure(slot, child, code, outcome)
-        else:
-            self.on_crash(slot, child, outcome)
-
-    def on_boot_failure(self, slot, child, code, outcome):
-        error = child.error or outcome
-        if child.stop_reason == HUNG:
-            error = f'no heartbeat while starting; {error}'
-        if code in exitcodes.FATAL_CHILD_CODES:
-            self.halt(code, f'queue {slot.label}: {error}')
-            return
-        slot.boot_failures += 1
-        limit = child.config.settings.child_boot_failures
-        if slot.boot_failures >= limit:
-            self.halt(exitcodes.BOOT_FAILED,
-                      f'the child for queue {slot.label} failed to start '
-                      f'{slot.boot_failures} times in a row '
-                      f'(scheduler.child.boot_failures = {limit}); last '
-                      f'error: {error}')
-            return
-        delay = slot.restart_later(self.clock())
-        log.error('child %d for queue %s failed to start (%s); attempt %d '
-                  'of %d; trying again in %.1fs', child.pid, slot.label,
-                  error, slot.boot_failures, limit, delay)
-
-    def on_crash(self, slot, child, outcome):
-        delay = slot.restart_later(self.clock(),
-                                   fresh=child.uptime() >= STABLE_AFTER)
-        why = f'{outcome} after {HUNG}' if child.stop_reason == HUNG \
-            else outcome
-        log.error('child %d serving queue %s died (%s); starting a new one '
-                  'in %.1fs', child.pid, slot.label, why, delay)
+        if slot is not None:
+            give_up = restarts.after_unexpected_exit(slot, child, code,
+                                                     self.clock())
+            if give_up is not None:
+                self.halt(give_up.code, give_up.message)
 
     def read_reports(self):
         for child in list(self.children.values()):

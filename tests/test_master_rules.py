@@ -16,8 +16,9 @@ import pytest
 from pscheduler import exitcodes
 from pscheduler.handles import (HUNG, MEMORY_LIMIT, QUEUE_REMOVED, RELOAD,
                                 SHUTDOWN, SLOT_REMOVED, ChildHandle)
-from pscheduler.master import (REPEAT_SIGNAL_AFTER, STABLE_AFTER, STOP_GRACE,
+from pscheduler.master import (REPEAT_SIGNAL_AFTER, STOP_GRACE,
                                WATCH_INTERVAL, Master)
+from pscheduler.restarts import STABLE_AFTER
 from pscheduler.slots import add_wanted_slots, configured_slots
 
 SHUTDOWN_TIMEOUT = 10.0
