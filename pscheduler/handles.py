@@ -70,6 +70,10 @@ class ChildHandle:
     def uptime(self):
         return self.clock() - self.started_at
 
+    def served_for(self):
+        """Seconds since it reported ready; 0 if it never did."""
+        return self.clock() - self.ready_at if self.ready else 0.0
+
     def request_stop(self, reason, grace):
         """SIGTERM: drain and exit; SIGKILL comes after the drain timeout."""
         if self.stop_reason is not None:

@@ -15,10 +15,12 @@ work, in turns:
 Its rules:
 
 - A child that dies unexpectedly is replaced after an exponential backoff
-  (0.1s first). One that dies before reporting ``ready`` is a boot failure;
+  (0.1s first), reset once a child has served 30s. One that fails on its
+  own before reporting ``ready`` is a boot failure;
   ``scheduler.child.boot_failures`` of them in a row stop the master with
   exit code 20, and a child that says the application lacks the scheduler
-  (10) or runs combined (11) stops it at once: retrying cannot help
+  (10) or runs combined (11) stops it at once: retrying cannot help. One
+  killed from outside while starting is only replaced
   (:mod:`pscheduler.restarts`).
 - SIGTERM/SIGINT: every child drains (``scheduler.shutdown_timeout``), is
   killed if it overstays, and the master exits 0. A second signal, a second

@@ -327,6 +327,66 @@ def test_a_child_hung_while_starting_is_a_boot_failure(world, caplog):
     assert 'no heartbeat while starting' in caplog.text
 
 
+@pytest.mark.parametrize('code', [-signal.SIGKILL, -signal.SIGTERM,
+                                  -signal.SIGINT, exitcodes.OK])
+def test_a_child_stopped_from_outside_while_starting_is_no_boot_failure(
+        world, caplog, code):
+    master = make_master(world)
+    delays = []
+    for _ in range(BOOT_FAILURES * 2):
+        fail_to_boot(world, master, code=code)
+        delays.append(master.slots['jobs', 0].start_after - world.clock())
+    assert not master.stopping
+    assert master.slots['jobs', 0].boot_failures == 0
+    assert delays[:4] == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    assert 'stopped from outside while starting' in caplog.text
+
+    world.clock.advance(delays[-1])
+    start_ready(world, master)
+    master.turn()
+    assert master.ready_announced
+
+
+def test_a_crash_signal_while_starting_is_a_boot_failure(world):
+    master = make_master(world)
+    for _ in range(BOOT_FAILURES):
+        fail_to_boot(world, master, code=-signal.SIGSEGV)
+    assert master.exit_code == exitcodes.BOOT_FAILED
+
+
+def test_outside_stops_neither_count_nor_break_a_row_of_boot_failures(world):
+    master = make_master(world)
+    for _ in range(BOOT_FAILURES - 1):
+        fail_to_boot(world, master)
+        fail_to_boot(world, master, code=-signal.SIGKILL)
+    assert not master.stopping
+    fail_to_boot(world, master)
+    assert master.exit_code == exitcodes.BOOT_FAILED
+
+
+def test_the_backoff_resets_only_once_a_child_has_served(world):
+    master = make_master(world)
+    [child] = start_ready(world, master)
+    crash(world, master, child)
+    world.clock.advance(0.1)
+    master.turn()
+    child = replacement(world, child)
+    # A slow boot is no service: up long, ready a moment.
+    world.clock.advance(STABLE_AFTER + 5)
+    child.report_ready()
+    master.turn()
+    world.clock.advance(1)
+    assert crash(world, master, child) == pytest.approx(0.2)
+
+    world.clock.advance(0.2)
+    master.turn()
+    child = replacement(world, child)
+    child.report_ready()
+    master.turn()
+    world.clock.advance(STABLE_AFTER)
+    assert crash(world, master, child) == pytest.approx(0.1)
+
+
 # --- reload ----------------------------------------------------------------------
 
 def assert_one_store_owner_per_queue(world, queues):
