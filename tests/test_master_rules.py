@@ -5,7 +5,8 @@
 huey's drive ``loop(now)``. Here ``World`` stands in for all four: its
 children are real ``ChildHandle``\\ s whose signals are recorded instead of
 sent, and they exit when a test says so. Each test runs whole loop turns
-(``master.turn()``) and reads what the master did from the handles.
+(``master.turn()``) and reads what the master did from the handles. A turn
+ends by hearing signals, exits and reports; the next one acts on them.
 """
 import logging
 import signal
@@ -222,7 +223,7 @@ def replacement(world, child):
     return new
 
 
-# --- restarts and backoff ------------------------------------------------------
+# --- restarts and backoff ----------------------------------------------------
 
 def test_a_crashed_ready_child_is_restarted_after_a_backoff(world):
     master = make_master(world)
@@ -387,7 +388,7 @@ def test_the_backoff_resets_only_once_a_child_has_served(world):
     assert crash(world, master, child) == pytest.approx(0.1)
 
 
-# --- reload ----------------------------------------------------------------------
+# --- reload ------------------------------------------------------------------
 
 def assert_one_store_owner_per_queue(world, queues):
     for queue in queues:
@@ -424,6 +425,19 @@ def test_a_hup_roll_restarts_one_child_at_a_time_never_two_store_owners(
     assert sorted(restarted) == [('jobs', 0), ('jobs', 1), ('mail', 0)]
     assert {c.generation for c in world.alive()} == {2}
     assert all(c.exited for c in old)
+
+
+def test_a_queue_added_by_a_reload_gets_its_child_at_once(world):
+    master = make_master(world, reload_to=make_config(('jobs', 'mail')))
+    [jobs] = start_ready(world, master)
+    signal_master(master, signal.SIGHUP)
+    [mail] = world.alive('mail')
+    assert mail.generation == 2
+    assert jobs.stop_reason is None  # its turn comes once mail is ready
+    mail.report_ready()
+    master.turn()
+    master.turn()
+    assert jobs.stop_reason == RELOAD
 
 
 def test_the_roll_waits_until_the_new_child_is_ready(world):
@@ -483,7 +497,7 @@ def test_a_failed_reload_keeps_the_children(world, caplog):
     assert 'reload failed' in caplog.text
 
 
-# --- stopping --------------------------------------------------------------------
+# --- stopping ----------------------------------------------------------------
 
 def test_term_drains_then_kills_after_the_shutdown_timeout(world):
     master = make_master(world, make_config(('jobs', 'mail')))
@@ -536,7 +550,7 @@ def test_signals_are_dispatched_by_name(world):
         assert callable(getattr(master, f'handle_{name}'))
 
 
-# --- health ----------------------------------------------------------------------
+# --- health ------------------------------------------------------------------
 
 def test_a_child_without_heartbeat_is_killed_and_replaced(world, caplog):
     master = make_master(world)
