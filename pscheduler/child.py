@@ -10,7 +10,8 @@ with a connection is made here, after the fork. It then
    combined mode (distinct exit codes, which the master turns into its own);
 3. takes its queue's job store lock (never two schedulers on one store),
    starts the runtime and reports ``ready``;
-4. beats its heartbeat while the runtime lives, until SIGTERM/SIGINT or the
+4. beats its heartbeat while the runtime lives, until SIGTERM/SIGINT (a
+   SignalQueue, as in the master: the wait ends at once) or the
    master's death, then drains: no new messages, running jobs finish.
 """
 import ctypes
@@ -26,11 +27,13 @@ from pyramid.exceptions import ConfigurationError
 from . import exitcodes
 from .config import get_loader
 from .exitcodes import ExitError
+from .signals import SignalQueue
 from .titles import child_title, set_title, slot_label
 
 log = logging.getLogger(__name__)
 
-LOOP_INTERVAL = 0.2          # how often the main loop looks around
+LOOP_INTERVAL = 0.2          # how often the main loop beats, at most
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 LOCK_WAIT_LOG_INTERVAL = 10  # how often a child waiting for its store says so
 PR_SET_PDEATHSIG = 1         # <linux/prctl.h>
 # Blocked by the master across the fork, unblocked by the child once its
@@ -65,6 +68,7 @@ class Child:
         # How logs name this child: the queue, and which of its processes.
         self.label = slot_label(spec.queue, spec.slot, spec.processes)
         self.stop_signal = None
+        self.signals = None   # a SignalQueue, once forked
 
     def run(self):
         """The child's whole life; returns its exit code."""
@@ -85,8 +89,10 @@ class Child:
     # --- 1. after the fork -------------------------------------------------
 
     def prepare_after_fork(self):
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._record_stop_signal)
+        # Recorded by the handler, and waking the serve loop at once: a stop
+        # is not left waiting for the loop's next beat.
+        self.signals = SignalQueue(STOP_SIGNALS)
+        self.signals.install()
         # A reload is the master's business: it replaces us when it wants to.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -95,10 +101,11 @@ class Child:
         set_title(child_title(self.queue, self.spec.slot,
                               self.spec.processes))
 
-    def _record_stop_signal(self, signum, frame):
-        self.stop_signal = signum
-
     def should_stop(self):
+        if self.stop_signal is None:
+            received = self.signals.pop_all()
+            if received:
+                self.stop_signal = received[0]
         if self.stop_signal is not None:
             return True
         if os.getppid() != self.spec.master_pid:
@@ -226,7 +233,7 @@ class Child:
             # a consumer thread that hangs shows even while we loop on.
             self.spec.heartbeat.beat(time.time()
                                      - runtime.seconds_since_beat())
-            time.sleep(LOOP_INTERVAL)
+            self.signals.wait(LOOP_INTERVAL)
         timeout = runtime.settings.shutdown_timeout
         log.info('queue %s: child %d stopping (signal %s): no new jobs; '
                  'waiting up to %gs for running jobs', self.label,

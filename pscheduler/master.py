@@ -1,9 +1,9 @@
 """The master: children serving the queues, kept serving (after gunicorn's
 arbiter).
 
-Each queue has ``scheduler.processes`` slots (one by default), and each slot
-one child: the child of slot 0 owns the queue's job store, the others run
-only its async jobs (see pyramid_scheduler.runtime).
+Each queue has ``scheduler.processes`` slots (one by default), each with at
+most one child (:mod:`pscheduler.slots`); the master sees a child through
+its handle (:mod:`pscheduler.handles`).
 
 The master is single-threaded and never loads the application. Its signal
 handlers only record signals (:mod:`pscheduler.signals`); one loop does the
@@ -15,10 +15,13 @@ work, in turns:
 Its rules:
 
 - A child that dies unexpectedly is replaced after an exponential backoff
-  (0.1s first). One that dies before reporting ``ready`` is a boot failure;
+  (0.1s first), reset once a child has served 30s. One that fails on its
+  own before reporting ``ready`` is a boot failure;
   ``scheduler.child.boot_failures`` of them in a row stop the master with
   exit code 20, and a child that says the application lacks the scheduler
-  (10) or runs combined (11) stops it at once: retrying cannot help.
+  (10) or runs combined (11) stops it at once: retrying cannot help. One
+  killed from outside while starting is only replaced
+  (:mod:`pscheduler.restarts`).
 - SIGTERM/SIGINT: every child drains (``scheduler.shutdown_timeout``), is
   killed if it overstays, and the master exits 0. A second signal, a second
   or more later, kills the children at once.
@@ -34,12 +37,16 @@ import os
 import signal
 import time
 
-from . import children, exitcodes, systemd
-from .backoff import Backoff
+from . import exitcodes, handles, health, restarts, systemd
 from .channel import FAILED, READY
 from .exitcodes import ExitError
+from .handles import (PLANNED_STOPS, QUEUE_REMOVED, RELOAD, SHUTDOWN,
+                      SLOT_REMOVED, describe_exit)
 from .signals import SignalQueue
-from .titles import master_title, set_title, slot_label
+from .slots import (add_wanted_slots, all_current, configured_slots,
+                    due_to_start, next_to_restart, status_text,
+                    unwanted_slots)
+from .titles import master_title, set_title
 
 log = logging.getLogger(__name__)
 
@@ -48,64 +55,33 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
 LOOP_INTERVAL = 1.0   # the longest the loop sleeps
 WATCH_INTERVAL = 1.0  # how often heartbeats and memory are checked
 STOP_GRACE = 5.0      # beyond shutdown_timeout, before a child gets SIGKILL
-STABLE_AFTER = 30.0   # a child up this long starts a fresh backoff
 REPEAT_SIGNAL_AFTER = 1.0  # a second stop signal sooner is the same stop
-
-# Reasons the master stops a child; any other exit is unexpected.
-RELOAD = 'reload'
-MEMORY_LIMIT = 'memory limit'
-QUEUE_REMOVED = 'queue removed'
-SLOT_REMOVED = 'fewer processes for its queue'
-SHUTDOWN = 'shutdown'
-HUNG = 'no heartbeat'
-PLANNED_STOPS = (RELOAD, MEMORY_LIMIT, QUEUE_REMOVED, SLOT_REMOVED,
-                 SHUTDOWN)
-
-
-class Slot:
-    """One process of a served queue: its child (if any) and its restart
-    bookkeeping. Slot 0 is the one whose child owns the queue's job store."""
-
-    def __init__(self, queue, index=0, processes=1):
-        self.queue = queue
-        self.index = index
-        self.processes = processes   # of its queue; only names it
-        self.child = None
-        self.backoff = Backoff()
-        self.boot_failures = 0
-        self.start_after = 0.0   # monotonic time the next child may start
-        self.removed = False     # by a reload; the slot goes with its child
-
-    @property
-    def key(self):
-        return (self.queue, self.index)
-
-    @property
-    def label(self):
-        """How logs name it: ``jobs``, or ``jobs #2`` of several."""
-        return slot_label(self.queue, self.index, self.processes)
-
-
-def configured_slots(config):
-    """``{(queue, index): processes}`` for every slot ``config`` asks for."""
-    settings = config.settings
-    return {(queue, index): settings.processes(queue)
-            for queue in config.queues
-            for index in range(settings.processes(queue))}
 
 
 class Master:
-    def __init__(self, config, reload_config, watch_files=None):
+    def __init__(self, config, reload_config, watch_files=None, *,
+                 spawn=handles.spawn, reap=handles.reap,
+                 clock=time.monotonic, signals=None):
         """``reload_config()`` re-reads the ini (raising ExitError);
         ``watch_files(paths)``, under ``--reload``, watches the children's
-        source files."""
+        source files.
+
+        The rest are the master's reach into the world, so that tests can
+        drive its rules in-process: ``spawn`` forks a child and returns its
+        handle (see handles.spawn), ``reap()`` yields ``(pid, exit code)``
+        of the children that exited, ``clock`` is monotonic time, and
+        ``signals`` the SignalQueue the loop sleeps on.
+        """
         self.config = config
         self.reload_config = reload_config
         self.watch_files = watch_files
+        self.spawn = spawn
+        self.reap = reap
+        self.clock = clock
+        self.signals = signals or SignalQueue(HANDLED_SIGNALS)
         self.generation = 1
         self.slots = {}
         self.children = {}   # pid -> ChildHandle
-        self.signals = SignalQueue(HANDLED_SIGNALS)
         self.stopping = False
         self.stop_signal_at = float('-inf')
         self.exit_code = None
@@ -122,15 +98,9 @@ class Master:
                  ', '.join(self.config.queues))
         with self.signals:
             try:
-                for (queue, index), processes in configured_slots(
-                        self.config).items():
-                    self.slots[queue, index] = Slot(queue, index, processes)
-                while not (self.stopping and not self.children):
-                    self.supervise()
-                    self.sleep()
-                    self.handle_signals()
-                    self.reap_children()
-                    self.read_reports()
+                add_wanted_slots(self.slots, configured_slots(self.config))
+                while not self.finished:
+                    self.turn()
             except Exception:
                 log.exception('the pscheduler master failed; killing its '
                               'children')
@@ -141,8 +111,20 @@ class Master:
                  self.exit_code)
         return self.exit_code
 
+    @property
+    def finished(self):
+        return self.stopping and not self.children
+
+    def turn(self):
+        """One turn of the loop: act, sleep, then see what woke us."""
+        self.supervise()
+        self.sleep()
+        self.handle_signals()
+        self.reap_children()
+        self.read_reports()
+
     def supervise(self):
-        now = time.monotonic()
+        now = self.clock()
         self.enforce_stop_deadlines(now)
         if self.stopping:
             return
@@ -150,11 +132,18 @@ class Master:
             self.watch_children()
             self.next_watch = now + WATCH_INTERVAL
         self.restart_one_outdated_child()
-        self.start_due_children(now)
+        for slot in due_to_start(list(self.slots.values()), now):
+            self.start_child(slot)
         self.announce_ready()
 
     def sleep(self):
-        now = time.monotonic()
+        now = self.clock()
+        fds = [child.reports.fileno() for child in self.children.values()
+               if not child.reports.eof]
+        self.signals.wait(max(self.next_deadline(now) - now, 0), fds)
+
+    def next_deadline(self, now):
+        """The soonest the loop has something to do, signals aside."""
         deadlines = [now + LOOP_INTERVAL]
         deadlines += [child.kill_at for child in self.children.values()
                       if child.kill_at is not None and not child.killed]
@@ -162,24 +151,29 @@ class Master:
             deadlines.append(self.next_watch)
             deadlines += [slot.start_after for slot in self.slots.values()
                           if slot.child is None and not slot.removed]
-        timeout = max(min(deadlines) - now, 0)
-        fds = [child.reports.fileno() for child in self.children.values()
-               if not child.reports.eof]
-        self.signals.wait(timeout, fds)
+        return min(deadlines)
 
-    # --- signals -----------------------------------------------------------
+    # --- signals: handle_<name>, as gunicorn's arbiter ---------------------
 
     def handle_signals(self):
         for signum in self.signals.pop_all():
-            if signum in (signal.SIGTERM, signal.SIGINT):
-                self.on_stop_signal(signum)
-            elif signum == signal.SIGHUP:
-                self.on_reload_signal()
-            # SIGCHLD only wakes the loop: reap_children() runs every turn.
+            name = signal.Signals(signum).name
+            getattr(self, f'handle_{name[3:].lower()}')()
 
-    def on_stop_signal(self, signum):
-        name = signal.Signals(signum).name
-        now = time.monotonic()
+    def handle_term(self):
+        self.on_stop_signal('SIGTERM')
+
+    def handle_int(self):
+        self.on_stop_signal('SIGINT')
+
+    def handle_hup(self):
+        self.on_reload_signal()
+
+    def handle_chld(self):
+        """Only wakes the loop: reap_children() runs every turn."""
+
+    def on_stop_signal(self, name):
+        now = self.clock()
         if self.stopping and now - self.stop_signal_at < REPEAT_SIGNAL_AFTER:
             # One stop sent twice at once (timeout(1), a service manager and
             # a shell trap signalling the whole group): not a second request.
@@ -217,18 +211,11 @@ class Master:
         self.config = new_config
         self.generation += 1
         self.ready_announced = False
-        for key, slot in list(self.slots.items()):
-            if key not in wanted:
-                self.remove_slot(slot, QUEUE_REMOVED
-                                 if slot.queue not in new_queues
-                                 else SLOT_REMOVED)
-        for key, processes in wanted.items():
-            slot = self.slots.get(key)
-            if slot is None:
-                self.slots[key] = Slot(*key, processes)
-            else:
-                slot.removed = False
-                slot.processes = processes
+        for slot in unwanted_slots(self.slots, wanted):
+            self.remove_slot(slot, QUEUE_REMOVED
+                             if slot.queue not in new_queues
+                             else SLOT_REMOVED)
+        add_wanted_slots(self.slots, wanted)
         log.info('reload: queue(s) added: %s; removed: %s; restarting the '
                  'others one at a time',
                  ', '.join(sorted(new_queues - old_queues)) or 'none',
@@ -253,8 +240,10 @@ class Master:
         for child in self.children.values():
             child.request_stop(SHUTDOWN, STOP_GRACE)
 
-    def fail(self, exit_code, message):
-        """Stop everything because of ``message``; exit with ``exit_code``."""
+    def halt(self, exit_code, message):
+        """Stop everything because of ``message``; exit with ``exit_code``.
+
+        Gentler than gunicorn's HaltServer: the other children drain."""
         log.error('%s; stopping pscheduler (exit code %d)', message,
                   exit_code)
         self.begin_stop(exit_code)
@@ -274,28 +263,22 @@ class Master:
             child.kill(SHUTDOWN)
 
     def reap_remaining(self, timeout):
-        deadline = time.monotonic() + timeout
-        while self.children and time.monotonic() < deadline:
+        deadline = self.clock() + timeout
+        while self.children and self.clock() < deadline:
             self.reap_children()
             time.sleep(0.05)
 
     # --- children ------------------------------------------------------------
 
-    def start_due_children(self, now):
-        for slot in list(self.slots.values()):
-            if slot.child is None and not slot.removed \
-                    and now >= slot.start_after:
-                self.start_child(slot)
-
     def start_child(self, slot):
         try:
-            child = children.spawn(
+            child = self.spawn(
                 slot.queue, self.config, self.generation, slot.index,
                 close_in_child=self.descriptors_children_must_close(),
-                report_modules=self.watch_files is not None)
+                report_modules=self.watch_files is not None,
+                clock=self.clock)
         except OSError as exc:  # out of processes or memory: try later
-            delay = slot.backoff.next_delay()
-            slot.start_after = time.monotonic() + delay
+            delay = slot.restart_later(self.clock())
             log.error('cannot start a child for queue %s (%s); trying again '
                       'in %.1fs', slot.label, exc, delay)
             return
@@ -310,16 +293,10 @@ class Master:
         return fds
 
     def reap_children(self):
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, code in self.reap():
             child = self.children.pop(pid, None)
             if child is not None:
-                self.on_child_exit(child, os.waitstatus_to_exitcode(status))
+                self.on_child_exit(child, code)
 
     def on_child_exit(self, child, code):
         self.handle_reports(child, child.read_reports())  # its last words
@@ -329,53 +306,19 @@ class Master:
             slot.child = None
         else:
             slot = None
-        outcome = describe_exit(code)
         if child.stop_reason in PLANNED_STOPS or self.stopping:
             log.log(logging.INFO if code == 0 else logging.WARNING,
                     'child %d (queue %s) exited (%s), as asked: %s',
-                    child.pid, child.label, outcome,
+                    child.pid, child.label, describe_exit(code),
                     child.stop_reason or SHUTDOWN)
             if slot is not None and slot.removed:
                 del self.slots[slot.key]
             return
-        if slot is None:
-            return
-        if not child.ready:
-            self.on_boot_failure(slot, child, code, outcome)
-        else:
-            self.on_crash(slot, child, outcome)
-
-    def on_boot_failure(self, slot, child, code, outcome):
-        error = child.error or outcome
-        if child.stop_reason == HUNG:
-            error = f'no heartbeat while starting; {error}'
-        if code in exitcodes.FATAL_CHILD_CODES:
-            self.fail(code, f'queue {slot.label}: {error}')
-            return
-        slot.boot_failures += 1
-        limit = child.config.settings.child_boot_failures
-        if slot.boot_failures >= limit:
-            self.fail(exitcodes.BOOT_FAILED,
-                      f'the child for queue {slot.label} failed to start '
-                      f'{slot.boot_failures} times in a row '
-                      f'(scheduler.child.boot_failures = {limit}); last '
-                      f'error: {error}')
-            return
-        delay = slot.backoff.next_delay()
-        slot.start_after = time.monotonic() + delay
-        log.error('child %d for queue %s failed to start (%s); attempt %d '
-                  'of %d; trying again in %.1fs', child.pid, slot.label,
-                  error, slot.boot_failures, limit, delay)
-
-    def on_crash(self, slot, child, outcome):
-        if child.uptime() >= STABLE_AFTER:
-            slot.backoff.reset()
-        delay = slot.backoff.next_delay()
-        slot.start_after = time.monotonic() + delay
-        why = f'{outcome} after {HUNG}' if child.stop_reason == HUNG \
-            else outcome
-        log.error('child %d serving queue %s died (%s); starting a new one '
-                  'in %.1fs', child.pid, slot.label, why, delay)
+        if slot is not None:
+            give_up = restarts.after_unexpected_exit(slot, child, code,
+                                                     self.clock())
+            if give_up is not None:
+                self.halt(give_up.code, give_up.message)
 
     def read_reports(self):
         for child in list(self.children.values()):
@@ -400,84 +343,27 @@ class Master:
 
     def watch_children(self):
         for slot in self.slots.values():
-            child = slot.child
-            if child is None or child.stop_reason is not None:
-                continue
-            settings = child.config.settings
-            silent = child.seconds_since_heartbeat()
-            if silent > settings.child_heartbeat_timeout:
-                log.error('child %d (queue %s) sent no heartbeat for %.1fs '
-                          '(scheduler.child.heartbeat_timeout = %gs): killing '
-                          'it', child.pid, child.label, silent,
-                          settings.child_heartbeat_timeout)
-                child.kill(HUNG)
-                continue
-            limit = settings.child_memory_limit
-            if limit and child.ready:
-                rss = child.rss()
-                if rss is not None and rss > limit:
-                    log.warning('child %d (queue %s) uses %s of memory, over '
-                                'scheduler.child.memory_limit (%s): replacing '
-                                'it once its running jobs are done',
-                                child.pid, child.label, format_size(rss),
-                                format_size(limit))
-                    child.request_stop(MEMORY_LIMIT, STOP_GRACE)
+            if slot.child is not None and slot.child.stop_reason is None:
+                health.check(slot.child, STOP_GRACE)
 
     # --- reload and readiness ------------------------------------------------
 
     def restart_one_outdated_child(self):
-        """Restart the next child still running an older configuration.
-
-        Only when every slot has a ready child: so one child restarts at a
-        time, and a new child that fails to start stops the roll. And only
-        once the slots removed from a queue still served have no child: the
-        queue's new job store owner takes back, when it starts, what those
-        leave behind (Redis, see Runtime._restore_removed_slots).
-        """
-        if any(slot.removed and slot.queue in self.config.queues
-               for slot in self.slots.values()):
-            return
-        active = [slot for slot in self.slots.values() if not slot.removed]
-        if any(slot.child is None or not slot.child.ready
-               or slot.child.stop_reason is not None for slot in active):
-            return
-        for slot in active:
-            if slot.child.generation < self.generation:
-                log.info('reload: restarting the child of queue %s',
-                         slot.label)
-                slot.child.request_stop(RELOAD, STOP_GRACE)
-                return
+        """Restart the next child still running an older configuration
+        (see slots.next_to_restart for when)."""
+        slot = next_to_restart(list(self.slots.values()), self.generation,
+                               self.config.queues)
+        if slot is not None:
+            log.info('reload: restarting the child of queue %s', slot.label)
+            slot.child.request_stop(RELOAD, STOP_GRACE)
 
     def announce_ready(self):
-        if self.ready_announced:
-            return
-        slots = list(self.slots.values())
-        if any(slot.removed or slot.child is None or not slot.child.ready
-               or slot.child.generation != self.generation
-               or slot.child.stop_reason is not None for slot in slots):
+        if self.ready_announced or not all_current(
+                list(self.slots.values()), self.generation):
             return
         self.ready_announced = True
         log.info('pscheduler ready: %s', self.status_text())
         systemd.ready(self.status_text())
 
     def status_text(self):
-        return 'serving ' + ', '.join(
-            f'{slot.label} (pid {slot.child.pid})' if slot.child
-            else f'{slot.label} (starting)'
-            for slot in self.slots.values() if not slot.removed)
-
-
-def describe_exit(code):
-    if code < 0:
-        try:
-            return f'killed by {signal.Signals(-code).name}'
-        except ValueError:
-            return f'killed by signal {-code}'
-    return f'exit code {code}'
-
-
-def format_size(size):
-    for unit in ('B', 'KB', 'MB', 'GB'):
-        if size < 1000 or unit == 'GB':
-            return f'{size:.0f}{unit}' if unit == 'B' else f'{size:.1f}{unit}'
-        size /= 1000
+        return status_text(self.slots.values())

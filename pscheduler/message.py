@@ -15,6 +15,7 @@ import sys
 from pyramid_scheduler.admin import COMMANDS, send_command
 
 from . import exitcodes
+from .sizes import format_size
 
 
 def parse_message(text):
@@ -94,7 +95,7 @@ def _format_print_jobs(head, result):
 
 def _format_status(head, result):
     return (f'{head}: up {format_duration(result.get("uptime", 0))}, '
-            f'memory {format_bytes(result.get("rss", 0))}, '
+            f'memory {format_size(result.get("rss", 0))}, '
             f'running {result.get("running")}, '
             f'pending {result.get("pending")}, '
             f'executed {result.get("executed")}, '
@@ -152,7 +153,3 @@ def format_duration(seconds):
     parts = [f'{value}{unit}' for value, unit in
              ((days, 'd'), (hours, 'h'), (minutes, 'm')) if value]
     return ' '.join(parts + [f'{seconds}s'])
-
-
-def format_bytes(size):
-    return f'{(size or 0) / 1e6:.1f}MB'

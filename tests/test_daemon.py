@@ -234,6 +234,35 @@ def test_start_failures_stop_with_their_exit_code(tmp_path, daemons, app,
         assert 'failed to start 3 times in a row' in daemon.log()
 
 
+def test_children_killed_while_starting_do_not_stop_the_master(tmp_path,
+                                                               daemons):
+    """SIGKILL from outside is not the application failing to start: more
+    of them than scheduler.child.boot_failures must not end in exit 20."""
+    ini = write_ini(tmp_path / 'app.ini',
+                    settings={'scheduler.child.boot_failures': 2})
+    daemon = daemons(ini)
+    killed = []
+    for _ in range(4):
+        pid = wait_for(lambda: next((p for p in daemon.child_pids().values()
+                                     if p not in killed), None),
+                       interval=0.01, what='a new child starting')
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    assert daemon.log_count('stopped from outside while starting') >= 3, \
+        daemon.log()
+
+    pids = daemon.wait_ready({'jobs'})
+    assert pids['jobs'] not in killed
+    assert daemon.process.poll() is None
+    assert 'failed to start' not in daemon.log()
+    records = tmp_path / 'records.jsonl'
+    with producer(ini) as scheduler:
+        scheduler.add_async_job(jobs.record, args=(str(records), 'after'))
+    ran = wait_for(lambda: jobs.read_records(records), what='the job')
+    assert [(r['values'], r['pid']) for r in ran] == [(['after'],
+                                                       pids['jobs'])]
+
+
 def test_unknown_queue_option_lists_the_configured_queues(tmp_path):
     ini = write_ini(tmp_path / 'app.ini', queues=('jobs', 'mail'))
     result = run_cli('-q', 'nope', ini=ini)

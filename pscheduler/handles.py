@@ -1,4 +1,5 @@
-"""The master's handle on one child process, and the fork that makes it.
+"""The master's handle on one child process, the fork that makes it and
+the wait that reaps it (the other side of the fork is pscheduler.child).
 
 Everything the child needs from the master (its heartbeat file, its report
 pipe) is created just before the fork and is nothing but file descriptors;
@@ -19,12 +20,23 @@ from .titles import slot_label
 
 log = logging.getLogger(__name__)
 
+# Why the master stops a child (ChildHandle.stop_reason); any other exit is
+# unexpected, and only HUNG is the child's own fault.
+RELOAD = 'reload'
+MEMORY_LIMIT = 'memory limit'
+QUEUE_REMOVED = 'queue removed'
+SLOT_REMOVED = 'fewer processes for its queue'
+SHUTDOWN = 'shutdown'
+HUNG = 'no heartbeat'
+PLANNED_STOPS = (RELOAD, MEMORY_LIMIT, QUEUE_REMOVED, SLOT_REMOVED,
+                 SHUTDOWN)
+
 
 class ChildHandle:
     """One child as the master sees it: pid, state, and how to reach it."""
 
     def __init__(self, pid, queue, generation, config, heartbeat, reports,
-                 slot=0):
+                 slot=0, clock=time.monotonic):
         self.pid = pid
         self.queue = queue
         self.slot = slot               # which of the queue's processes
@@ -33,7 +45,8 @@ class ChildHandle:
         self.config = config
         self.heartbeat = heartbeat
         self.reports = reports
-        self.started_at = time.monotonic()
+        self.clock = clock             # the master's
+        self.started_at = clock()
         self.ready_at = None
         self.error = None
         self.stop_reason = None        # why the master asked it to go
@@ -52,17 +65,21 @@ class ChildHandle:
         return self.ready_at is not None
 
     def mark_ready(self):
-        self.ready_at = time.monotonic()
+        self.ready_at = self.clock()
 
     def uptime(self):
-        return time.monotonic() - self.started_at
+        return self.clock() - self.started_at
+
+    def served_for(self):
+        """Seconds since it reported ready; 0 if it never did."""
+        return self.clock() - self.ready_at if self.ready else 0.0
 
     def request_stop(self, reason, grace):
         """SIGTERM: drain and exit; SIGKILL comes after the drain timeout."""
         if self.stop_reason is not None:
             return
         self.stop_reason = reason
-        self.kill_at = (time.monotonic()
+        self.kill_at = (self.clock()
                         + self.config.settings.shutdown_timeout + grace)
         self.send_signal(signal.SIGTERM)
 
@@ -99,8 +116,18 @@ class ChildHandle:
         self.heartbeat.close()
 
 
+def describe_exit(code):
+    """How logs say a child ended: ``exit code 3``, ``killed by SIGKILL``."""
+    if code < 0:
+        try:
+            return f'killed by {signal.Signals(-code).name}'
+        except ValueError:
+            return f'killed by signal {-code}'
+    return f'exit code {code}'
+
+
 def spawn(queue, config, generation, slot, close_in_child,
-          report_modules=False):
+          report_modules=False, clock=time.monotonic):
     """Fork a child serving ``queue`` in ``slot``; return its handle (in
     the master)."""
     heartbeat = Heartbeat()
@@ -133,7 +160,19 @@ def spawn(queue, config, generation, slot, close_in_child,
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.close(write_fd)
     return ChildHandle(pid, queue, generation, config, heartbeat,
-                       ReportReader(read_fd), slot)
+                       ReportReader(read_fd), slot, clock)
+
+
+def reap():
+    """Yield ``(pid, exit code)`` of each child that has exited, at once."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, os.waitstatus_to_exitcode(status)
 
 
 def _run_child_and_exit(spec):
