@@ -43,8 +43,8 @@ def restore_orphaned_messages(channel, queue_names, keep=()):
     holds (after a reconnect), left alone. Returns how many went back.
     """
     qos = getattr(channel, 'qos', None)
-    if not hasattr(qos, 'restore_by_tag') or not hasattr(channel,
-                                                          'unacked_key'):
+    if (not hasattr(qos, 'restore_by_tag')
+            or not hasattr(channel, 'unacked_key')):
         return 0
     with channel.conn_or_acquire() as client:
         entries = client.hgetall(channel.unacked_key)

@@ -62,6 +62,7 @@ class WakeBox:
         self.pid = os.getpid()
         self._sockets = {}  # queue -> (socket, path, refcount)
         self._lock = threading.Lock()
+        self._setup_lock = threading.Lock()  # see _setup_waiting
         self._sender = None
         self._listing = None  # (mtime_ns, monotonic, names)
         self._poller = None
@@ -69,12 +70,19 @@ class WakeBox:
         self._warned = False
 
     def _setup_waiting(self):
+        # Under a lock: the consumer's first wait() and a worker's first
+        # interrupt() may come at once, and two pipes would lose the
+        # interrupt (the one written to is not the one polled).
         if self._poller is None:
-            self._pipe = os.pipe()
-            for fd in self._pipe:
-                os.set_blocking(fd, False)
-            self._poller = select.poll()
-            self._poller.register(self._pipe[0], select.POLLIN)
+            with self._setup_lock:
+                if self._poller is None:
+                    pipe = os.pipe()
+                    for fd in pipe:
+                        os.set_blocking(fd, False)
+                    poller = select.poll()
+                    poller.register(pipe[0], select.POLLIN)
+                    self._pipe = pipe
+                    self._poller = poller
         return self._poller
 
     # consumer side
