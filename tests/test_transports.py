@@ -337,3 +337,35 @@ def test_the_database_is_set_up_once_per_process(tmp_path):
     finally:
         db.close()
     assert {database.MESSAGE_TABLE, database.QUEUE_TABLE} <= tables
+
+
+def test_transports_and_naming_import_nothing_above_them():
+    # The direction the redesign keeps (review section 5.1): the runtime,
+    # the facade, admin and the producer use transports, never the reverse.
+    package = os.path.join(ROOT, 'pyramid_scheduler')
+    above = {'runtime', 'scheduler', 'admin', 'producer', 'broker',
+             'consumer', 'acks', 'settings'}
+    files = [os.path.join(package, 'naming.py')] + [
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(os.path.join(package, 'transports'))
+        for name in names if name.endswith('.py')]
+    found = [f'{os.path.relpath(path, ROOT)}: {name}'
+             for path in files for name in _our_imports(path)
+             if set(name.split('.')) & above]
+    assert found == []
+
+
+def _our_imports(path):
+    """The dotted names ``path`` imports from pyramid_scheduler."""
+    import ast
+    with open(path) as source:
+        tree = ast.parse(source.read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names
+                        if alias.name.startswith('pyramid_scheduler.'))
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ''
+            if node.level or module.startswith('pyramid_scheduler'):
+                yield module
+                yield from (f'{module}.{alias.name}' for alias in node.names)
