@@ -369,3 +369,39 @@ def _our_imports(path):
             if node.level or module.startswith('pyramid_scheduler'):
                 yield module
                 yield from (f'{module}.{alias.name}' for alias in node.names)
+
+
+@pytest.mark.parametrize('take', ['batch', 'one_without_returning'])
+def test_leasing_takes_the_oldest_visible_rows_once(tmp_path, take):
+    # The second form serves SQLite before 3.35 (no RETURNING); both must
+    # lease in FIFO order and never hand out a leased row again.
+    path = str(tmp_path / 'db.sqlite')
+    database.ensure_database(path)
+    db = database.Database(path)
+    try:
+        for number in range(3):
+            db.run(f'INSERT INTO {database.MESSAGE_TABLE} '
+                   '(queue, payload, created) VALUES (?, ?, ?)',
+                   ('q', f'"{number}"', time.time()))
+        owner = ('token', *leases.LeaseIdentity()(), time.time())
+
+        def lease(limit):
+            if take == 'batch':
+                return leases.lease_batch(db, 'q', limit, lambda: owner)
+            return leases.lease_one_without_returning(db, 'q',
+                                                      lambda: owner)
+
+        assert leases.has_ready(db, 'q')
+        first = lease(2)
+        assert [payload for _, payload, _ in first] == (
+            ['"0"', '"1"'] if take == 'batch' else ['"0"'])
+        assert all(deliveries == 1 for _, _, deliveries in first)
+        rest = lease(5)
+        assert rest and not {row for row, _, _ in rest} & {
+            row for row, _, _ in first}
+        while lease(5):
+            pass
+        assert not leases.has_ready(db, 'q')
+        assert lease(5) == []
+    finally:
+        db.close()

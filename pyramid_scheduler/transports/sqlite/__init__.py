@@ -60,7 +60,8 @@ The modules, each with one concern:
 
 - ``database.py``: the file's path, schema and one-time setup, and the
   autocommit connection wrapper;
-- ``leases.py``: who holds a lease, owner liveness, reclaim, housekeeping;
+- ``leases.py``: taking leases, who holds one, owner liveness, reclaim,
+  housekeeping;
 - ``wakeups.py``: the wake-up sockets (WakeBox) and the in-process
   handshake with a sleeping consumer (WakeFlags);
 - ``channel.py``: the kombu Channel;

@@ -1,13 +1,14 @@
-"""Who holds a lease, whether it is still alive, and taking leases back.
+"""Leases: taking rows, who holds them, whether alive, taking them back.
 
-A received message is *leased*: its row records the owner's node (host and
-pid namespace), pid and process start time. A consumer that dies without a
-word (SIGKILL, OOM) leaves leased rows behind; :func:`reclaim` makes visible
-again those whose owner is gone (pid not alive, or alive with another start
-time) and those leased longer than the visibility timeout (a hung owner, or
-one on another node whose liveness cannot be checked). Consumers reclaim
-when they start and every few seconds (transport.py); the runtime's
-:func:`housekeeping` also drops stale reply queues.
+A received message is *leased* (:func:`lease_batch`): its row records the
+owner's token, node (host and pid namespace), pid and process start time.
+A consumer that dies without a word (SIGKILL, OOM) leaves leased rows
+behind; :func:`reclaim` makes visible again those whose owner is gone (pid
+not alive, or alive with another start time) and those leased longer than
+the visibility timeout (a hung owner, or one on another node whose
+liveness cannot be checked). Consumers reclaim when they start and every
+few seconds (transport.py); the runtime's :func:`housekeeping` also drops
+stale reply queues.
 """
 import logging
 import os
@@ -58,6 +59,57 @@ class LeaseIdentity:
             value = (current_node(), pid, started)
             self._cached = (pid, value)
         return value
+
+
+# What a lease sets: the owner's token, node, pid and start time, the time.
+LEASE_COLUMNS = ('lease_token = ?, lease_node = ?, lease_pid = ?, '
+                 'lease_started = ?, leased_at = ?, '
+                 'deliveries = deliveries + 1')
+
+
+def has_ready(db, queue):
+    """True if ``queue`` has a visible row: a read, no write lock."""
+    return bool(db.run(
+        f'SELECT 1 FROM {MESSAGE_TABLE} WHERE queue = ? AND '
+        'lease_token IS NULL LIMIT 1', (queue,)))
+
+
+def lease_batch(db, queue, limit, values):
+    """Lease up to ``limit`` oldest visible rows of ``queue`` in one
+    statement (SQLite 3.35 and later: RETURNING).
+
+    ``values()`` gives the :data:`LEASE_COLUMNS` values. Returns
+    ``[(id, payload, deliveries)]`` in FIFO order; rows another consumer
+    took meanwhile are skipped.
+    """
+    got = db.run(
+        f'UPDATE {MESSAGE_TABLE} SET {LEASE_COLUMNS} '
+        f'WHERE id IN (SELECT id FROM {MESSAGE_TABLE} '
+        'WHERE queue = ? AND lease_token IS NULL '
+        'ORDER BY id LIMIT ?) '
+        'RETURNING id, payload, deliveries',
+        (*values(), queue, limit))
+    got.sort()  # RETURNING has no ORDER BY
+    return got
+
+
+def lease_one_without_returning(db, queue, values):
+    """SQLite < 3.35: read a candidate, lease it unless taken, read it."""
+    for _ in range(10):
+        candidate = db.run(
+            f'SELECT id FROM {MESSAGE_TABLE} WHERE queue = ? AND '
+            'lease_token IS NULL ORDER BY id LIMIT 1', (queue,))
+        if not candidate:
+            return []
+        row_id = candidate[0][0]
+        if db.change(f'UPDATE {MESSAGE_TABLE} SET {LEASE_COLUMNS} '
+                     'WHERE id = ? AND lease_token IS NULL',
+                     (*values(), row_id)):
+            return [(row_id, *db.run(
+                f'SELECT payload, deliveries FROM {MESSAGE_TABLE} '
+                'WHERE id = ?', (row_id,))[0])]
+        # Another consumer leased it between our two statements.
+    return []
 
 
 def owner_alive(node, pid, started, here=None):

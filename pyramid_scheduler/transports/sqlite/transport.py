@@ -23,7 +23,9 @@ from .channel import Channel
 from .database import (
     BUSY_TIMEOUT, HAS_RETURNING, MESSAGE_TABLE, QUEUE_TABLE, UNLEASE,
     Database, ensure_database, path_from_url)
-from .leases import VISIBILITY_TIMEOUT, LeaseIdentity, reclaim
+from .leases import (
+    VISIBILITY_TIMEOUT, LeaseIdentity, has_ready, lease_batch,
+    lease_one_without_returning, reclaim)
 from .wakeups import WakeBox, WakeFlags, wake_directory
 
 log = logging.getLogger(__name__)
@@ -202,16 +204,10 @@ class SQLiteTransport(virtual.Transport):
         with self._db_lock:
             db = self.db
             if not HAS_RETURNING:
-                got = self._lease_one_without_returning(db, queue)
-            elif queue in self._streak or self._has_ready(db, queue):
-                got = db.run(
-                    f'UPDATE {MESSAGE_TABLE} SET {self._lease_columns()} '
-                    f'WHERE id IN (SELECT id FROM {MESSAGE_TABLE} '
-                    'WHERE queue = ? AND lease_token IS NULL '
-                    'ORDER BY id LIMIT ?) '
-                    'RETURNING id, payload, deliveries',
-                    (*self._lease_values(), queue, limit))
-                got.sort()  # RETURNING has no ORDER BY
+                got = lease_one_without_returning(db, queue,
+                                                  self._lease_values)
+            elif queue in self._streak or has_ready(db, queue):
+                got = lease_batch(db, queue, limit, self._lease_values)
             else:
                 got = []
         if len(got) < limit:
@@ -223,39 +219,9 @@ class SQLiteTransport(virtual.Transport):
         return [self._leased_payload(row_id, queue, text, deliveries)
                 for row_id, text, deliveries in got]
 
-    @staticmethod
-    def _has_ready(db, queue):
-        return bool(db.run(
-            f'SELECT 1 FROM {MESSAGE_TABLE} WHERE queue = ? AND '
-            'lease_token IS NULL LIMIT 1', (queue,)))
-
-    @staticmethod
-    def _lease_columns():
-        return ('lease_token = ?, lease_node = ?, lease_pid = ?, '
-                'lease_started = ?, leased_at = ?, '
-                'deliveries = deliveries + 1')
-
     def _lease_values(self):
+        """What a lease records: our token, who we are, when."""
         return (self._token, *self._identity(), time.time())
-
-    def _lease_one_without_returning(self, db, queue):
-        """SQLite < 3.35: read a candidate, lease it unless taken, read it."""
-        for _ in range(10):
-            candidate = db.run(
-                f'SELECT id FROM {MESSAGE_TABLE} WHERE queue = ? AND '
-                'lease_token IS NULL ORDER BY id LIMIT 1', (queue,))
-            if not candidate:
-                return []
-            row_id = candidate[0][0]
-            if db.change(f'UPDATE {MESSAGE_TABLE} SET '
-                         f'{self._lease_columns()} '
-                         'WHERE id = ? AND lease_token IS NULL',
-                         (*self._lease_values(), row_id)):
-                return [(row_id, *db.run(
-                    f'SELECT payload, deliveries FROM {MESSAGE_TABLE} '
-                    'WHERE id = ?', (row_id,))[0])]
-            # Another consumer leased it between our two statements.
-        return []
 
     def _leased_payload(self, row_id, queue, text, deliveries):
         self._flags.dirty = True  # there may be more
