@@ -152,12 +152,12 @@ class PyramidSchedulerSystem(System):
         return procs
 
     def purge(self):
-        from pyramid_scheduler import broker
+        from pyramid_scheduler import naming, transports
         settings = self.scheduler.settings
-        conn = broker.connect(settings)
+        conn = transports.connect(settings)
         try:
             conn.default_channel.queue_purge(
-                broker.queue_name(settings, 'jobs'))
+                naming.queue_name(settings, 'jobs'))
         except Exception:
             pass
         finally:

@@ -508,7 +508,8 @@ Reading the numbers
   pushed while the dying child still had its ``BRPOP`` pending was lost in
   every try while this benchmark was written (in neither the queue nor
   kombu's unacked hash afterwards); pyramid_scheduler's Redis transport
-  (``BRPOPLPUSH`` into a fetched list, ``pyramid_scheduler/redis_transport.py``)
+  (``BRPOPLPUSH`` into a fetched list,
+  ``pyramid_scheduler/transports/redis/channel.py``)
   closes that window, and such a job was served by the new child in every
   try since. Celery and raw kombu on Redis still have the window.
 - ``bench/psworker.py`` runs the same Runtime as a pscheduler child in one

@@ -1,10 +1,10 @@
 """Sending messages: bounded retries, signing, and transaction awareness.
 
 The common case is made cheap, and every failure goes the long way: on a
-plain ``redis://`` URL a message is one LPUSH (redis_publish.py); elsewhere
-a kombu Producer kept per pooled connection publishes it once, without
-kombu's retry wrappers. If that fails, kombu reconnects and retries until
-``scheduler.broker.send_timeout``, then BrokerUnavailable.
+plain ``redis://`` URL a message is one LPUSH (transports/redis/publish.py);
+elsewhere a kombu Producer kept per pooled connection publishes it once,
+without kombu's retry wrappers. If that fails, kombu reconnects and retries
+until ``scheduler.broker.send_timeout``, then BrokerUnavailable.
 """
 import logging
 import os
@@ -15,7 +15,7 @@ import weakref
 from kombu import serialization
 from pyramid.threadlocal import get_current_request
 
-from . import broker, signing
+from . import broker, signing, transports
 from .errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Producer:
     def _connections(self):
         with self._lock:
             if self._pool is None or self._pool_pid != os.getpid():
-                self._pool = broker.connect(self.settings).Pool(
+                self._pool = transports.connect(self.settings).Pool(
                     limit=self._pool_limit)
                 self._pool_pid = os.getpid()
                 self._producers = weakref.WeakKeyDictionary()
@@ -204,12 +204,10 @@ def _remaining(deadline):
 def _direct_publisher(settings):
     """The one-LPUSH publisher for a plain redis:// URL, or None.
 
-    redis_publish imports redis, an extra: only a Redis URL may load it.
+    transports decides (its scheme table), and imports redis, an extra,
+    only for a Redis URL.
     """
-    if not str(settings.broker_url).lower().startswith('redis://'):
-        return None
-    from . import redis_publish
-    return redis_publish.publisher_for(settings)
+    return transports.direct_publisher(settings)
 
 
 def _is_connection_error(exc, pool):

@@ -1,9 +1,10 @@
 """The producer's cheap paths, against real servers.
 
 On a plain ``redis://`` URL a message goes out in one LPUSH of the envelope
-kombu would have written (pyramid_scheduler/redis_publish.py): kombu's own
-consumers, ours and pscheduler must read it unchanged, signed and
-compressed, and every failure must still end in kombu's bounded retries.
+kombu would have written (pyramid_scheduler/transports/redis/publish.py):
+kombu's own consumers, ours and pscheduler must read it unchanged, signed
+and compressed, and every failure must still end in kombu's bounded
+retries.
 On the other brokers a kombu Producer is kept per pooled connection and
 used without kombu's retry wrappers until something fails.
 """
@@ -19,7 +20,8 @@ import kombu
 import pytest
 import redis
 
-from pyramid_scheduler import broker, redis_publish, signing, wire
+from pyramid_scheduler import naming, signing, wire
+from pyramid_scheduler.transports.redis import publish as redis_publish
 from pyramid_scheduler.errors import BrokerUnavailable
 from pyramid_scheduler.producer import Producer
 from pyramid_scheduler.scheduler import Scheduler
@@ -75,7 +77,7 @@ def job_body(queue='jobs', value='x'):
 
 
 def publish(producer, settings, body):
-    target = broker.job_queue(settings, 'jobs')
+    target = naming.job_queue(settings, 'jobs')
     producer.publish(body, target.name, declare=[target])
 
 
@@ -84,7 +86,7 @@ def raw_messages(settings):
     to each message) replaced by TAG."""
     client = redis.Redis.from_url(settings.broker_url)
     try:
-        name = broker.queue_name(settings, 'jobs')
+        name = naming.queue_name(settings, 'jobs')
         texts = [m.decode() for m in reversed(client.lrange(name, 0, -1))]
     finally:
         client.close()
@@ -104,7 +106,7 @@ def test_direct_publish_writes_what_kombu_writes(redis_conf, make_producer,
     settings = parse_settings(conf)
     ours = make_producer(settings)
     payload, content_type, encoding, headers = ours.encode(job_body())
-    target = broker.job_queue(settings, 'jobs')
+    target = naming.job_queue(settings, 'jobs')
     # kombu's own Redis transport, as any kombu producer would use it.
     with kombu.Connection(settings.broker_url) as connection:
         connection.Producer().publish(
@@ -138,7 +140,7 @@ def test_a_plain_kombu_consumer_reads_a_direct_message(redis_conf,
     received = []
     # kombu's own Redis transport, not pyramid_scheduler's.
     with kombu.Connection(settings.broker_url) as connection:
-        queue = broker.job_queue(settings, 'jobs')
+        queue = naming.job_queue(settings, 'jobs')
         with connection.Consumer(queue, accept=['json'],
                                  callbacks=[lambda b, m: received.append(
                                      (b, m)) or m.ack()]):
@@ -219,11 +221,11 @@ def test_other_urls_go_through_kombu(url):
 
 
 def test_only_queues_whose_declaration_sends_nothing_skip_kombu():
-    plain = broker.kombu_queue('q')
-    assert redis_publish.declares_nothing([plain, broker.kombu_queue('r')])
+    plain = naming.kombu_queue('q')
+    assert redis_publish.declares_nothing([plain, naming.kombu_queue('r')])
     assert redis_publish.declares_nothing([])
     for needs_kombu in (
-            broker.reply_queue('q'),                      # auto-delete
+            naming.reply_queue('q'),                      # auto-delete
             kombu.Queue('q', exchange=kombu.Exchange(''), expires=10),
             kombu.Queue('q', exchange=kombu.Exchange(''),
                         queue_arguments={'x-expires': 10000}),
@@ -235,9 +237,9 @@ def test_only_queues_whose_declaration_sends_nothing_skip_kombu():
 def test_a_queue_needing_kombu_goes_through_kombu(redis_conf, make_producer):
     settings = parse_settings(redis_conf)
     ours = make_producer(settings)
-    target = kombu.Queue(broker.queue_name(settings, 'jobs'),
+    target = kombu.Queue(naming.queue_name(settings, 'jobs'),
                          exchange=kombu.Exchange(''),
-                         routing_key=broker.queue_name(settings, 'jobs'),
+                         routing_key=naming.queue_name(settings, 'jobs'),
                          expires=60)
     ours.publish(job_body(), target.name, declare=[target])
     assert ours._pool is not None
@@ -342,7 +344,7 @@ def test_rabbitmq_keeps_one_producer_and_declares_once(amqp_conf,
     monkeypatch.setattr(kombu.Queue, 'declare', counting_declare)
     for value in ('one', 'two', 'three'):
         publish(ours, settings, job_body(value=value))
-    assert declared == [broker.queue_name(settings, 'jobs')]
+    assert declared == [naming.queue_name(settings, 'jobs')]
     assert len(ours._producers) == 1
     assert queued(settings) == 3
 

@@ -1,4 +1,4 @@
-"""Our Redis transport (pyramid_scheduler/redis_transport.py) on a real Redis.
+"""Our Redis transport (pyramid_scheduler/transports/redis/) on a real Redis.
 
 A single-queue channel takes waiting messages in batches (one Lua script
 moves them into kombu's unacknowledged hash), blocks in BRPOPLPUSH when the
@@ -18,7 +18,8 @@ import kombu
 import pytest
 import redis
 
-from pyramid_scheduler import broker, redis_transport
+from pyramid_scheduler import transports
+from pyramid_scheduler.transports.redis import channel as redis_channel
 from tests.conftest import poll
 from tests.daemon_helpers import REDIS_URL
 
@@ -36,13 +37,13 @@ def queue_name():
     name = f'test-redis-transport-{uuid.uuid4().hex[:8]}'
     yield name
     client = redis.Redis.from_url(URL)
-    client.delete(name, redis_transport.fetched_key(name))
+    client.delete(name, redis_channel.fetched_key(name))
     client.close()
 
 
 @pytest.fixture
 def connection():
-    conn = kombu.Connection(URL, transport=redis_transport.Transport)
+    conn = kombu.Connection(URL, transport=redis_channel.Transport)
     yield conn
     conn.release()
 
@@ -129,7 +130,7 @@ def test_an_empty_queue_blocks_and_then_delivers(connection, queue_name):
     assert len(received) == 1
     assert set(recorded(channel, queue_name)) == {received[0].delivery_tag}
     client = redis.Redis.from_url(URL)
-    assert client.llen(redis_transport.fetched_key(queue_name)) == 0
+    assert client.llen(redis_channel.fetched_key(queue_name)) == 0
     client.close()
     received[0].ack()
     assert recorded(channel, queue_name) == {}
@@ -147,7 +148,7 @@ def test_an_unreadable_item_is_dropped_and_the_rest_delivered(
 
     assert [m.payload['n'] for m in received] == [0, 1, 0, 1]
     assert 'not a kombu message' in caplog.text
-    assert client.llen(redis_transport.fetched_key(queue_name)) == 0
+    assert client.llen(redis_channel.fetched_key(queue_name)) == 0
     assert client.llen(queue_name) == 0
     client.close()
 
@@ -169,8 +170,8 @@ def test_a_consumer_killed_holding_a_batch_loses_none_of_it(
     script = tmp_path / 'consume.py'
     script.write_text(textwrap.dedent(f'''
         import os, signal, sys, kombu
-        from pyramid_scheduler import redis_transport
-        conn = kombu.Connection({URL!r}, transport=redis_transport.Transport)
+        from pyramid_scheduler.transports.redis import channel as redis_channel
+        conn = kombu.Connection({URL!r}, transport=redis_channel.Transport)
         got = []
         consumer = kombu.Consumer(
             conn.channel(), queues=[kombu.Queue({queue_name!r})],
@@ -189,7 +190,7 @@ def test_a_consumer_killed_holding_a_batch_loses_none_of_it(
 
     # The next consumer of the queue puts back what the dead one held.
     channel = connection.channel()
-    assert broker.restore_orphaned_messages(channel, {queue_name}) == 20
+    assert transports.restore_orphaned_messages(channel, {queue_name}) == 20
     channel, received = consume(connection, queue_name)
     connection.drain_events(timeout=5)
     assert sorted(m.payload['n'] for m in received) == list(range(20))
@@ -205,7 +206,7 @@ def test_after_a_reconnect_only_what_the_process_holds_stays_recorded(
     connection.drain_events(timeout=5)
     held = received[0].delivery_tag
 
-    restored = broker.restore_orphaned_messages(
+    restored = transports.restore_orphaned_messages(
         connection.channel(), {queue_name}, keep={held})
 
     assert restored == 2

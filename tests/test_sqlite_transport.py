@@ -1,4 +1,4 @@
-"""The embedded SQLite transport (pyramid_scheduler/sqlite_transport.py).
+"""The embedded SQLite transport (pyramid_scheduler/transports/sqlite/).
 
 Real processes on a real SQLite file in tmp_path. Consumers and producers
 that must be other processes run this file as a script (see ``child_main``
@@ -21,9 +21,8 @@ import pytest
 
 from tests.conftest import poll
 
-from pyramid_scheduler import sqlite_transport
-from pyramid_scheduler.sqlite_transport import (
-    MESSAGE_TABLE, QUEUE_TABLE, SQLiteTransport)
+from pyramid_scheduler.transports.sqlite import (
+    MESSAGE_TABLE, QUEUE_TABLE, SQLiteTransport, wakeups)
 
 # Not in the fast lane (pytest -m "not slow"): starts consumer subprocesses and
 # waits on leases.
@@ -375,13 +374,13 @@ def test_interrupt_makes_a_waiting_drain_return(db_path):
 def test_wake_directory_falls_back_when_paths_are_too_long(tmp_path):
     short = str(tmp_path / 'db.sqlite')
     if len(short) < 60:
-        assert sqlite_transport.wake_directory(short) == short + '.wake'
+        assert wakeups.wake_directory(short) == short + '.wake'
     deep = tmp_path / ('d' * 80)
     deep.mkdir()
     long_path = str(deep / 'db.sqlite')
-    directory = sqlite_transport.wake_directory(long_path)
+    directory = wakeups.wake_directory(long_path)
     assert len(directory) < 80
-    assert sqlite_transport.wake_directory(long_path) == directory
+    assert wakeups.wake_directory(long_path) == directory
     # ... and it works there.
     def send():
         with connect(long_path) as producer:
@@ -643,7 +642,7 @@ def test_housekeeping_reclaims_dead_leases_and_drops_stale_replies(
     holder.wait_for('got')
     holder.kill()
     assert rows(db_path, 'lease_token IS NOT NULL') == 1
-    wake = sqlite_transport.wake_directory(str(db_path))
+    wake = wakeups.wake_directory(str(db_path))
     assert any(n.endswith('.sock') for n in os.listdir(wake))  # the dead's
     assert delete_consumed_messages(settings) == 1  # the stale reply
     assert rows(db_path) == 1
