@@ -17,9 +17,8 @@ import time
 import uuid
 
 import psutil
-from kombu import serialization
 
-from . import broker, signing, wire
+from . import broker, codec, wire
 from .errors import AdminTimeout, InvalidMessage
 from .events import Event
 
@@ -201,7 +200,7 @@ def _collect(settings, connection, reply_queue, request_id, expected, timeout):
 
     def on_message(message):
         try:
-            body = _decode_reply(settings, message)
+            body = codec.decode_reply(settings, message)
         except InvalidMessage as exc:
             log.warning('ignoring a bad reply: %s', exc)
         else:
@@ -222,24 +221,6 @@ def _collect(settings, connection, reply_queue, request_id, expected, timeout):
             except OSError:
                 continue
     return replies
-
-
-def _decode_reply(settings, message):
-    if settings.secrets:
-        signing.verify(settings.secrets,
-                       (message.headers or {}).get(signing.HEADER),
-                       message.body, message.content_type,
-                       message.content_encoding, settings.max_message_age)
-    try:
-        body = serialization.loads(message.body, message.content_type,
-                                   message.content_encoding,
-                                   accept=['application/json'])
-    except Exception as exc:
-        raise InvalidMessage(f'reply does not decode: {exc}') from exc
-    body = wire.validate(body)
-    if body['type'] != wire.REPLY:
-        raise InvalidMessage(f'expected a reply, got {body["type"]}')
-    return body
 
 
 def require_all(replies, missing, name):

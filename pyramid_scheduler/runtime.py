@@ -39,10 +39,9 @@ from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from kombu import serialization
 import sqlalchemy.event
 
-from . import admin, broker, signing, wire
+from . import admin, broker, codec, wire
 from .acks import Acknowledgements
 from .apscheduling import (
     HandingOverJobStore, HandOvers, RuntimeExecutor, SafeStopScheduler)
@@ -599,25 +598,7 @@ class Runtime:
 
     def decode(self, message):
         """Verify and decode a message body, or raise InvalidMessage."""
-        settings = self.settings
-        if settings.secrets:
-            signing.verify(settings.secrets,
-                           (message.headers or {}).get(signing.HEADER),
-                           message.body, message.content_type,
-                           message.content_encoding, settings.max_message_age)
-        expected = serialization.registry._encoders[settings.serializer][0]
-        if message.content_type != expected:
-            raise InvalidMessage(
-                f'content type {message.content_type!r} refused: this '
-                f'consumer accepts only {expected!r} '
-                f'(scheduler.broker.serializer = {settings.serializer})')
-        try:
-            body = serialization.loads(message.body, message.content_type,
-                                       message.content_encoding,
-                                       accept=[expected])
-        except Exception as exc:
-            raise InvalidMessage(f'body does not decode: {exc}') from exc
-        return wire.validate(body)
+        return codec.decode(self.settings, message)
 
     def dead_letter(self, message, reason, body=None):
         """Log the reason and move the raw message to the dead-letter queue."""
@@ -774,11 +755,8 @@ class Runtime:
             return
         reply = wire.reply(body['request_id'], queue or self.queues[0],
                            os.getpid(), result=result, error=error)
-        content_type, encoding, payload = serialization.dumps(reply, 'json')
-        headers = {}
-        if self.settings.secrets:
-            headers[signing.HEADER] = signing.sign(
-                self.settings.secrets[0], payload, content_type, encoding)
+        payload, content_type, encoding, headers = codec.encode(
+            self.settings, reply, codec.REPLY_SERIALIZER)
         target = broker.reply_queue(body['reply_to'])
         producer = self._channel.connection.client.Producer(self._channel)
         producer.publish(payload, routing_key=target.name, exchange='',
