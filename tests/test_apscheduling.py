@@ -5,7 +5,7 @@ import time
 
 from apscheduler.jobstores.memory import MemoryJobStore
 
-from pyramid_scheduler.apscheduling import (
+from pyramid_scheduler.runtime.apscheduling import (
     HandingOverJobStore, HandOvers, RuntimeExecutor, SafeStopScheduler)
 
 UTC = datetime.timezone.utc
@@ -127,7 +127,7 @@ def test_the_prepared_job_store_behaves_as_apschedulers(tmp_path):
     from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
     from apscheduler.triggers.date import DateTrigger
     import pytest
-    from pyramid_scheduler.apscheduling import PreparedJobStore
+    from pyramid_scheduler.runtime.apscheduling import PreparedJobStore
 
     scheduler = SafeStopScheduler(HandOvers(), timezone=UTC)
     store = PreparedJobStore(url=f'sqlite:///{tmp_path}/jobs.sqlite')

@@ -18,7 +18,7 @@ import zoneinfo
 from webtest import TestApp
 
 from pyramid_scheduler import CONSUME_ENV
-from pyramid_scheduler.storelock import StoreLock, lock_path
+from pyramid_scheduler.runtime.storelock import StoreLock, lock_path
 from tests import jobs
 from tests.conftest import (
     TIMEOUT, base_settings, poll, runtime_threads)

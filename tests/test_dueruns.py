@@ -1,8 +1,8 @@
 """Which due runs are written down: those that wait for a worker."""
 import time
 
-from pyramid_scheduler import dueruns
-from pyramid_scheduler.dueruns import DeferredWorkers
+from pyramid_scheduler.runtime import dueruns
+from pyramid_scheduler.runtime.dueruns import DeferredWorkers
 from tests.conftest import poll
 
 

@@ -4,7 +4,7 @@ import sqlite3
 
 from pyramid_scheduler.runtime import Runtime
 from pyramid_scheduler.settings import parse_settings
-from pyramid_scheduler.walcheckpoint import (
+from pyramid_scheduler.runtime.walcheckpoint import (
     DISABLE_AUTOCHECKPOINT, WalCheckpointer)
 from tests.conftest import poll
 

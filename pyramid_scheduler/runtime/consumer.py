@@ -6,7 +6,7 @@ import time
 import kombu
 from kombu.mixins import ConsumerMixin
 
-from . import broker
+from .. import broker
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ job or command it receives on to the store queue. Its threads:
 - two bounded pools of worker threads run the jobs: one for async jobs, one
   for deferred runs, so a due run never waits behind prefetched async jobs.
 
-The consumer loop is :mod:`pyramid_scheduler.consumer`; the APScheduler
-adaptations are :mod:`pyramid_scheduler.apscheduling`; the async jobs'
-threads are :mod:`pyramid_scheduler.workers`, and how their messages are
-acknowledged (in batches) is :mod:`pyramid_scheduler.acks`.
+The consumer loop is :mod:`pyramid_scheduler.runtime.consumer`; the APScheduler
+adaptations are :mod:`pyramid_scheduler.runtime.apscheduling`; the async jobs'
+threads are :mod:`pyramid_scheduler.runtime.workers`, and how their messages are
+acknowledged (in batches) is :mod:`pyramid_scheduler.runtime.acks`.
 
 A message is acknowledged only once its job is durable (stored) or done
 (async), so a runtime killed at any moment leaves its job to be redelivered.
@@ -41,17 +41,17 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 import sqlalchemy.event
 
-from . import admin, broker, codec, wire
+from .. import admin, broker, codec, wire
 from .acks import Acknowledgements
 from .apscheduling import (
     HandingOverJobStore, HandOvers, RuntimeExecutor, SafeStopScheduler)
 from .consumer import QueueConsumer
 from .dueruns import DeferredWorkers, DueRuns
-from .errors import InvalidJob, InvalidMessage
-from .events import Event, Listeners
-from .execution import run_job
-from .jobs import check_options
-from .jobs import build_trigger, check_allowed, resolve_reference
+from ..errors import InvalidJob, InvalidMessage
+from ..events import Event, Listeners
+from ..execution import run_job
+from ..jobs import check_options
+from ..jobs import build_trigger, check_allowed, resolve_reference
 from .storelock import StoreLock, lock_path
 from .walcheckpoint import DISABLE_AUTOCHECKPOINT, WalCheckpointer
 from .workers import WorkerPool
@@ -878,7 +878,7 @@ class Runtime:
             log.info('housekeeping: deleted %d stale reply messages', deleted)
         append = self.settings.housekeeping_append
         if append is not None:
-            from .execution import app_threadlocals
+            from ..execution import app_threadlocals
             with app_threadlocals(self.registry):
                 append()
 
@@ -965,7 +965,7 @@ def delete_consumed_messages(settings):
     makes the leases of dead consumers visible again and drops reply queues
     (with their unread replies) older than a day.
     """
-    from .sqlite_transport import housekeeping
+    from ..sqlite_transport import housekeeping
     return housekeeping(settings.database_path,
                         visibility_timeout=getattr(settings,
                                                    'visibility_timeout', 3600),
