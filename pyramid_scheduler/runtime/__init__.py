@@ -30,7 +30,6 @@ import logging
 import os
 import threading
 import time
-import traceback
 import types
 from concurrent.futures import ThreadPoolExecutor
 
@@ -48,12 +47,12 @@ from .apscheduling import (
 from .consumer import QueueConsumer
 from .dueruns import DeferredWorkers, DueRuns
 from ..errors import InvalidJob, InvalidMessage
-from ..events import Event, Listeners
-from ..execution import run_job
+from ..events import Event, JobInfo, Listeners
 from ..jobs import check_options
 from ..jobs import build_trigger, check_allowed, resolve_reference
 from .storelock import StoreLock, lock_path
 from .walcheckpoint import DISABLE_AUTOCHECKPOINT, WalCheckpointer
+from .jobrunner import JobRunner, Stats
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -77,34 +76,6 @@ MAX_JOB_ID_LENGTH = 191
 STORED_JOB_FUNC = 'pyramid_scheduler.execution:stored_job_marker'
 
 
-class JobInfo(dict):
-    """What listeners get as ``event.job``: the job's spec, with attributes."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-class Stats:
-    """Counters for the ``status`` admin command; updated from any thread."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.started = time.time()
-        self.counts = {'received': 0, 'executed': 0, 'failed': 0,
-                       'missed': 0, 'dead_lettered': 0}
-
-    def add(self, name, n=1):
-        with self._lock:
-            self.counts[name] += n
-
-    def snapshot(self):
-        with self._lock:
-            return dict(self.counts)
-
-
 class Runtime:
     """Consume ``queues`` and run their jobs; see the module docstring."""
 
@@ -119,6 +90,7 @@ class Runtime:
         self.registry = registry
         self.listeners = listeners if listeners is not None else Listeners()
         self.stats = Stats()
+        self.jobs = JobRunner(settings, registry, self.listeners, self.stats)
         self.worker_count = sum(settings.executor_size(q)
                                 for q in self.queues)
         # Acknowledgements leave with the consumer thread's next turn, so
@@ -678,12 +650,12 @@ class Runtime:
         job = JobInfo(spec, queue=queue)
         if spec['kind'] == 'async':
             self._track(+1)
-            self._notify(Event.JOB_CREATED, job)
+            self.jobs.notify(Event.JOB_CREATED, job)
             self._acks.expect(message)
             self.submit(self._run_async, job, message, func)
             return
         trigger, name, options = self._prepare_stored_job(spec, queue)
-        self._notify(Event.JOB_CREATED, job)
+        self.jobs.notify(Event.JOB_CREATED, job)
         self._scheduler.add_job(
             STORED_JOB_FUNC, trigger, args=(queue, spec), id=spec['id'],
             name=name, jobstore=queue, replace_existing=True, **options)
@@ -803,8 +775,8 @@ class Runtime:
 
     def _run_async(self, job, message, func):
         try:
-            self._execute(job, func)
-            self._notify(Event.JOB_REMOVED, job)
+            self.jobs.execute(job, func)
+            self.jobs.notify(Event.JOB_REMOVED, job)
         finally:
             self._track(-1)
             self._acks.finished(message)
@@ -831,42 +803,11 @@ class Runtime:
             late = (now - run_time).total_seconds()
             grace = aps_job.misfire_grace_time
             if grace is not None and late > grace:
-                self._missed(job, run_time, late)
+                self.jobs.missed(job, run_time, late)
                 continue
-            self._execute(job, scheduled_run_time=run_time)
+            self.jobs.execute(job, scheduled_run_time=run_time)
         if last_run:
-            self._notify(Event.JOB_REMOVED, job)
-
-    def _missed(self, job, run_time, late):
-        self.stats.add('missed')
-        log.warning('job %s (%s) missed its run time %s by %.1fs, more than '
-                    'its misfire grace time; not run', job['id'], job['func'],
-                    run_time.isoformat(), late)
-        self._notify(Event.JOB_MISSED, job, scheduled_run_time=run_time)
-
-    def _execute(self, job, func=None, **extra):
-        started = time.time()
-        try:
-            retval = run_job(job, registry=self.registry,
-                             delegator=self.settings.delegator,
-                             allowed_modules=self.settings.allowed_modules,
-                             func=func)
-        except Exception as exc:
-            self.stats.add('failed')
-            log.error('job %s (%s) failed', job['id'], job['func'],
-                      exc_info=True)
-            self._notify(Event.JOB_FAILED, job, exception=exc,
-                         traceback=traceback.format_exc(), **extra)
-            return
-        self.stats.add('executed')
-        log.debug('job %s (%s) done in %.3fs', job['id'], job['func'],
-                  time.time() - started)
-        self._notify(Event.JOB_EXECUTED, job, retval=retval, **extra)
-
-    def _notify(self, type_, job, **params):
-        if self.listeners.wants(type_):
-            self.listeners.notify(Event(type_, job=job, queue=job['queue'],
-                                        **params))
+            self.jobs.notify(Event.JOB_REMOVED, job)
 
     # --- housekeeping and introspection ----------------------------------------
 
