@@ -72,7 +72,7 @@ def test_runtime_job_store_checkpoints_in_its_own_thread(tmp_path):
         with store.engine.connect() as connection:
             assert connection.exec_driver_sql(
                 'PRAGMA wal_autocheckpoint').scalar() == 0
-        checkpointer = runtime._checkpointers[settings.database_path]
+        checkpointer = runtime.deferred.checkpointer(settings.database_path)
         assert checkpointer._thread.is_alive()
     finally:
         runtime.stop(timeout=5)
