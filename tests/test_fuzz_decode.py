@@ -11,11 +11,9 @@ back to fail again), nothing outside ``scheduler.allowed_modules`` runs, and
 the runtime still serves: a real job sent through the broker afterwards runs.
 
 The fuzzed messages never touch the real broker: they carry a fake channel
-that records acks, and the runtime's outbox (which republishes to the
-dead-letter queue and replies) publishes on the same fake while the property
-runs.
+that records acks, and go to a dispatcher of the runtime whose outbox (which
+republishes to the dead-letter queue and replies) publishes on the same fake.
 """
-import contextlib
 import datetime
 import json
 import os
@@ -31,6 +29,7 @@ from hypothesis import strategies as st
 
 from pyramid_scheduler import broker, codec, signing, wire
 from pyramid_scheduler.errors import InvalidMessage
+from pyramid_scheduler.runtime.outbox import Outbox
 from pyramid_scheduler.scheduler import Scheduler
 from pyramid_scheduler.settings import parse_settings
 from tests import jobs
@@ -78,21 +77,11 @@ class FakeChannel:
             return tag in self.acked or any(t == tag for t, _ in self.rejected)
 
 
-@contextlib.contextmanager
-def publishing_on(outbox, channel):
-    """The runtime's outbox publishes on ``channel`` meanwhile."""
-    real_channel = outbox.channel
-    outbox.use(channel)
-    try:
-        yield
-    finally:
-        outbox.use(real_channel)
-
-
 def kombu_consumer(runtime, channel):
-    """What kombu calls for each message, wired to the runtime's
-    dispatcher."""
-    dispatcher = runtime.dispatcher
+    """What kombu calls for each message, wired to a dispatcher of the
+    runtime that sends what it sends on ``channel``."""
+    dispatcher = runtime.dispatcher.with_outbox(
+        Outbox(runtime.settings, channel))
     return kombu.Consumer(channel, queues=[], auto_declare=False,
                           on_message=dispatcher.handle,
                           on_decode_error=dispatcher.handle_decode_error,
@@ -363,8 +352,7 @@ def test_arbitrary_messages_never_escape_and_the_runtime_keeps_serving(
         assert not os.path.exists(CANARY['path'])
         assert runtime.running
 
-    with publishing_on(runtime.outbox, channel):
-        check()
+    check()
     assert not os.path.exists(CANARY['path'])
     # Not only refusals: some of the messages were stored, run or answered.
     assert seen['handled'] >= 5, seen
@@ -515,8 +503,7 @@ def test_messages_the_fuzz_found_are_dead_lettered_not_retried(served, case):
                'content_encoding': 'utf-8', 'headers': {}, 'sign': 'current',
                'routing_key': 'jobs'}
     message = _kombu_message(example, served.settings, channel, 1)
-    with publishing_on(runtime.outbox, channel):
-        consumer._receive_callback(message)
+    consumer._receive_callback(message)
     assert channel.acked == {1} and not channel.rejected
     assert reason in runtime.dead_letters[-1]['reason']
     assert runtime.pending_count('jobs') == 0

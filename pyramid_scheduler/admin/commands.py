@@ -2,8 +2,9 @@
 
 :class:`AdminCommands` is given what the commands may read and do of a
 runtime, and nothing else: its settings and queues, listeners, counters,
-the job stores (through runtime.introspection), the dead-letter log, and
-the outbox that answers (runtime.outbox). It runs in the consumer thread.
+the job stores (through runtime.introspection) and the dead-letter log. It
+answers through the outbox the dispatcher gives it with each command
+(runtime.outbox). It runs in the consumer thread.
 """
 import io
 import logging
@@ -26,7 +27,7 @@ class AdminCommands:
     """Handles ``command`` messages for a runtime that owns its job stores."""
 
     def __init__(self, settings, queues, *, listeners, stats, inflight,
-                 introspection, dead_letters, outbox):
+                 introspection, dead_letters):
         self.settings = settings
         self.queues = queues
         self.listeners = listeners
@@ -34,7 +35,6 @@ class AdminCommands:
         self.inflight = inflight
         self.introspection = introspection
         self.dead_letters = dead_letters
-        self.outbox = outbox
         self._handlers = {
             'print-jobs': self._print_jobs,
             'ping': self._ping,
@@ -44,7 +44,8 @@ class AdminCommands:
             'purge-dead-letters': self._purge_dead_letters,
         }
 
-    def handle(self, body):
+    def handle(self, body, outbox):
+        """Run the command ``body``; answer through ``outbox``."""
         name = body['command']
         log.debug('received message event: %s', name)
         self.listeners.notify(Event(Event.MESSAGE, message=name,
@@ -55,23 +56,22 @@ class AdminCommands:
         queue = self._target_queue(body)
         handler = self._handlers.get(name)
         if handler is None:
-            self.outbox.reply(body, queue, error=f'unknown command {name!r}; '
-                              f'known commands: {", ".join(COMMANDS)}')
+            outbox.reply(body, queue, error=f'unknown command {name!r}; '
+                         f'known commands: {", ".join(COMMANDS)}')
             return
         try:
-            result = handler(queue, body.get('args') or {})
+            result = handler(queue, body.get('args') or {}, outbox)
         except Exception as exc:
             log.exception('admin command %r failed', name)
-            self.outbox.reply(body, queue,
-                              error=f'{type(exc).__name__}: {exc}')
+            outbox.reply(body, queue, error=f'{type(exc).__name__}: {exc}')
             return
-        self.outbox.reply(body, queue, result=result)
+        outbox.reply(body, queue, result=result)
 
     def _target_queue(self, body):
         queue = body.get('queue')
         return queue if queue in self.queues else self.queues[0]
 
-    def _print_jobs(self, queue, args):
+    def _print_jobs(self, queue, args, outbox):
         limit = int(args.get('limit', 1000))
         out = io.StringIO()
         store_jobs = self.introspection.jobs_page(queue, 0, limit + 1)
@@ -86,10 +86,10 @@ class AdminCommands:
         log.info('%s', out.getvalue().rstrip('\n'))
         return {'printed': min(len(store_jobs), limit)}
 
-    def _ping(self, queue, args):
+    def _ping(self, queue, args, outbox):
         return {'queue': queue, 'pid': os.getpid()}
 
-    def _status(self, queue, args):
+    def _status(self, queue, args, outbox):
         process = psutil.Process()
         counts = self.stats.snapshot()
         return {
@@ -105,7 +105,7 @@ class AdminCommands:
             'pending': self.introspection.pending_count(queue),
         }
 
-    def _jobs(self, queue, args):
+    def _jobs(self, queue, args, outbox):
         offset = max(int(args.get('offset', 0)), 0)
         limit = min(max(int(args.get('limit', PAGE_SIZE)), 1), 1000)
         jobs = self.introspection.jobs_page(queue, offset, limit)
@@ -122,16 +122,15 @@ class AdminCommands:
             } for job in jobs],
         }
 
-    def _dead_letters(self, queue, args):
+    def _dead_letters(self, queue, args, outbox):
         target = broker.dead_letter_queue(self.settings, queue)
-        bound = self.outbox.bind(target)
+        bound = outbox.bind(target)
         return {'queue': queue, 'dead_letter_queue': target.name,
                 'count': _queue_size(bound),
                 'recent': self.dead_letters.recent(queue)}
 
-    def _purge_dead_letters(self, queue, args):
-        bound = self.outbox.bind(broker.dead_letter_queue(self.settings,
-                                                          queue))
+    def _purge_dead_letters(self, queue, args, outbox):
+        bound = outbox.bind(broker.dead_letter_queue(self.settings, queue))
         bound.declare()
         purged = bound.purge()
         self.dead_letters.forget(queue)

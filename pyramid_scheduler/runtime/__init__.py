@@ -104,7 +104,7 @@ class Runtime:
             commands = AdminCommands(
                 settings, queues, listeners=self.listeners, stats=self.stats,
                 inflight=self.in_flight, introspection=self.introspection,
-                dead_letters=self.dead_letter_log, outbox=self.outbox)
+                dead_letters=self.dead_letter_log)
         self.dispatcher = Dispatcher(
             settings, queues, state=self.state, acks=self.acks,
             pool=self.pool, inflight=self.in_flight, runner=self.jobs,

@@ -65,6 +65,10 @@ class Dispatcher:
 
     def __init__(self, settings, queues, *, state, acks, pool, inflight,
                  runner, deferred, outbox, dead_letters, commands):
+        self._parts = dict(state=state, acks=acks, pool=pool,
+                           inflight=inflight, runner=runner,
+                           deferred=deferred, dead_letters=dead_letters,
+                           commands=commands)
         self.settings = settings
         self.queues = queues
         self.state = state
@@ -83,6 +87,13 @@ class Dispatcher:
             wire.JOB_CANCELED: self._on_job_canceled,
             wire.COMMAND: self._on_command,
         }
+
+    def with_outbox(self, outbox):
+        """A dispatcher of the same runtime that sends (dead letters,
+        messages passed on, replies) through ``outbox``: to drive the
+        handling of messages with no broker (say, a fake channel)."""
+        return Dispatcher(self.settings, self.queues, outbox=outbox,
+                          **self._parts)
 
     @property
     def owns_stores(self):
@@ -272,7 +283,7 @@ class Dispatcher:
 
     def _on_command(self, body, message):
         try:
-            self.commands.handle(body)
+            self.commands.handle(body, self.outbox)
         finally:
             message.ack()
 

@@ -4,7 +4,8 @@ kombu connections are not thread-safe, and all three are sent while a
 message is handled, in the consumer thread: they go out on the consumer's
 own channel, which the consumer gives the outbox at each (re)connect
 (:meth:`Outbox.use`). A test, or anything that drives the dispatcher
-without a broker, gives it a channel of its own.
+without a broker, gives a dispatcher an outbox of its own
+(``Dispatcher.with_outbox``).
 """
 import os
 
