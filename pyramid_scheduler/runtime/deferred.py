@@ -69,7 +69,9 @@ class DeferredJobs:
         self._pool = ThreadPoolExecutor(
             max_workers=self._worker_count,
             thread_name_prefix='pscheduler-deferred')
-        self._scheduler = self._make_scheduler()
+        self._scheduler = build_scheduler(
+            self.settings, self.queues, self, self._checkpointers,
+            self._housekeeping)
         self._restart_due_runs()
         self._scheduler.start()
         for checkpointer in self._checkpointers.values():
@@ -170,61 +172,6 @@ class DeferredJobs:
     def checkpointer(self, path):
         """The WalCheckpointer of the SQLite file at ``path``, if any."""
         return self._checkpointers.get(os.path.abspath(path))
-
-    # --- APScheduler assembly ------------------------------------------------
-
-    def _make_scheduler(self):
-        settings = self.settings
-        hand_overs = HandOvers()
-        jobstores = {INTERNAL_STORE: MemoryJobStore()}
-        for queue in self.queues:
-            jobstores[queue] = self._make_jobstore(queue, hand_overs)
-        scheduler = SafeStopScheduler(
-            hand_overs,
-            jobstores=jobstores,
-            executors={'default': RuntimeExecutor(self, hand_overs),
-                       'internal': APSThreadPool(1)},
-            job_defaults={'misfire_grace_time': settings.misfire_grace_time,
-                          'coalesce': settings.coalesce,
-                          'max_instances': 1},
-            timezone=settings.timezone or _local_timezone(),
-        )
-        if settings.apscheduler_options:
-            scheduler.configure(gconfig=settings.apscheduler_options,
-                                prefix='apscheduler.')
-        if settings.housekeeping_interval and self._housekeeping:
-            scheduler.add_job(self._housekeeping, 'interval',
-                              seconds=settings.housekeeping_interval,
-                              jobstore=INTERNAL_STORE, executor='internal',
-                              id='housekeeping', name='housekeeping')
-        return scheduler
-
-    def _make_jobstore(self, queue, hand_overs):
-        settings = self.settings
-        if settings.jobstore_class is not None:
-            return settings.jobstore_class(**settings.jobstore_options)
-        options = {}
-        if settings.jobstore_url.startswith('sqlite'):
-            options['connect_args'] = {'timeout': broker.SQLITE_BUSY_TIMEOUT}
-        else:
-            options['pool_pre_ping'] = True
-        table = f'{settings.scheduler_id}_{queue}_jobs'.replace('.', '_')
-        store = HandingOverJobStore(
-            hand_overs, url=settings.jobstore_url, tablename=table,
-            engine_options=options)
-        if settings.jobstore_url.startswith('sqlite'):
-            sqlalchemy.event.listen(store.engine, 'connect', _sqlite_pragmas)
-            self._checkpoint_wal_of(store.engine.url.database)
-        return store
-
-    def _checkpoint_wal_of(self, path):
-        """Checkpoint the log of the SQLite file at ``path`` in a thread
-        (see walcheckpoint); one per file, whatever its queues."""
-        if not path or path == ':memory:':
-            return
-        path = os.path.abspath(path)
-        if path not in self._checkpointers:
-            self._checkpointers[path] = WalCheckpointer(path)
 
     # --- due runs ----------------------------------------------------------
 
@@ -335,6 +282,65 @@ class DeferredJobs:
             self._runner.execute(job, scheduled_run_time=run_time)
         if last_run:
             self._runner.notify(Event.JOB_REMOVED, job)
+
+
+def build_scheduler(settings, queues, deferred, checkpointers,
+                    housekeeping=None):
+    """APScheduler with a persistent job store per queue, whose due runs
+    go to ``deferred`` (through apscheduling.RuntimeExecutor); the WAL
+    checkpointers of SQLite stores are added to ``checkpointers``."""
+    hand_overs = HandOvers()
+    jobstores = {INTERNAL_STORE: MemoryJobStore()}
+    for queue in queues:
+        jobstores[queue] = _make_jobstore(settings, queue, hand_overs,
+                                          checkpointers)
+    scheduler = SafeStopScheduler(
+        hand_overs,
+        jobstores=jobstores,
+        executors={'default': RuntimeExecutor(deferred, hand_overs),
+                   'internal': APSThreadPool(1)},
+        job_defaults={'misfire_grace_time': settings.misfire_grace_time,
+                      'coalesce': settings.coalesce,
+                      'max_instances': 1},
+        timezone=settings.timezone or _local_timezone(),
+    )
+    if settings.apscheduler_options:
+        scheduler.configure(gconfig=settings.apscheduler_options,
+                            prefix='apscheduler.')
+    if settings.housekeeping_interval and housekeeping is not None:
+        scheduler.add_job(housekeeping, 'interval',
+                          seconds=settings.housekeeping_interval,
+                          jobstore=INTERNAL_STORE, executor='internal',
+                          id='housekeeping', name='housekeeping')
+    return scheduler
+
+
+def _make_jobstore(settings, queue, hand_overs, checkpointers):
+    if settings.jobstore_class is not None:
+        return settings.jobstore_class(**settings.jobstore_options)
+    options = {}
+    if settings.jobstore_url.startswith('sqlite'):
+        options['connect_args'] = {'timeout': broker.SQLITE_BUSY_TIMEOUT}
+    else:
+        options['pool_pre_ping'] = True
+    table = f'{settings.scheduler_id}_{queue}_jobs'.replace('.', '_')
+    store = HandingOverJobStore(
+        hand_overs, url=settings.jobstore_url, tablename=table,
+        engine_options=options)
+    if settings.jobstore_url.startswith('sqlite'):
+        sqlalchemy.event.listen(store.engine, 'connect', _sqlite_pragmas)
+        _checkpoint_wal_of(store.engine.url.database, checkpointers)
+    return store
+
+
+def _checkpoint_wal_of(path, checkpointers):
+    """Checkpoint the log of the SQLite file at ``path`` in a thread
+    (see walcheckpoint); one per file, whatever its queues."""
+    if not path or path == ':memory:':
+        return
+    path = os.path.abspath(path)
+    if path not in checkpointers:
+        checkpointers[path] = WalCheckpointer(path)
 
 
 def _still_stored(store, run):
