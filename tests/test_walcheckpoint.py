@@ -59,7 +59,7 @@ def test_the_thread_moves_the_log_into_the_database(tmp_path):
     finally:
         checkpointer.stop()
         connection.close()
-    assert not checkpointer._thread.is_alive()
+    assert not checkpointer.running
 
 
 def test_runtime_job_store_checkpoints_in_its_own_thread(tmp_path):
@@ -73,7 +73,7 @@ def test_runtime_job_store_checkpoints_in_its_own_thread(tmp_path):
             assert connection.exec_driver_sql(
                 'PRAGMA wal_autocheckpoint').scalar() == 0
         checkpointer = runtime.deferred.checkpointer(settings.database_path)
-        assert checkpointer._thread.is_alive()
+        assert checkpointer.running
     finally:
         runtime.stop(timeout=5)
-    assert not checkpointer._thread.is_alive()
+    assert not checkpointer.running
