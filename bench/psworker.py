@@ -10,7 +10,7 @@ instead of ``scheduler.executor.size``, to measure that suggested change
 without editing the package. (The earlier switches for one Redis client
 per channel, batched Redis acknowledgements and a WAL job store are gone:
 the package does all three now.) ``BENCH_PS_TRACE=FIFO`` records, like a job
-does, the time each message reaches ``Runtime.on_message`` (to split the
+does, the time each message reaches ``QueueConsumer.on_message`` (to split the
 time to execution into delivery and the runtime's own share).
 """
 import logging
@@ -31,7 +31,7 @@ def main(argv=None):
 
         def patched(self, *args, **kwargs):
             init(self, *args, **kwargs)
-            self.prefetch_count = int(prefetch)
+            self.acks.prefetch_count = int(prefetch)
         runtime.Runtime.__init__ = patched
     app = get_app(argv[0])
     if os.environ.get('BENCH_PS_TRACE'):
@@ -48,13 +48,13 @@ def main(argv=None):
 
 def trace_on_message(path):
     from bench.jobs import record
-    from pyramid_scheduler import runtime
-    on_message = runtime.Runtime.on_message
+    from pyramid_scheduler.runtime.consumer import QueueConsumer
+    on_message = QueueConsumer.on_message
 
     def traced(self, message):
         record(path, 0)
         return on_message(self, message)
-    runtime.Runtime.on_message = traced
+    QueueConsumer.on_message = traced
 
 
 if __name__ == '__main__':

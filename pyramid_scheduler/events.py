@@ -11,7 +11,21 @@ import threading
 log = logging.getLogger(__name__)
 
 
-class Event(dict):
+class _AttributeDict(dict):
+    """A dict whose keys are also attributes (as in 0.3.x)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class JobInfo(_AttributeDict):
+    """What listeners get as ``event.job``: the job's spec, with attributes."""
+
+
+class Event(_AttributeDict):
     """An event: a dict whose keys are also attributes (as in 0.3.x).
 
     Common keys: ``type``, ``job`` (a :class:`JobInfo`), ``queue``; a
@@ -32,12 +46,6 @@ class Event(dict):
 
     def __init__(self, type, **params):
         super().__init__(params, type=type)
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
     def __repr__(self):
         params = {k: v for k, v in self.items() if k != 'type'}

@@ -12,10 +12,9 @@ import threading
 import time
 import weakref
 
-from kombu import serialization
 from pyramid.threadlocal import get_current_request
 
-from . import broker, signing, transports
+from . import codec, transports, values
 from .errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -58,18 +57,9 @@ class Producer:
             self._direct.close()
 
     def encode(self, body):
-        """``(payload, content_type, content_encoding, headers)``.
-
-        The signature covers the serialized payload before compression
-        (kombu decompresses before a consumer sees the body).
-        """
-        content_type, encoding, payload = serialization.dumps(
-            body, self.settings.serializer)
-        headers = {}
-        if self.settings.secrets:
-            headers[signing.HEADER] = signing.sign(
-                self.settings.secrets[0], payload, content_type, encoding)
-        return payload, content_type, encoding, headers
+        """``(payload, content_type, content_encoding, headers)``; see
+        :func:`pyramid_scheduler.codec.encode`."""
+        return codec.encode(self.settings, body)
 
     def publish(self, body, routing_key, declare=(), timeout=None):
         """Send ``body`` to the queue ``routing_key`` or raise BrokerUnavailable.
@@ -159,7 +149,7 @@ class Producer:
                        self.settings.compressor, _remaining(deadline))
 
     def _unavailable(self, exc, timeout):
-        url = broker.redact_url(self.settings.broker_url)
+        url = values.redact_url(self.settings.broker_url)
         return BrokerUnavailable(
             f'the broker at {url} could not be reached within {timeout:g}s '
             f'({type(exc).__name__}: {exc}); the job was not sent. Check '

@@ -1,5 +1,5 @@
 """The public facade: ``registry.scheduler`` / ``request.scheduler``."""
-from . import admin, broker, wire
+from . import admin, naming, wire
 from .combined import InProcessRunner
 from .errors import InvalidJob
 from .events import Listeners
@@ -38,12 +38,12 @@ class Scheduler:
         self._sender = AfterCommitSender(settings.transactional)
         # One kombu Queue per queue, built once: kombu remembers per
         # connection which entities it declared, so each is declared once.
-        self._job_queues = {name: broker.job_queue(settings, name)
+        self._job_queues = {name: naming.job_queue(settings, name)
                             for name in settings.queues}
         # Served by several processes, a queue's deferred jobs and cancels
         # go where only its job store's owner reads them, in the order sent.
         self._store_queues = {
-            name: (broker.store_queue(settings, name)
+            name: (naming.store_queue(settings, name)
                    if settings.processes(name) > 1 else self._job_queues[name])
             for name in settings.queues}
 

@@ -11,7 +11,7 @@ import uuid
 import kombu
 import pytest
 
-from pyramid_scheduler.acks import Acknowledgements
+from pyramid_scheduler.runtime.acks import Acknowledgements
 from tests.daemon_helpers import AMQP_URL
 
 

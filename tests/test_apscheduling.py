@@ -6,7 +6,7 @@ import time
 import pytest
 from apscheduler.jobstores.memory import MemoryJobStore
 
-from pyramid_scheduler.apscheduling import (
+from pyramid_scheduler.runtime.apscheduling import (
     HandingOverJobStore, HandOvers, RuntimeExecutor, SafeStopScheduler)
 
 UTC = datetime.timezone.utc
@@ -26,8 +26,8 @@ class CountingScheduler(SafeStopScheduler):
         return super()._process_jobs()
 
 
-class StubRuntime:
-    """What RuntimeExecutor needs of the runtime; runs in a thread each."""
+class StubDeferredJobs:
+    """What RuntimeExecutor needs of DeferredJobs; runs in a thread each."""
 
     def __init__(self, on_run):
         self.on_run = on_run
@@ -36,7 +36,7 @@ class StubRuntime:
     def keep_due_run(self, aps_job, run_times, last_run):
         return None
 
-    def submit_stored(self, fn, *args):
+    def submit_run(self, fn, *args):
         self.submitted.set()
         threading.Thread(target=fn, args=args, daemon=True).start()
 
@@ -86,14 +86,14 @@ def test_a_due_run_starts_once_out_of_the_store_not_at_the_pass_end(
         seen['still stored'] = store.lookup_job(job.id) is not None
         worker_ran.set()
 
-    runtime = StubRuntime(on_run)
+    deferred = StubDeferredJobs(on_run)
 
     class SlowEndStore(HandingOverJobStore):
         def get_next_run_time(self):
             # The end of the pass that hands the run over waits for the
             # worker: had the worker waited for the end of the pass,
             # neither would go on.
-            if runtime.submitted.is_set():
+            if deferred.submitted.is_set():
                 worker_ran.wait(10)
             return super().get_next_run_time()
 
@@ -101,7 +101,7 @@ def test_a_due_run_starts_once_out_of_the_store_not_at_the_pass_end(
 
     scheduler = SafeStopScheduler(
         hand_overs, jobstores={'default': store},
-        executors={'default': RuntimeExecutor(runtime, hand_overs)},
+        executors={'default': RuntimeExecutor(deferred, hand_overs)},
         timezone=UTC)
     scheduler.add_job('tests.test_apscheduling:job_func', 'date',
                       run_date=in_seconds(0.3), id='soon')
@@ -130,7 +130,7 @@ def test_the_prepared_job_store_behaves_as_apschedulers(tmp_path):
     from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
     from apscheduler.triggers.date import DateTrigger
     import pytest
-    from pyramid_scheduler.apscheduling import PreparedJobStore
+    from pyramid_scheduler.runtime.apscheduling import PreparedJobStore
 
     scheduler = SafeStopScheduler(HandOvers(), timezone=UTC)
     store = PreparedJobStore(url=f'sqlite:///{tmp_path}/jobs.sqlite')

@@ -19,7 +19,7 @@ import pytest
 from webtest import TestApp
 
 from pyramid_scheduler import CONSUME_ENV
-from pyramid_scheduler.storelock import StoreLock, lock_path
+from pyramid_scheduler.runtime.storelock import StoreLock, lock_path
 from tests import jobs
 from tests.conftest import (
     TIMEOUT, base_settings, poll, runtime_threads)
@@ -78,7 +78,7 @@ def test_cron_job_from_a_crontab(harness):
     # wait a minute for it to fire).
     job_id = harness.schedule('cron', 'tab', crontab='* * * * *')
     harness.events.wait_for(job_id, 'job.created')
-    job = poll(lambda: harness.runtime._scheduler.get_job(job_id))
+    job = poll(lambda: harness.runtime.deferred.get_job(job_id))
     assert str(job.trigger).startswith('cron[')
     now = datetime.datetime.now(datetime.timezone.utc)
     assert 0 < (job.next_run_time - now).total_seconds() <= 60
@@ -92,7 +92,7 @@ def test_cancel_job_stops_an_interval_job(harness):
     harness.web.post_json('/cancel', {'id': job_id})
     harness.events.wait_for(job_id, 'job.removed')
     runs_at_cancel = len(harness.records())
-    assert harness.runtime._scheduler.get_job(job_id) is None
+    assert harness.runtime.deferred.get_job(job_id) is None
     # A clock job: once it has ticked three times, the canceled job (every
     # 0.2s) would have run again had it not been canceled.
     clock = harness.schedule('interval', 'clock', seconds=0.2)
@@ -137,7 +137,7 @@ def test_caller_chosen_id_replaces_a_running_interval_job(harness):
     harness.wait_records(1, where=lambda r: r['values'] == ['old'])
     harness.schedule('interval', 'new', id='ticker', seconds=0.2)
     harness.wait_records(3, where=lambda r: r['values'] == ['new'])
-    assert len(harness.runtime._scheduler.get_jobs(jobstore='jobs')) == 1
+    assert len(harness.runtime.deferred.get_jobs('jobs')) == 1
     # After the replacement only the new one runs (allow one old run that
     # was already under way when the replacement arrived).
     first_new = next(i for i, r in enumerate(harness.records())
@@ -238,7 +238,7 @@ def test_aware_datetime_is_honoured(harness, records):
     minus_five = datetime.timezone(datetime.timedelta(hours=-5))
     later = datetime.datetime.now(minus_five) + datetime.timedelta(hours=2)
     job_id = harness.scheduler.add_date_job(jobs.noop, later)
-    job = poll(lambda: harness.runtime._scheduler.get_job(job_id))
+    job = poll(lambda: harness.runtime.deferred.get_job(job_id))
     assert job.next_run_time == later
 
 
@@ -504,7 +504,7 @@ def test_a_stopping_runtime_hands_messages_back(harness, records):
     runtime = harness.runtime
     harness.scheduler.shutdown(timeout=5)
     message = Message()
-    runtime.on_message(message)
+    runtime.consumer.on_message(message)
     assert message.rejected is True
     # and a job sent while nobody consumes runs once a runtime is back
     harness.scheduler.add_async_job(jobs.record, args=[records, 'later'])

@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from pyramid_scheduler import dueruns
-from pyramid_scheduler.dueruns import DeferredWorkers
+from pyramid_scheduler.runtime import dueruns
+from pyramid_scheduler.runtime.dueruns import DeferredWorkers
 from tests.conftest import poll
 
 
@@ -44,5 +44,5 @@ def test_only_the_due_runs_waiting_for_a_worker_are_written_down(
                             func='sleep_then_record') for n in range(5)]
     harness.wait_records(6)
     assert len(written) == 3 and set(written) < set(ids)
-    due_runs = runtime._due_runs['jobs']
+    due_runs = runtime.deferred.due_runs('jobs')
     poll(lambda: due_runs.left() == [], message='due runs left in the table')

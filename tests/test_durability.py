@@ -424,7 +424,7 @@ def test_due_runs_left_by_a_dead_daemon_start_once(
     starts from the table."""
     import pickle
     import sqlalchemy
-    from pyramid_scheduler.dueruns import DueRuns
+    from pyramid_scheduler.runtime.dueruns import DueRuns
     settings = broker_for('sqlite')
     scheduler_id = settings['scheduler.id']
     ini = write_ini(tmp_path / 'app.ini', settings=settings)

@@ -3,16 +3,16 @@
 Hypothesis throws arbitrary bodies, headers (signature and compression
 headers included), content types and encodings at a started runtime's
 message handling, the way kombu hands them over (``Consumer._receive_callback``
-calling ``Runtime.on_message``, or ``Runtime.on_decode_error`` when kombu
-itself cannot read the message). Some are well-formed envelopes with
+calling the runtime's ``Dispatcher.handle``, or ``handle_decode_error`` when
+kombu itself cannot read the message). Some are well-formed envelopes with
 nonsense inside, some correctly signed. For each: no exception escapes, the
 message is settled (acknowledged: dead-lettered or handled, never handed
 back to fail again), nothing outside ``scheduler.allowed_modules`` runs, and
 the runtime still serves: a real job sent through the broker afterwards runs.
 
 The fuzzed messages never touch the real broker: they carry a fake channel
-that records acks, and the runtime's own channel (used to republish to the
-dead-letter queue) is swapped for the same fake while the property runs.
+that records acks, and go to a dispatcher of the runtime whose outbox (which
+republishes to the dead-letter queue and replies) publishes on the same fake.
 """
 import datetime
 import json
@@ -27,9 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings
 from hypothesis import strategies as st
 
-from pyramid_scheduler import broker, signing, wire
+from pyramid_scheduler import broker, codec, signing, wire
 from pyramid_scheduler.errors import InvalidMessage
-from pyramid_scheduler.runtime import Runtime
+from pyramid_scheduler.runtime.outbox import Outbox
 from pyramid_scheduler.scheduler import Scheduler
 from pyramid_scheduler.settings import parse_settings
 from tests import jobs
@@ -79,6 +79,17 @@ class FakeChannel:
     def settled(self, tag):
         with self._lock:
             return tag in self.acked or any(t == tag for t, _ in self.rejected)
+
+
+def kombu_consumer(runtime, channel):
+    """What kombu calls for each message, wired to a dispatcher of the
+    runtime that sends what it sends on ``channel``."""
+    dispatcher = runtime.dispatcher.with_outbox(
+        Outbox(runtime.settings, channel))
+    return kombu.Consumer(channel, queues=[], auto_declare=False,
+                          on_message=dispatcher.handle,
+                          on_decode_error=dispatcher.handle_decode_error,
+                          accept=None)
 
 
 # --- strategies --------------------------------------------------------------
@@ -315,11 +326,7 @@ def test_arbitrary_messages_never_escape_and_the_runtime_keeps_serving(
     runtime = served.runtime
     settings = served.settings
     channel = FakeChannel()
-    # What kombu calls for each message, wired as the runtime wires it.
-    consumer = kombu.Consumer(channel, queues=[], auto_declare=False,
-                              on_message=runtime.on_message,
-                              on_decode_error=runtime.on_decode_error,
-                              accept=None)
+    consumer = kombu_consumer(runtime, channel)
     tags = iter(range(1, 10**9))
     seen = {'handled': 0}
 
@@ -349,12 +356,7 @@ def test_arbitrary_messages_never_escape_and_the_runtime_keeps_serving(
         assert not os.path.exists(CANARY['path'])
         assert runtime.running
 
-    real_channel = runtime._channel
-    runtime._channel = channel
-    try:
-        check()
-    finally:
-        runtime._channel = real_channel
+    check()
     assert not os.path.exists(CANARY['path'])
     # Not only refusals: some of the messages were stored, run or answered.
     assert seen['handled'] >= 5, seen
@@ -372,13 +374,13 @@ def test_arbitrary_messages_never_escape_and_the_runtime_keeps_serving(
 # --- decoding alone: only InvalidMessage, or a valid body --------------------
 
 @pytest.fixture(scope='module', params=['secret', 'no-secret', 'pickle'])
-def decoder(request, tmp_path_factory):
+def decoder_settings(request, tmp_path_factory):
     conf = _conf(tmp_path_factory.mktemp('decode'))
     if request.param != 'no-secret':
         conf['scheduler.broker.secret'] = SECRET
     if request.param == 'pickle':
         conf['scheduler.broker.serializer'] = 'pickle'
-    return Runtime(parse_settings(conf))  # decode() needs no broker
+    return parse_settings(conf)  # codec.decode() needs no broker
 
 
 @hsettings(max_examples=200, deadline=None, derandomize=True, database=None,
@@ -386,10 +388,12 @@ def decoder(request, tmp_path_factory):
                                   HealthCheck.too_slow,
                                   HealthCheck.data_too_large])
 @given(example=messages)
-def test_decode_gives_a_valid_body_or_invalid_message(decoder, example):
-    message = _kombu_message(example, decoder.settings, FakeChannel(), 1)
+def test_decode_gives_a_valid_body_or_invalid_message(decoder_settings,
+                                                      example):
+    settings = decoder_settings
+    message = _kombu_message(example, settings, FakeChannel(), 1)
     try:
-        body = decoder.decode(message)
+        body = codec.decode(settings, message)
     except InvalidMessage as exc:
         assert str(exc)
     else:
@@ -397,8 +401,8 @@ def test_decode_gives_a_valid_body_or_invalid_message(decoder, example):
         assert message.content_type == {
             'json': 'application/json',
             'pickle': 'application/x-python-serialize',
-        }[decoder.settings.serializer]
-        if decoder.settings.secrets:
+        }[settings.serializer]
+        if settings.secrets:
             assert example['sign'], 'a signature nobody made was accepted'
 
 
@@ -434,7 +438,7 @@ def test_any_change_to_a_signed_message_breaks_its_signature(
 def test_the_fuzz_strategies_reach_the_handlers(tmp_path):
     """Guard against a fuzz that only ever hits the first check: enough
     generated messages decode to a valid envelope on an unsigned consumer."""
-    runtime = Runtime(parse_settings(_conf(tmp_path)))
+    settings = parse_settings(_conf(tmp_path))
     valid = 0
 
     @hsettings(max_examples=200, deadline=None, derandomize=True,
@@ -445,8 +449,8 @@ def test_the_fuzz_strategies_reach_the_handlers(tmp_path):
     def count(example):
         nonlocal valid
         try:
-            runtime.decode(_kombu_message(example, runtime.settings,
-                                          FakeChannel(), 1))
+            codec.decode(settings, _kombu_message(example, settings,
+                                                  FakeChannel(), 1))
             valid += 1
         except InvalidMessage:
             pass
@@ -498,19 +502,12 @@ def test_messages_the_fuzz_found_are_dead_lettered_not_retried(served, case):
     body, reason = FOUND[case]
     runtime = served.runtime
     channel = FakeChannel()
-    consumer = kombu.Consumer(channel, queues=[], auto_declare=False,
-                              on_message=runtime.on_message,
-                              on_decode_error=runtime.on_decode_error,
-                              accept=None)
+    consumer = kombu_consumer(runtime, channel)
     example = {'body': _json_bytes(body), 'content_type': 'application/json',
                'content_encoding': 'utf-8', 'headers': {}, 'sign': 'current',
                'routing_key': 'jobs'}
     message = _kombu_message(example, served.settings, channel, 1)
-    real_channel, runtime._channel = runtime._channel, channel
-    try:
-        consumer._receive_callback(message)
-    finally:
-        runtime._channel = real_channel
+    consumer._receive_callback(message)
     assert channel.acked == {1} and not channel.rejected
     assert reason in runtime.dead_letters[-1]['reason']
     assert runtime.pending_count('jobs') == 0

@@ -95,21 +95,21 @@ def test_handling_errors_retry_then_dead_letter(tmp_path, monkeypatch):
     scheduler = Scheduler(settings)
     scheduler.start()
     runtime = scheduler.runtime
-    aps = runtime._scheduler
-    real_add_job = aps.add_job
+    deferred = runtime.deferred
+    real_store = deferred.store
     calls = {'transient': 0, 'broken': 0}
 
-    def flaky_add_job(func, trigger, args, **kwargs):
-        spec = args[1]
+    def flaky_store(job):
+        spec = job.spec
         if spec['args'] == ['transient'] and calls['transient'] < 5:
             calls['transient'] += 1
             raise OperationalError('INSERT', {}, Exception('database down'))
         if spec['args'] == ['broken']:
             calls['broken'] += 1
             raise ValueError('a bug in storing this job')
-        return real_add_job(func, trigger, args=args, **kwargs)
+        return real_store(job)
 
-    monkeypatch.setattr(aps, 'add_job', flaky_add_job)
+    monkeypatch.setattr(deferred, 'store', flaky_store)
     try:
         assert runtime.wait_ready(10)
         broken = scheduler.add_date_job('tests.jobs:noop', time.time() + 60,
@@ -120,8 +120,8 @@ def test_handling_errors_retry_then_dead_letter(tmp_path, monkeypatch):
              timeout=30)
         assert calls['broken'] == 3
         assert 'a bug in storing this job' in runtime.dead_letters[0]['reason']
-        poll(lambda: aps.get_job(transient, jobstore='jobs'), timeout=30)
+        poll(lambda: deferred.get_job(transient, 'jobs'), timeout=30)
         assert calls['transient'] == 5
-        assert aps.get_job(broken, jobstore='jobs') is None
+        assert deferred.get_job(broken, 'jobs') is None
     finally:
         scheduler.shutdown(timeout=5)

@@ -104,7 +104,7 @@ def test_non_owner_passes_deferred_jobs_and_commands_on_intact(
         tmp_path, broker_for, broker):
     """Signed and compressed, a deferred job, a cancel and a command that
     reach slot 1 arrive on the store queue as their sender made them."""
-    from pyramid_scheduler import wire
+    from pyramid_scheduler import codec, wire
     from pyramid_scheduler.producer import Producer
     from pyramid_scheduler.runtime import Runtime
     from tests.conftest import peek
@@ -136,8 +136,8 @@ def test_non_owner_passes_deferred_jobs_and_commands_on_intact(
     finally:
         producer.close()
         runtime.stop(timeout=5)
-    owner = Runtime(settings)   # decode() checks signature and content
-    decoded = [owner.decode(message) for message in passed]
+    # The store owner's decode: checks signature and content.
+    decoded = [codec.decode(settings, message) for message in passed]
     assert [body['type'] for body in decoded] == [
         wire.JOB_CREATED, wire.JOB_CANCELED, wire.COMMAND]
     assert decoded[0]['job'] == spec

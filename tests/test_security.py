@@ -24,12 +24,11 @@ import kombu
 import pytest
 from pyramid.exceptions import ConfigurationError
 
-from pyramid_scheduler import admin, broker, signing, wire
+from pyramid_scheduler import admin, broker, codec, signing, wire
 from pyramid_scheduler.errors import (BrokerUnavailable, InvalidJob,
                                       InvalidMessage)
 from pyramid_scheduler.jobs import check_allowed
 from pyramid_scheduler.producer import Producer
-from pyramid_scheduler.runtime import Runtime
 from pyramid_scheduler.scheduler import Scheduler
 from pyramid_scheduler.settings import parse_settings
 from tests import jobs
@@ -497,20 +496,20 @@ def test_max_message_age_defaults_to_a_day_and_zero_disables_it(tmp_path):
     body = job_message('tests.jobs:record', ['x'])
     settings = parse_settings(make_conf(tmp_path))
     assert settings.max_message_age == DAY
-    runtime = Runtime(settings)
-    assert runtime.decode(_fake_message(settings, body,
-                                        time.time() - DAY + 60))
+    assert codec.decode(settings, _fake_message(settings, body,
+                                                time.time() - DAY + 60))
     with pytest.raises(InvalidMessage, match='older than'):
-        runtime.decode(_fake_message(settings, body, time.time() - DAY - 60))
+        codec.decode(settings, _fake_message(settings, body,
+                                             time.time() - DAY - 60))
 
     settings = parse_settings(make_conf(tmp_path, broker__max_message_age='0'))
-    assert Runtime(settings).decode(
-        _fake_message(settings, body, time.time() - 30 * DAY))
+    assert codec.decode(
+        settings, _fake_message(settings, body, time.time() - 30 * DAY))
     settings = parse_settings(make_conf(tmp_path,
                                         broker__max_message_age='10m'))
     with pytest.raises(InvalidMessage, match='older than'):
-        Runtime(settings).decode(
-            _fake_message(settings, body, time.time() - 11 * 60))
+        codec.decode(
+            settings, _fake_message(settings, body, time.time() - 11 * 60))
 
 
 # --- serializers -------------------------------------------------------------
@@ -629,8 +628,8 @@ def test_allowed_modules_are_checked_again_before_a_stored_job_runs(
         'scheduler.allowed_modules': 'tests.jobs'}))
     assert strict.runtime.pending_count('jobs') == 1
     # Make it due now rather than wait an hour.
-    strict.runtime._scheduler.modify_job(
-        job_id, jobstore='jobs',
+    strict.runtime.deferred.modify_job(
+        job_id, 'jobs',
         next_run_time=datetime.datetime.now(datetime.timezone.utc))
     [failed] = strict.events.wait_for(job_id, 'job.failed')
     assert isinstance(failed['exception'], InvalidJob)
@@ -735,10 +734,9 @@ def _stop_reconnecting(runtime):
     """
     def stop_trying():
         raise ConnectionAbortedError('test over: stop reconnecting')
-    runtime._consumer.should_stop = True
-    runtime.beat = stop_trying
-    runtime._thread.join(TIMEOUT)
-    assert not runtime._thread.is_alive()
+    runtime.consumer.should_stop = True
+    runtime.state.beat = stop_trying
+    assert runtime.join(TIMEOUT)
 
 
 def test_redact_url():

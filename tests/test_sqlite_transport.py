@@ -597,7 +597,7 @@ def test_a_runtime_leases_and_acks_in_batches(tmp_path):
         runtime = scheduler.runtime
         wait_until(lambda: runtime.stats.snapshot()['executed'] == count)
         wait_until(lambda: rows(database) == 0)  # all acked: deleted
-        statements = runtime._channel.connection.statements
+        statements = runtime.consumer.channel.connection.statements
         print(f'\n{count} jobs: {statements} statements')
         assert statements < count / 2
     finally:
@@ -614,7 +614,7 @@ def test_an_idle_runtime_on_the_embedded_transport_stops_at_once(tmp_path):
     scheduler.start()
     runtime = scheduler.runtime
     assert runtime.wait_ready(TIMEOUT)
-    assert runtime._consumer.drain_timeout() == 1.0
+    assert runtime.consumer.drain_timeout() == 1.0
     time.sleep(0.2)  # in the middle of a one-second wait
     started = time.monotonic()
     scheduler.shutdown()
@@ -624,7 +624,8 @@ def test_an_idle_runtime_on_the_embedded_transport_stops_at_once(tmp_path):
 
 def test_housekeeping_reclaims_dead_leases_and_drops_stale_replies(
         db_path, children):
-    from pyramid_scheduler.runtime import delete_consumed_messages
+    from pyramid_scheduler.runtime.introspection import (
+        delete_consumed_messages)
     from pyramid_scheduler.settings import parse_settings
     settings = parse_settings({'scheduler.database': str(db_path)})
     with connect(db_path) as conn:

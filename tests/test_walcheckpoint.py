@@ -6,7 +6,7 @@ import pytest
 
 from pyramid_scheduler.runtime import Runtime
 from pyramid_scheduler.settings import parse_settings
-from pyramid_scheduler.walcheckpoint import (
+from pyramid_scheduler.runtime.walcheckpoint import (
     DISABLE_AUTOCHECKPOINT, WalCheckpointer)
 from tests.conftest import poll
 
@@ -63,7 +63,7 @@ def test_the_thread_moves_the_log_into_the_database(tmp_path):
     finally:
         checkpointer.stop()
         connection.close()
-    assert not checkpointer._thread.is_alive()
+    assert not checkpointer.running
 
 
 def test_runtime_job_store_checkpoints_in_its_own_thread(tmp_path):
@@ -76,8 +76,8 @@ def test_runtime_job_store_checkpoints_in_its_own_thread(tmp_path):
         with store.engine.connect() as connection:
             assert connection.exec_driver_sql(
                 'PRAGMA wal_autocheckpoint').scalar() == 0
-        checkpointer = runtime._checkpointers[settings.database_path]
-        assert checkpointer._thread.is_alive()
+        checkpointer = runtime.deferred.checkpointer(settings.database_path)
+        assert checkpointer.running
     finally:
         runtime.stop(timeout=5)
-    assert not checkpointer._thread.is_alive()
+    assert not checkpointer.running

@@ -14,10 +14,14 @@ consumer thread settles them at each of its turns:
   for the settled prefix and single acks for what finished behind a job
   still running;
 - any other channel gets one ack per message.
+
+*When* the consumer thread settles (in batches while messages stream in,
+at once when idle or when the prefetch window fills) is :class:`AckPolicy`.
 """
 import collections
 import logging
 import queue
+import time
 
 from kombu.transport import pyamqp
 
@@ -26,6 +30,106 @@ log = logging.getLogger(__name__)
 # Held deliveries are pruned of the settled ones only past this many (and
 # twice what was left unsettled), so that pruning stays cheap per message.
 MIN_PRUNE_ABOVE = 1000
+PREFETCH_PER_WORKER = 25
+# While messages stream in, finished jobs are acknowledged in batches of
+# this many, or after this long (see AckPolicy.turn).
+ACK_BATCH = 16
+ACK_DELAY = 0.005
+# The longest a consumer thread whose prefetch window is full waits for a
+# job to end before it turns again (beat, stop, other queues' messages).
+WINDOW_FULL_WAIT = 0.05
+
+
+class AckPolicy:
+    """When the consumer thread acknowledges what the workers finished.
+
+    The consumer thread tells it of each delivery (:meth:`delivered`) and
+    of each turn of its loop (:meth:`turn`); the workers, of each job that
+    ended (:meth:`finished`). It also keeps the consumer's current channel,
+    to cut the consumer thread's wait short when there is something to do.
+    """
+
+    def __init__(self, worker_count):
+        self.acks = Acknowledgements()
+        # Acknowledgements leave with the consumer thread's next turn, so
+        # the broker must let it hold more messages than it has workers, or
+        # the workers would wait on acks between jobs.
+        self.prefetch_count = worker_count * PREFETCH_PER_WORKER
+        self._channel = None
+        self._settled_at = 0.0
+        self._delivered_since_settle = 0
+
+    def connected(self, channel):
+        """The consumer (re)connected on ``channel`` (consumer thread)."""
+        self._channel = channel
+        self.acks.forget_deliveries()
+
+    def delivered(self, message):
+        """A message arrived (consumer thread, before it is handled)."""
+        self._delivered_since_settle += 1
+        self.acks.delivered(message)
+
+    def expect(self, message):
+        """A worker will finish ``message`` (consumer thread)."""
+        self.acks.expect(message)
+
+    def dropped(self, message):
+        """``message`` will not be settled here (see Acknowledgements)."""
+        self.acks.dropped(message)
+
+    def held_tags(self):
+        """Delivery tags of the messages held unsettled here."""
+        return self.acks.held_tags()
+
+    def finished(self, message):
+        """A worker is done with ``message`` (any thread): its ack leaves
+        with the consumer thread's next turn, which comes at once."""
+        self.acks.finished(message)
+        self.wake()
+
+    def wake(self):
+        """Cut the consumer thread's wait short (any thread).
+
+        The embedded transport can, so an ack leaves at once; other
+        transports' waits are short (see consumer.QueueConsumer).
+        """
+        connection = getattr(self._channel, 'connection', None)
+        interrupt = getattr(connection, 'interrupt', None)
+        if interrupt is not None:
+            interrupt()
+
+    def turn(self):
+        """Acknowledge finished jobs, in batches while messages stream in.
+
+        Each settle is at least one frame or round trip; while the last
+        drain delivered messages, finished ones wait for a batch of
+        ACK_BATCH or for ACK_DELAY. A turn that delivered nothing (a
+        timeout, or a wake-up for acks) settles at once, and so does one
+        whose unacknowledged messages fill half the prefetch window: the
+        broker (or our Redis batch fetch) sends no more until some are
+        acknowledged. With the window full, the consumer thread waits for
+        a job to end rather than in a drain that nothing would end.
+        """
+        acks = self.acks
+        held = acks.unsettled()
+        if held >= self.prefetch_count and not acks.pending():
+            # The window is full: nothing comes before a job ends, and a
+            # drain would sleep through that end (only the embedded
+            # transport can be woken), for as long as its timeout.
+            acks.wait_finished(WINDOW_FULL_WAIT)
+        pending = acks.pending()
+        now = time.monotonic()
+        if (self._delivered_since_settle and pending < ACK_BATCH
+                and now - self._settled_at < ACK_DELAY
+                and 2 * held < self.prefetch_count):
+            return
+        self.settle()
+
+    def settle(self):
+        """Acknowledge every finished job now (consumer thread)."""
+        self._delivered_since_settle = 0
+        self._settled_at = time.monotonic()
+        self.acks.settle()
 
 
 class Acknowledgements:

@@ -1,7 +1,7 @@
-"""APScheduler, adapted: stored jobs run through the runtime.
+"""APScheduler, adapted: stored jobs run through deferred.DeferredJobs.
 
 The adaptations, each with its reason below: an executor that hands the
-job's spec to the runtime (the job store keeps a spec, not a callable); a
+job's spec to DeferredJobs (the job store keeps a spec, not a callable); a
 SQLAlchemy job store whose statements are built once, and that, with a
 record of hand-overs, lets a due run start as soon as APScheduler has taken
 it out of the store, not when the whole pass ends; and a scheduler that
@@ -138,16 +138,16 @@ class HandingOverJobStore(PreparedJobStore):
 
 
 class RuntimeExecutor(BaseExecutor):
-    """APScheduler executor that runs stored jobs through the runtime.
+    """APScheduler executor that runs stored jobs through DeferredJobs.
 
     The job store holds the job's spec, not a callable; this executor gives
-    the spec to the runtime, which runs it in its worker pool and fires the
-    events in order.
+    the spec to ``deferred`` (deferred.DeferredJobs), which runs it in its
+    worker pool and fires the events in order.
     """
 
-    def __init__(self, runtime, hand_overs):
+    def __init__(self, deferred, hand_overs):
         super().__init__()
-        self._runtime = runtime
+        self._deferred = deferred
         self._hand_overs = hand_overs
 
     def _do_submit_job(self, job, run_times):
@@ -155,15 +155,15 @@ class RuntimeExecutor(BaseExecutor):
             run_times[-1], datetime.datetime.now(datetime.timezone.utc)) is None
         # Kept durable before APScheduler takes it out of the store, unless
         # a free worker starts it as soon as it is out (see dueruns).
-        due = self._runtime.keep_due_run(job, run_times, last_run)
+        due = self._deferred.keep_due_run(job, run_times, last_run)
         out_of_store = self._hand_overs.expect(job.id)
-        self._runtime.submit_stored(self._run, job, run_times, last_run, due,
-                                    out_of_store)
+        self._deferred.submit_run(self._run, job, run_times, last_run, due,
+                                  out_of_store)
 
     def _run(self, job, run_times, last_run, due, out_of_store):
         try:
-            self._runtime.run_stored_job(job, run_times, last_run, due,
-                                         out_of_store)
+            self._deferred.run_stored_job(job, run_times, last_run, due,
+                                          out_of_store)
         finally:
             self._run_job_success(job.id, [])
 

@@ -43,6 +43,11 @@ class WalCheckpointer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    @property
+    def running(self):
+        """Whether its thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _run(self):
         try:
             while not self._stopped.wait(self.interval):

@@ -1,4 +1,5 @@
-"""The threads that run async jobs: a fixed pool fed by one queue.
+"""The threads that run async jobs: a fixed pool fed by one queue, and the
+count of jobs in flight.
 
 ``concurrent.futures.ThreadPoolExecutor`` builds a Future and a work item,
 takes two locks and checks whether to start a thread on every ``submit``.
@@ -20,12 +21,18 @@ class WorkerPool:
     """``size`` threads calling what :meth:`submit` gives them, in order."""
 
     def __init__(self, size, name):
+        self._size = size
+        self._name = name
         self._calls = queue.SimpleQueue()
         self._shut_down = False
+        self._threads = []
+
+    def start(self):
+        """Start the threads (never before a fork: the runtime's start)."""
         self._threads = [
-            threading.Thread(target=self._work, name=f'{name}_{number}',
+            threading.Thread(target=self._work, name=f'{self._name}_{number}',
                              daemon=True)
-            for number in range(size)]
+            for number in range(self._size)]
         for thread in self._threads:
             thread.start()
 
@@ -65,3 +72,21 @@ class WorkerPool:
                 # The runtime's calls handle their own errors; whatever
                 # escapes must not cost the pool a thread.
                 log.exception('a worker call failed')
+
+
+class InFlight:
+    """Jobs running, or queued to run, in this runtime (async and deferred):
+    a stopping runtime waits for them. Counted from any thread."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def add(self, delta):
+        with self._lock:
+            self._count += delta
+
+    @property
+    def count(self):
+        with self._lock:
+            return self._count

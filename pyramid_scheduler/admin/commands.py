@@ -1,0 +1,143 @@
+"""The runtime's end of the admin commands (see the package docstring).
+
+:class:`AdminCommands` is given what the commands may read and do of a
+runtime, and nothing else: its settings and queues, listeners, counters,
+the job stores (through runtime.introspection) and the dead-letter log. It
+answers through the outbox the dispatcher gives it with each command
+(runtime.outbox). It runs in the consumer thread.
+"""
+import io
+import logging
+import os
+import time
+
+import psutil
+
+from .. import naming
+from ..events import Event
+
+log = logging.getLogger(__name__)
+
+COMMANDS = ('print-jobs', 'ping', 'status', 'jobs', 'dead-letters',
+            'purge-dead-letters')
+PAGE_SIZE = 50
+
+
+class AdminCommands:
+    """Handles ``command`` messages for a runtime that owns its job stores."""
+
+    def __init__(self, settings, queues, *, listeners, stats, inflight,
+                 introspection, dead_letters):
+        self.settings = settings
+        self.queues = queues
+        self.listeners = listeners
+        self.stats = stats
+        self.inflight = inflight
+        self.introspection = introspection
+        self.dead_letters = dead_letters
+        self._handlers = {
+            'print-jobs': self._print_jobs,
+            'ping': self._ping,
+            'status': self._status,
+            'jobs': self._jobs,
+            'dead-letters': self._dead_letters,
+            'purge-dead-letters': self._purge_dead_letters,
+        }
+
+    def handle(self, body, outbox):
+        """Run the command ``body``; answer through ``outbox``."""
+        name = body['command']
+        log.debug('received message event: %s', name)
+        self.listeners.notify(Event(Event.MESSAGE, message=name,
+                                    args=body.get('args') or {}))
+        if body['expires_at'] < time.time():
+            log.info('ignoring expired admin command %r', name)
+            return
+        queue = self._target_queue(body)
+        handler = self._handlers.get(name)
+        if handler is None:
+            outbox.reply(body, queue, error=f'unknown command {name!r}; '
+                         f'known commands: {", ".join(COMMANDS)}')
+            return
+        try:
+            result = handler(queue, body.get('args') or {}, outbox)
+        except Exception as exc:
+            log.exception('admin command %r failed', name)
+            outbox.reply(body, queue, error=f'{type(exc).__name__}: {exc}')
+            return
+        outbox.reply(body, queue, result=result)
+
+    def _target_queue(self, body):
+        queue = body.get('queue')
+        return queue if queue in self.queues else self.queues[0]
+
+    def _print_jobs(self, queue, args, outbox):
+        limit = int(args.get('limit', 1000))
+        out = io.StringIO()
+        store_jobs = self.introspection.jobs_page(queue, 0, limit + 1)
+        out.write(f'Jobstore {queue}:\n')
+        if not store_jobs:
+            out.write('    No scheduled jobs\n')
+        for job in store_jobs[:limit]:
+            out.write(f'    {job}\n')
+        if len(store_jobs) > limit:
+            out.write('    ... more jobs: use "pscheduler --message jobs" '
+                      'to page through them\n')
+        log.info('%s', out.getvalue().rstrip('\n'))
+        return {'printed': min(len(store_jobs), limit)}
+
+    def _ping(self, queue, args, outbox):
+        return {'queue': queue, 'pid': os.getpid()}
+
+    def _status(self, queue, args, outbox):
+        process = psutil.Process()
+        counts = self.stats.snapshot()
+        return {
+            'queue': queue,
+            'pid': os.getpid(),
+            'uptime': round(time.time() - self.stats.started, 1),
+            'rss': process.memory_info().rss,
+            'executed': counts['executed'],
+            'failed': counts['failed'],
+            'missed': counts['missed'],
+            'dead_lettered': counts['dead_lettered'],
+            'running': self.inflight.count,
+            'pending': self.introspection.pending_count(queue),
+        }
+
+    def _jobs(self, queue, args, outbox):
+        offset = max(int(args.get('offset', 0)), 0)
+        limit = min(max(int(args.get('limit', PAGE_SIZE)), 1), 1000)
+        jobs = self.introspection.jobs_page(queue, offset, limit)
+        return {
+            'queue': queue,
+            'offset': offset,
+            'total': self.introspection.pending_count(queue),
+            'jobs': [{
+                'id': job.id,
+                'name': job.name,
+                'trigger': str(job.trigger),
+                'next_run_time': (job.next_run_time.isoformat()
+                                  if job.next_run_time else None),
+            } for job in jobs],
+        }
+
+    def _dead_letters(self, queue, args, outbox):
+        target = naming.dead_letter_queue(self.settings, queue)
+        bound = outbox.bind(target)
+        return {'queue': queue, 'dead_letter_queue': target.name,
+                'count': _queue_size(bound),
+                'recent': self.dead_letters.recent(queue)}
+
+    def _purge_dead_letters(self, queue, args, outbox):
+        bound = outbox.bind(naming.dead_letter_queue(self.settings, queue))
+        bound.declare()
+        purged = bound.purge()
+        self.dead_letters.forget(queue)
+        return {'queue': queue, 'purged': purged or 0}
+
+
+def _queue_size(bound_queue):
+    # A (re)declaration answers with the message count on every transport;
+    # a passive one fails on Redis once the queue's list is empty.
+    return bound_queue.queue_declare().message_count

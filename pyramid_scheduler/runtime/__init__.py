@@ -1,0 +1,277 @@
+"""The job runtime: a kombu consumer plus an APScheduler, for some queues.
+
+One :class:`Runtime` serves one queue in each pscheduler child, or every
+queue in a combined-mode web process. Several children may serve one queue
+(``scheduler.processes``), each in a *slot*: all run its async jobs, and the
+one in slot 0 alone owns its job store. It consumes the queue's store queue
+(deferred jobs and cancels, in the order they were sent) and admin queue as
+well; a runtime of another slot has no APScheduler and passes any deferred
+job or command it receives on to the store queue. Its threads:
+
+- the consumer thread owns the broker connection: it receives messages,
+  stores deferred jobs, hands async jobs to the worker pool, answers admin
+  commands, and acknowledges messages (kombu connections are not thread-safe,
+  so workers queue their acknowledgements for it);
+- APScheduler's thread wakes deferred jobs from the persistent job stores;
+- two bounded pools of worker threads run the jobs: one for async jobs, one
+  for deferred runs, so a due run never waits behind prefetched async jobs.
+
+:class:`Runtime` is the composition root and the lifecycle (acquire the
+job store locks, start, stop, drain, beat, ready); the parts, each calling
+only the ones below it:
+
+- :mod:`.consumer`: the consumer thread, its channel and kombu's hooks;
+- :mod:`.dispatch`: decode, route, handle, retry and dead-letter a message;
+- :mod:`.outbox`: what the consumer thread sends (dead letters, replies);
+- :mod:`.acks`: acknowledging finished async jobs, and when (AckPolicy);
+- :mod:`.deferred`: APScheduler, the job stores and the due runs, with
+  :mod:`.apscheduling`, :mod:`.dueruns` and :mod:`.walcheckpoint`;
+- :mod:`.workers`: the async jobs' threads and the count of jobs in flight;
+- :mod:`.jobrunner`: running one job, its events and counters;
+- :mod:`.introspection`: reading the job stores, housekeeping;
+- :mod:`.storelock`: one runtime per job store; :mod:`.state`: the flags
+  the threads share.
+
+A message is acknowledged only once its job is durable (stored) or done
+(async), so a runtime killed at any moment leaves its job to be redelivered.
+"""
+import logging
+import threading
+import time
+
+from .. import transports
+from ..admin.commands import AdminCommands
+from ..events import Listeners
+from .acks import AckPolicy
+from .consumer import QueueConsumer, kombu_queues
+from .deferred import STORED_JOB_FUNC, DeferredJobs
+from .dispatch import DeadLetterLog, Dispatcher
+from .introspection import Introspection, delete_consumed_messages
+from .jobrunner import JobRunner, Stats
+from .outbox import Outbox
+from .state import RunState
+from .storelock import StoreLock, lock_path
+from .workers import InFlight, WorkerPool
+
+__all__ = ['Runtime', 'STORED_JOB_FUNC', 'delete_consumed_messages']
+
+log = logging.getLogger(__name__)
+
+# How often a stopping runtime wakes its consumer thread to look again.
+STOP_CHECK_INTERVAL = 0.05
+
+
+class Runtime:
+    """Consume ``queues`` and run their jobs; see the module docstring."""
+
+    def __init__(self, settings, queues=None, registry=None, listeners=None,
+                 slot=0):
+        self.settings = settings
+        self.slot = slot
+        self.owns_stores = slot == 0
+        self.queues = tuple(queues or settings.queues)
+        for queue in self.queues:
+            settings.check_queue(queue)
+        self.registry = registry
+        self.listeners = listeners if listeners is not None else Listeners()
+        self.stats = Stats()
+        self.state = RunState()
+        self.worker_count = sum(settings.executor_size(q)
+                                for q in self.queues)
+        self._locks = ({q: StoreLock(lock_path(settings, q))
+                        for q in self.queues} if self.owns_stores else {})
+        self._build_parts()
+        self.consumer = None
+        self._thread = None
+
+    def _build_parts(self):
+        """The parts; none starts a thread or opens a socket (see start)."""
+        settings, queues = self.settings, self.queues
+        self.acks = AckPolicy(self.worker_count)
+        self.in_flight = InFlight()
+        self.pool = WorkerPool(self.worker_count, 'pscheduler-job')
+        self.jobs = JobRunner(settings, self.registry, self.listeners,
+                              self.stats)
+        self.outbox = Outbox(settings)
+        self.dead_letter_log = DeadLetterLog()
+        self.deferred = self.introspection = commands = None
+        if self.owns_stores:
+            self.introspection = Introspection(settings, self.registry, None)
+            self.deferred = DeferredJobs(
+                settings, queues, self.worker_count, self.jobs, self.in_flight,
+                housekeeping=self.introspection.housekeeping)
+            self.introspection.deferred = self.deferred
+            commands = AdminCommands(
+                settings, queues, listeners=self.listeners, stats=self.stats,
+                inflight=self.in_flight, introspection=self.introspection,
+                dead_letters=self.dead_letter_log)
+        self.dispatcher = Dispatcher(
+            settings, queues, state=self.state, acks=self.acks,
+            pool=self.pool, inflight=self.in_flight, runner=self.jobs,
+            deferred=self.deferred, outbox=self.outbox,
+            dead_letters=self.dead_letter_log, commands=commands)
+
+    # --- job store locks ---------------------------------------------------
+
+    def acquire_stores(self, timeout=0, should_stop=lambda: False):
+        """Take the lock of every queue's job store; False if one is held."""
+        for queue, lock in self._locks.items():
+            got = (lock.acquire(timeout, should_stop) if timeout
+                   else lock.try_acquire())
+            if not got:
+                log.debug('job store of queue %r is in use by another '
+                          'scheduler process (lock %s)', queue, lock.path)
+                return False
+        return True
+
+    def release_stores(self):
+        """Release the job store locks taken by :meth:`acquire_stores` (a
+        runtime that will not start after all; stop() releases them too)."""
+        for lock in self._locks.values():
+            lock.release()
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def start(self):
+        """Start consuming; the caller must hold the job store locks."""
+        if not all(lock.held for lock in self._locks.values()):
+            raise RuntimeError('acquire_stores() before start()')
+        if self.settings.serializer == 'pickle' and not self.settings.secrets:
+            log.warning('scheduler.broker.serializer is pickle and '
+                        'scheduler.broker.secret is not set: anyone who can '
+                        'write to the broker can run code in this process. '
+                        'Set a secret, or use the json serializer')
+        self.pool.start()
+        if self.deferred is not None:
+            self.deferred.start()
+        connection = transports.connect(self.settings, consumer_slot=self.slot)
+        self.consumer = QueueConsumer(
+            connection, self.settings, self.queues,
+            owns_stores=self.owns_stores, dispatcher=self.dispatcher,
+            acks=self.acks, outbox=self.outbox, state=self.state,
+            jobs_done=self._jobs_done)
+        self._thread = threading.Thread(target=self._consume,
+                                        name='pscheduler-consumer',
+                                        daemon=True)
+        self._thread.start()
+        log.info('serving queue(s) %s%s', ', '.join(self.queues),
+                 '' if self.owns_stores else
+                 f' (async jobs only: process slot {self.slot})')
+
+    def _consume(self):
+        try:
+            self.consumer.run()
+        except Exception:
+            log.exception('the consumer thread failed')
+        finally:
+            self.state.drained.set()
+
+    def _jobs_done(self):
+        """No job in flight, or none can end any more: every thread that
+        ran them has ended (a stopping consumer may end then)."""
+        return not self.in_flight.count or (
+            self.pool.finished()
+            and (self.deferred is None or self.deferred.finished()))
+
+    def request_stop(self):
+        """Stop taking messages; running jobs go on (see :meth:`stop`)."""
+        self.state.stop_requested.set()
+        self.acks.wake()
+
+    def stop(self, timeout=None):
+        """Drain: stop taking messages, let running jobs finish, release.
+
+        Jobs still running after ``timeout`` seconds are left unacknowledged
+        (they will be redelivered); queued async jobs that had not started are
+        handed back to the broker. Deferred runs that are due and waiting
+        for a worker run before the end: APScheduler has taken them out of
+        the job store already, nothing would bring them back.
+        """
+        if timeout is None:
+            timeout = self.settings.shutdown_timeout
+        deadline = time.monotonic() + timeout
+        self.state.stop_requested.set()
+        if self.deferred is not None:
+            # Returns once APScheduler submits no more runs; the runs it
+            # submitted go on.
+            self.deferred.shutdown()
+        # Async jobs not started yet stay unacknowledged: the broker
+        # hands them to whoever serves the queue next.
+        self.pool.shutdown()
+        if self._thread is not None:
+            self._wait_drained(max(deadline - time.monotonic(), 0) + 2)
+        if self.deferred is not None:
+            self.deferred.close()
+        self.release_stores()
+        log.info('stopped serving queue(s) %s', ', '.join(self.queues))
+
+    def _wait_drained(self, timeout):
+        """Wait for the consumer thread to finish, waking it meanwhile.
+
+        On the embedded transport its idle drains are long (see
+        consumer.QueueConsumer), and what it waits for while stopping (jobs
+        ending, worker threads exiting) does not always wake it.
+        """
+        end = time.monotonic() + timeout
+        while True:
+            self.acks.wake()
+            remaining = end - time.monotonic()
+            if (self.state.drained.wait(
+                    min(max(remaining, 0), STOP_CHECK_INTERVAL))
+                    or remaining <= 0):
+                return
+
+    def join(self, timeout=None):
+        """Wait for the consumer thread to end; True if it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.running
+
+    @property
+    def stop_requested(self):
+        return self.state.stopping
+
+    @property
+    def running(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    def beat(self):
+        self.state.beat()
+
+    def seconds_since_beat(self):
+        return self.state.seconds_since_beat()
+
+    def wait_ready(self, timeout):
+        return self.state.ready.wait(timeout)
+
+    # --- what the owner, the admin commands and tests read -----------------
+
+    @property
+    def prefetch_count(self):
+        return self.acks.prefetch_count
+
+    @property
+    def inflight(self):
+        """Jobs running or queued to run here."""
+        return self.in_flight.count
+
+    @property
+    def dead_letters(self):
+        """The last dead letters, oldest first (a copy)."""
+        return self.dead_letter_log.recent()
+
+    def kombu_queues(self):
+        return kombu_queues(self.settings, self.queues, self.owns_stores)
+
+    def jobstore(self, queue):
+        return self.deferred.jobstore(queue)
+
+    def pending_count(self, queue):
+        return self.introspection.pending_count(queue)
+
+    def jobs_page(self, queue, offset=0, limit=50):
+        """A page of a queue's deferred jobs, by next run time."""
+        return self.introspection.jobs_page(queue, offset, limit)
+
+    def housekeeping(self):
+        self.introspection.housekeeping()

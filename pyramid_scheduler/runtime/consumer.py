@@ -1,0 +1,246 @@
+"""The consumer thread: kombu's ConsumerMixin, the channel, and its hooks.
+
+:class:`QueueConsumer` owns the broker connection and its channel (kombu
+connections are not thread-safe): it consumes the runtime's kombu queues,
+restores what dead consumers left at each (re)connect, hands every message
+to the dispatcher one at a time, lets the ack policy settle finished jobs
+at each turn, and ends once a stop is requested and the jobs are done.
+"""
+import collections
+import contextlib
+import logging
+import time
+
+import kombu
+from kombu.mixins import ConsumerMixin
+
+from .. import naming, transports, values
+
+log = logging.getLogger(__name__)
+
+
+class StopReconnecting(Exception):
+    """Raised out of kombu's reconnect loop when the runtime stops."""
+
+
+def kombu_queues(settings, queues, owns_stores):
+    """The kombu queues a runtime consumes: the job queues, and for the
+    job store owner each queue's admin and store queue first."""
+    if not owns_stores:
+        return [naming.job_queue(settings, q) for q in queues]
+    consumed = []
+    for queue in queues:
+        consumed.append(naming.admin_queue(settings, queue))
+        consumed.append(naming.store_queue(settings, queue))
+        consumed.append(naming.job_queue(settings, queue))
+    return consumed
+
+
+class QueueConsumer(ConsumerMixin):
+    """kombu's consumer loop with our hooks; runs in the consumer thread."""
+
+    # How long a drain waits before the loop turns: to send the workers'
+    # acknowledgements, beat and see a stop request. Short, unless the
+    # transport can be interrupted (the embedded one: it is woken
+    # for acks and stop), where an idle loop turning 20 times a second was
+    # most of an idle child's CPU; it still beats several times per
+    # heartbeat timeout.
+    safety_interval = 0.05
+    interruptible_safety_interval = 1.0
+
+    def __init__(self, connection, settings, queues, *, owns_stores,
+                 dispatcher, acks, outbox, state, jobs_done):
+        """``queues``: the runtime's queue names; ``acks``: the
+        acks.AckPolicy; ``state``: the state.RunState; ``jobs_done()``:
+        whether every job in flight has ended (to stop)."""
+        self.connection = connection
+        self.settings = settings
+        self.queues = queues
+        self.owns_stores = owns_stores
+        self.dispatcher = dispatcher
+        self.acks = acks
+        self.outbox = outbox
+        self.state = state
+        self.jobs_done = jobs_done
+        self._consumers = []
+        self._down_since = None
+        self.channel = None   # the channel of the current connection
+        # Messages delivered while one is being handled (consumer thread).
+        self._waiting_messages = collections.deque()
+        self._handling_message = False
+
+    def kombu_queues(self):
+        return kombu_queues(self.settings, self.queues, self.owns_stores)
+
+    def get_consumers(self, Consumer, channel):
+        options = dict(on_message=self.on_message,
+                       on_decode_error=self.on_decode_error,
+                       prefetch_count=self.acks.prefetch_count, accept=None)
+        queues = self.kombu_queues()
+        if getattr(channel, 'one_queue_per_channel', False):
+            # Our Redis channels fetch without a window for loss only from
+            # one queue each (redis_transport).
+            self._consumers = [Consumer(queues=queues[:1], **options)] + [
+                kombu.Consumer(channel.connection.client.channel(),
+                               queues=[queue], **options)
+                for queue in queues[1:]]
+        else:
+            self._consumers = [Consumer(queues=queues, **options)]
+        return self._consumers
+
+    def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        if self._down_since is not None:
+            log.warning('broker connection restored after %.1fs',
+                        time.monotonic() - self._down_since)
+            self._down_since = None
+        self.channel = channel
+        self.acks.connected(channel)
+        self.outbox.use(channel)
+        self._restore(channel)
+        self.state.ready.set()
+
+    def _restore(self, channel):
+        queue_names = {q.name for q in self.kombu_queues()}
+        try:
+            # At start, what a dead consumer left. After a reconnect, also
+            # what a fetch cut short by the connection loss recorded as
+            # unacknowledged without delivering it; not the messages this
+            # process holds, whose jobs wait or run here.
+            transports.restore_orphaned_messages(channel, queue_names,
+                                             keep=self.acks.held_tags())
+        except Exception:
+            log.exception('could not restore unacknowledged messages; '
+                          'they come back after the visibility timeout')
+        try:
+            # At start and after a reconnect: a fetch is never ours before
+            # we consume (a Redis outage may have cut one short).
+            transports.restore_fetched_messages(channel, queue_names)
+        except Exception:
+            log.exception('could not restore fetched messages; they come '
+                          'back when the queue\'s next consumer starts')
+        if self.owns_stores:
+            self._restore_removed_slots(channel)
+
+    def _restore_removed_slots(self, channel):
+        """What processes of this queue that are no longer configured
+        left unacknowledged (Redis; see redis_transport)."""
+        settings = self.settings
+        try:
+            transports.restore_removed_slots(channel, {
+                naming.queue_name(settings, queue): settings.processes(queue)
+                for queue in self.queues})
+        except Exception:
+            log.exception('could not restore the messages of removed '
+                          'processes; they come back when the queue has '
+                          'that many processes again')
+
+    def on_message(self, message):
+        """kombu's callback, for every message (consumer thread)."""
+        self.acks.delivered(message)
+        self._one_at_a_time(self.dispatcher.handle, message)
+
+    def on_decode_error(self, message, exc):
+        """kombu could not even make a message of it (say, a bad
+        ``compression`` header)."""
+        self._one_at_a_time(self.dispatcher.handle_decode_error, message, exc)
+
+    def _one_at_a_time(self, handle, *args):
+        # Handling a message may publish (a dead letter, a reply), and
+        # py-amqp reads the frames waiting on the connection before it
+        # publishes, delivering the next messages from inside the publish:
+        # those wait for the current one, or a stream of bad messages would
+        # nest one call per message until a RecursionError.
+        self._waiting_messages.append((handle, args))
+        if self._handling_message:
+            return
+        self._handling_message = True
+        try:
+            while self._waiting_messages:
+                handle, args = self._waiting_messages.popleft()
+                handle(*args)
+        except BaseException:
+            # Only a broken connection gets here (handling catches the
+            # rest): the broker gives this message and the waiting ones
+            # back after it.
+            for _, waiting_args in [(handle, args), *self._waiting_messages]:
+                self.acks.dropped(waiting_args[0])
+            self._waiting_messages.clear()
+            raise
+        finally:
+            self._handling_message = False
+
+    def on_connection_error(self, exc, interval):
+        self.state.beat()
+        if self.state.stopping:
+            # kombu retries forever; a stopping runtime must not wait for
+            # its broker to come back.
+            self.should_stop = True
+            raise StopReconnecting() from exc
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.error('broker %s unreachable (%s); retrying with backoff, '
+                      'next try in %ss', values.redact_url(
+                          self.settings.broker_url), exc, interval)
+
+    def on_iteration(self):
+        self.state.beat()
+        self.acks.turn()
+        if not self.state.stopping:
+            return
+        if self._consumers:
+            self.cancel_consumers()
+        if self.jobs_done():
+            self.acks.settle()
+            self.should_stop = True
+
+    def wake(self):
+        """Cut the consumer thread's wait short (any thread)."""
+        self.acks.wake()
+
+    @contextlib.contextmanager
+    def establish_connection(self):
+        # kombu's default backoff grows to 30 s between tries; a queue
+        # should resume within seconds of its broker coming back.
+        with self.create_connection() as connection:
+            connection.ensure_connection(
+                self.on_connection_error, self.connect_max_retries,
+                interval_start=0.2, interval_step=0.5, interval_max=5)
+            yield connection
+
+    def cancel_consumers(self):
+        for consumer in self._consumers:
+            try:
+                consumer.cancel()
+            except Exception:
+                log.debug('cancelling the consumer failed', exc_info=True)
+        self._consumers = []
+
+    def drain_timeout(self):
+        if not hasattr(self.connection.get_transport_cls(), 'interrupt'):
+            return self.safety_interval
+        return min(self.interruptible_safety_interval,
+                   self.settings.child_heartbeat_timeout / 4)
+
+    def run(self, _tokens=1, **kwargs):
+        errors = (self.connection.connection_errors
+                  + self.connection.channel_errors)
+        drain_timeout = self.drain_timeout()
+        while not self.should_stop:
+            try:
+                for _ in self.consume(limit=None,
+                                      safety_interval=drain_timeout):
+                    pass
+            except StopReconnecting:
+                return
+            except errors as exc:
+                self.state.beat()
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.error('lost the broker connection (%s); reconnecting',
+                              exc)
+                time.sleep(0.5)
+            except Exception:
+                # Never let the consumer thread die: a bug in one message's
+                # handling must not stop the queue.
+                log.exception('the consumer loop failed; restarting it')
+                time.sleep(1)

@@ -1,0 +1,55 @@
+"""What the consumer thread sends: dead letters, messages passed on, replies.
+
+kombu connections are not thread-safe, and all three are sent while a
+message is handled, in the consumer thread: they go out on the consumer's
+own channel, which the consumer gives the outbox at each (re)connect
+(:meth:`Outbox.use`). A test, or anything that drives the dispatcher
+without a broker, gives a dispatcher an outbox of its own
+(``Dispatcher.with_outbox``).
+"""
+import os
+
+from .. import codec, naming, wire
+
+
+class Outbox:
+    """Publishes on the consumer's current channel (consumer thread)."""
+
+    def __init__(self, settings, channel=None):
+        self.settings = settings
+        self.channel = channel
+
+    def use(self, channel):
+        """Publish on ``channel`` from now on (the consumer, at connect)."""
+        self.channel = channel
+
+    def bind(self, entity):
+        """A kombu entity (a queue) bound to the channel, to declare,
+        count or purge it (the admin commands)."""
+        return entity(self.channel)
+
+    def republish(self, message, target, headers, compression=None):
+        """Send a received message's body on to the queue ``target``."""
+        self._producer().publish(
+            message.body, routing_key=target.name, exchange='',
+            content_type=message.content_type or 'application/data',
+            content_encoding=message.content_encoding or 'binary',
+            headers=headers, declare=[target], delivery_mode=2,
+            compression=compression)
+
+    def reply(self, body, queue, result=None, error=None):
+        """Answer the command ``body``, if its sender waits for an answer."""
+        if not body.get('reply_to'):
+            return
+        reply = wire.reply(body['request_id'], queue, os.getpid(),
+                           result=result, error=error)
+        payload, content_type, encoding, headers = codec.encode(
+            self.settings, reply, codec.REPLY_SERIALIZER)
+        target = naming.reply_queue(body['reply_to'])
+        self._producer().publish(
+            payload, routing_key=target.name, exchange='',
+            content_type=content_type, content_encoding=encoding,
+            headers=headers, declare=[target])
+
+    def _producer(self):
+        return self.channel.connection.client.Producer(self.channel)
