@@ -10,7 +10,7 @@ import functools
 
 from pyramid.threadlocal import manager as threadlocal_manager
 
-from .jobs import check_allowed, resolve_reference
+from .references import check_allowed, resolve_reference
 
 
 @contextlib.contextmanager

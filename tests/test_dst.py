@@ -251,7 +251,7 @@ def test_a_daily_interval_job_is_stored_with_the_calendar_trigger(harness):
             days=1)
     job_id = harness.scheduler.add_interval_job(
         'tests.jobs:noop', days=1, start_date=start, timezone='Europe/Paris')
-    job = poll(lambda: harness.runtime._scheduler.get_job(job_id))
+    job = poll(lambda: harness.runtime.deferred.get_job(job_id))
     assert type(job.trigger) is WallClockIntervalTrigger
     assert job.next_run_time == start
     assert job.next_run_time.astimezone(PARIS).hour == 9

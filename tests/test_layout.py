@@ -29,16 +29,11 @@ MAX_FUNCTION_LINES = 60
 # Modules over MAX_MODULE_LINES, by path from the repository root. Remove
 # an entry once its module is split (the test says when).
 OVERSIZE_MODULES = {
-    'pyramid_scheduler/runtime.py',            # 999: -> runtime/ package
-    'pyramid_scheduler/sqlite_transport.py',   # 1075: -> transports/sqlite/
-    'pyramid_scheduler/redis_transport.py',    # 405: -> transports/redis/
-    'pscheduler/master.py',                    # 483: -> master + slots
+    'pyramid_scheduler/transports/sqlite/transport.py',   # 423
 }
 
 # Functions over MAX_FUNCTION_LINES: 'path::qualname'.
-OVERSIZE_FUNCTIONS = {
-    'pyramid_scheduler/settings.py::parse_settings',  # 110: -> OPTIONS table
-}
+OVERSIZE_FUNCTIONS = set()
 
 # The only pscheduler modules that may import pyramid_scheduler, and what
 # from: the master process reads settings without importing the

@@ -27,7 +27,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid_scheduler import admin, broker, codec, signing, wire
 from pyramid_scheduler.errors import (BrokerUnavailable, InvalidJob,
                                       InvalidMessage)
-from pyramid_scheduler.jobs import check_allowed
+from pyramid_scheduler.references import check_allowed
 from pyramid_scheduler.producer import Producer
 from pyramid_scheduler.scheduler import Scheduler
 from pyramid_scheduler.settings import parse_settings

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from .. import codec, naming, wire
 from ..errors import InvalidJob, InvalidMessage
 from ..events import Event, JobInfo
-from ..jobs import check_allowed, resolve_reference
+from ..references import check_allowed, resolve_reference
 
 log = logging.getLogger(__name__)
 
