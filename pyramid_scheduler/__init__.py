@@ -4,17 +4,23 @@
 ``registry.scheduler`` and ``request.scheduler``. Nothing connects or starts a
 thread at include time.
 
-Where things are:
+Where things are (README, "Architecture", has the map and four paths):
 
 - ``scheduler``: the public facade (``add_*_job``, ``cancel_job``,
   ``send_message``, listeners, ``start`` / ``shutdown``, ``make_runtime``);
 - ``combined``: combined mode (who starts the runtime in a web process,
   standing by for the job store lock, ``PYRAMID_SCHEDULER_CONSUME``);
 - ``settings`` (the ``scheduler.*`` keys, one table) on ``values`` (ini value
-  parsers) and ``secrets`` (where signing secrets come from);
-- ``jobs`` (a job spec at add time), ``wire`` (the envelope), ``signing``,
-  ``producer`` and ``broker`` (sending), ``runtime`` (consuming and running
-  jobs: the pscheduler child's, or this process's in combined mode).
+  parsers), ``secretsource`` (where signing secrets come from) and
+  ``extras`` (which optional extra a URL needs);
+- ``jobs`` (a job spec at add time), ``references`` (job functions by name,
+  what may run), ``triggers`` (wall-clock interval and cron triggers);
+- ``wire`` (the envelope), ``codec`` (every encode and decode, with
+  ``signing``), ``naming`` (queue names), ``producer`` (sending),
+  ``transports`` (kombu connections; the embedded SQLite and Redis
+  transports);
+- ``runtime`` (consuming and running jobs: the pscheduler child's, or this
+  process's in combined mode) and ``admin`` (both ends of admin commands).
 """
 from .combined import (  # noqa: F401 (CONSUME_ENV is public here)
     CONSUME_ENV, ini_directory, setup_combined_mode)
