@@ -28,7 +28,7 @@ Its rules:
 - SIGHUP: re-read the ini. Removed queues (and slots, when a queue's
   processes go down) lose their child, added ones get one, and the others
   are restarted one at a time: a slot's old child exits (releasing the job
-  store, for slot 0) before its new one starts.
+  store, for slot 0) before its new one starts (:mod:`pscheduler.reload`).
 - Every second: a child silent for ``scheduler.child.heartbeat_timeout`` is
   killed, one above ``scheduler.child.memory_limit`` is replaced gracefully.
 """
@@ -37,16 +37,14 @@ import os
 import signal
 import time
 
-from . import exitcodes, handles, health, restarts, systemd
+from . import exitcodes, handles, health, reload, restarts, systemd
 from .channel import FAILED, READY
 from .exitcodes import ExitError
-from .handles import (PLANNED_STOPS, QUEUE_REMOVED, RELOAD, SHUTDOWN,
-                      SLOT_REMOVED, describe_exit)
+from .handles import PLANNED_STOPS, SHUTDOWN, describe_exit
 from .signals import SignalQueue
-from .stopping import STOP_GRACE, Shutdown, enforce_kill_deadlines
 from .slots import (add_wanted_slots, all_current, configured_slots,
-                    due_to_start, next_to_restart, status_text,
-                    unwanted_slots)
+                    due_to_start, status_text)
+from .stopping import STOP_GRACE, Shutdown, enforce_kill_deadlines
 from .titles import master_title, set_title
 
 log = logging.getLogger(__name__)
@@ -135,7 +133,8 @@ class Master:
         if now >= self.next_watch:
             self.watch_children()
             self.next_watch = now + WATCH_INTERVAL
-        self.restart_one_outdated_child()
+        reload.restart_one_outdated_child(self.slots, self.generation,
+                                          self.config.queues, STOP_GRACE)
         for slot in due_to_start(list(self.slots.values()), now):
             self.start_child(slot)
         self.announce_ready()
@@ -196,28 +195,12 @@ class Master:
         self.apply_config(new_config)
 
     def apply_config(self, new_config):
-        old_queues = set(self.config.queues)
-        new_queues = set(new_config.queues)
-        wanted = configured_slots(new_config)
-        self.config = new_config
+        """Run ``new_config`` from now on: a new generation, whose roll
+        the next turns carry out (reload.restart_one_outdated_child)."""
+        old_config, self.config = self.config, new_config
         self.generation += 1
         self.ready_announced = False
-        for slot in unwanted_slots(self.slots, wanted):
-            self.remove_slot(slot, QUEUE_REMOVED
-                             if slot.queue not in new_queues
-                             else SLOT_REMOVED)
-        add_wanted_slots(self.slots, wanted)
-        log.info('reload: queue(s) added: %s; removed: %s; restarting the '
-                 'others one at a time',
-                 ', '.join(sorted(new_queues - old_queues)) or 'none',
-                 ', '.join(sorted(old_queues - new_queues)) or 'none')
-
-    def remove_slot(self, slot, reason):
-        slot.removed = True
-        if slot.child is None:
-            del self.slots[slot.key]
-        else:
-            slot.child.request_stop(reason, STOP_GRACE)
+        reload.apply_config(self.slots, old_config, new_config, STOP_GRACE)
 
     # --- children ------------------------------------------------------------
 
@@ -305,16 +288,7 @@ class Master:
             if slot.child is not None and slot.child.stop_reason is None:
                 health.check(slot.child, STOP_GRACE)
 
-    # --- reload and readiness ------------------------------------------------
-
-    def restart_one_outdated_child(self):
-        """Restart the next child still running an older configuration
-        (see slots.next_to_restart for when)."""
-        slot = next_to_restart(list(self.slots.values()), self.generation,
-                               self.config.queues)
-        if slot is not None:
-            log.info('reload: restarting the child of queue %s', slot.label)
-            slot.child.request_stop(RELOAD, STOP_GRACE)
+    # --- readiness -----------------------------------------------------------
 
     def announce_ready(self):
         if self.ready_announced or not all_current(
