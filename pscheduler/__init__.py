@@ -15,6 +15,9 @@ Modules, one responsibility each:
   reload roll's rules over them;
 - :mod:`pscheduler.restarts`: when a child that exited unasked is replaced,
   and when the master gives up;
+- :mod:`pscheduler.stopping`: the master's shutdown (drain, second signal,
+  halt) and the kill deadline of a child asked to stop;
+- :mod:`pscheduler.reload`: a SIGHUP reload carried out on the slots;
 - :mod:`pscheduler.health`: the heartbeat and memory check of a child;
 - :mod:`pscheduler.child`: what runs inside a child, after the fork;
 - :mod:`pscheduler.channel`: the child-to-master report pipe;

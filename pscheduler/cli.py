@@ -9,9 +9,10 @@ from . import exitcodes, message
 from .config import (
     get_loader, get_sections, load_config, require_daemon_mode)
 from .exitcodes import ExitError
-from .master import STOP_GRACE, Master
+from .master import Master
 from .pidfile import Pidfile
 from .signals import SignalQueue
+from .stopping import STOP_GRACE
 
 log = logging.getLogger(__name__)
 

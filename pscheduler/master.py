@@ -24,11 +24,11 @@ Its rules:
   (:mod:`pscheduler.restarts`).
 - SIGTERM/SIGINT: every child drains (``scheduler.shutdown_timeout``), is
   killed if it overstays, and the master exits 0. A second signal, a second
-  or more later, kills the children at once.
+  or more later, kills the children at once (:mod:`pscheduler.stopping`).
 - SIGHUP: re-read the ini. Removed queues (and slots, when a queue's
   processes go down) lose their child, added ones get one, and the others
   are restarted one at a time: a slot's old child exits (releasing the job
-  store, for slot 0) before its new one starts.
+  store, for slot 0) before its new one starts (:mod:`pscheduler.reload`).
 - Every second: a child silent for ``scheduler.child.heartbeat_timeout`` is
   killed, one above ``scheduler.child.memory_limit`` is replaced gracefully.
 """
@@ -37,15 +37,14 @@ import os
 import signal
 import time
 
-from . import exitcodes, handles, health, restarts, systemd
+from . import exitcodes, handles, health, reload, restarts, systemd
 from .channel import FAILED, READY
 from .exitcodes import ExitError
-from .handles import (PLANNED_STOPS, QUEUE_REMOVED, RELOAD, SHUTDOWN,
-                      SLOT_REMOVED, describe_exit)
+from .handles import PLANNED_STOPS, SHUTDOWN, describe_exit
 from .signals import SignalQueue
 from .slots import (add_wanted_slots, all_current, configured_slots,
-                    due_to_start, next_to_restart, status_text,
-                    unwanted_slots)
+                    due_to_start, status_text)
+from .stopping import STOP_GRACE, Shutdown, enforce_kill_deadlines
 from .titles import master_title, set_title
 
 log = logging.getLogger(__name__)
@@ -54,8 +53,6 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
                    signal.SIGCHLD)
 LOOP_INTERVAL = 1.0   # the longest the loop sleeps
 WATCH_INTERVAL = 1.0  # how often heartbeats and memory are checked
-STOP_GRACE = 5.0      # beyond shutdown_timeout, before a child gets SIGKILL
-REPEAT_SIGNAL_AFTER = 1.0  # a second stop signal sooner is the same stop
 
 
 class Master:
@@ -82,9 +79,7 @@ class Master:
         self.generation = 1
         self.slots = {}
         self.children = {}   # pid -> ChildHandle
-        self.stopping = False
-        self.stop_signal_at = float('-inf')
-        self.exit_code = None
+        self.shutdown = Shutdown(self.children)
         self.ready_announced = False
         self.next_watch = 0.0
 
@@ -104,12 +99,19 @@ class Master:
             except Exception:
                 log.exception('the pscheduler master failed; killing its '
                               'children')
-                self.exit_code = exitcodes.FAILURE
-                self.kill_children()
+                self.shutdown.abort(exitcodes.FAILURE)
                 self.reap_remaining(timeout=5)
         log.info('pscheduler master %d stopped (exit code %d)', os.getpid(),
                  self.exit_code)
         return self.exit_code
+
+    @property
+    def stopping(self):
+        return self.shutdown.begun
+
+    @property
+    def exit_code(self):
+        return self.shutdown.exit_code
 
     @property
     def finished(self):
@@ -125,13 +127,14 @@ class Master:
 
     def supervise(self):
         now = self.clock()
-        self.enforce_stop_deadlines(now)
+        enforce_kill_deadlines(self.children.values(), now)
         if self.stopping:
             return
         if now >= self.next_watch:
             self.watch_children()
             self.next_watch = now + WATCH_INTERVAL
-        self.restart_one_outdated_child()
+        reload.restart_one_outdated_child(self.slots, self.generation,
+                                          self.config.queues, STOP_GRACE)
         for slot in due_to_start(list(self.slots.values()), now):
             self.start_child(slot)
         self.announce_ready()
@@ -173,21 +176,8 @@ class Master:
         """Only wakes the loop: reap_children() runs every turn."""
 
     def on_stop_signal(self, name):
-        now = self.clock()
-        if self.stopping and now - self.stop_signal_at < REPEAT_SIGNAL_AFTER:
-            # One stop sent twice at once (timeout(1), a service manager and
-            # a shell trap signalling the whole group): not a second request.
-            log.info('%s again at once: still stopping gracefully', name)
-            return
-        self.stop_signal_at = now
-        if self.stopping:
-            log.warning('%s again: killing the children now; their '
-                        'unfinished jobs will be delivered again', name)
-            self.kill_children()
-            return
-        log.info('%s: stopping; children finish their running jobs '
-                 '(up to %gs)', name, self.config.settings.shutdown_timeout)
-        self.begin_stop(exitcodes.OK)
+        self.shutdown.on_signal(name, self.clock(),
+                                self.config.settings.shutdown_timeout)
 
     def on_reload_signal(self):
         if self.stopping:
@@ -205,68 +195,12 @@ class Master:
         self.apply_config(new_config)
 
     def apply_config(self, new_config):
-        old_queues = set(self.config.queues)
-        new_queues = set(new_config.queues)
-        wanted = configured_slots(new_config)
-        self.config = new_config
+        """Run ``new_config`` from now on: a new generation, whose roll
+        the next turns carry out (reload.restart_one_outdated_child)."""
+        old_config, self.config = self.config, new_config
         self.generation += 1
         self.ready_announced = False
-        for slot in unwanted_slots(self.slots, wanted):
-            self.remove_slot(slot, QUEUE_REMOVED
-                             if slot.queue not in new_queues
-                             else SLOT_REMOVED)
-        add_wanted_slots(self.slots, wanted)
-        log.info('reload: queue(s) added: %s; removed: %s; restarting the '
-                 'others one at a time',
-                 ', '.join(sorted(new_queues - old_queues)) or 'none',
-                 ', '.join(sorted(old_queues - new_queues)) or 'none')
-
-    def remove_slot(self, slot, reason):
-        slot.removed = True
-        if slot.child is None:
-            del self.slots[slot.key]
-        else:
-            slot.child.request_stop(reason, STOP_GRACE)
-
-    # --- stopping ----------------------------------------------------------
-
-    def begin_stop(self, exit_code):
-        if self.exit_code is None:
-            self.exit_code = exit_code
-        if self.stopping:
-            return
-        self.stopping = True
-        systemd.stopping('stopping: children finish their running jobs')
-        for child in self.children.values():
-            child.request_stop(SHUTDOWN, STOP_GRACE)
-
-    def halt(self, exit_code, message):
-        """Stop everything because of ``message``; exit with ``exit_code``.
-
-        Gentler than gunicorn's HaltServer: the other children drain."""
-        log.error('%s; stopping pscheduler (exit code %d)', message,
-                  exit_code)
-        self.begin_stop(exit_code)
-
-    def enforce_stop_deadlines(self, now):
-        for child in self.children.values():
-            if child.kill_at is not None and now >= child.kill_at \
-                    and not child.killed:
-                log.warning('child %d (queue %s) did not stop within %gs; '
-                            'killing it', child.pid, child.label,
-                            child.config.settings.shutdown_timeout
-                            + STOP_GRACE)
-                child.kill(child.stop_reason)
-
-    def kill_children(self):
-        for child in self.children.values():
-            child.kill(SHUTDOWN)
-
-    def reap_remaining(self, timeout):
-        deadline = self.clock() + timeout
-        while self.children and self.clock() < deadline:
-            self.reap_children()
-            time.sleep(0.05)
+        reload.apply_config(self.slots, old_config, new_config, STOP_GRACE)
 
     # --- children ------------------------------------------------------------
 
@@ -298,6 +232,14 @@ class Master:
             if child is not None:
                 self.on_child_exit(child, code)
 
+    def reap_remaining(self, timeout):
+        """Reap the children killed because the master failed, for up to
+        ``timeout`` seconds: the loop that would reap them is over."""
+        deadline = self.clock() + timeout
+        while self.children and self.clock() < deadline:
+            self.reap_children()
+            time.sleep(0.05)
+
     def on_child_exit(self, child, code):
         self.handle_reports(child, child.read_reports())  # its last words
         child.close()
@@ -318,7 +260,7 @@ class Master:
             give_up = restarts.after_unexpected_exit(slot, child, code,
                                                      self.clock())
             if give_up is not None:
-                self.halt(give_up.code, give_up.message)
+                self.shutdown.halt(give_up.code, give_up.message)
 
     def read_reports(self):
         for child in list(self.children.values()):
@@ -346,16 +288,7 @@ class Master:
             if slot.child is not None and slot.child.stop_reason is None:
                 health.check(slot.child, STOP_GRACE)
 
-    # --- reload and readiness ------------------------------------------------
-
-    def restart_one_outdated_child(self):
-        """Restart the next child still running an older configuration
-        (see slots.next_to_restart for when)."""
-        slot = next_to_restart(list(self.slots.values()), self.generation,
-                               self.config.queues)
-        if slot is not None:
-            log.info('reload: restarting the child of queue %s', slot.label)
-            slot.child.request_stop(RELOAD, STOP_GRACE)
+    # --- readiness -----------------------------------------------------------
 
     def announce_ready(self):
         if self.ready_announced or not all_current(

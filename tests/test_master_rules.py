@@ -17,10 +17,10 @@ import pytest
 from pscheduler import exitcodes
 from pscheduler.handles import (HUNG, MEMORY_LIMIT, QUEUE_REMOVED, RELOAD,
                                 SHUTDOWN, SLOT_REMOVED, ChildHandle)
-from pscheduler.master import (REPEAT_SIGNAL_AFTER, STOP_GRACE,
-                               WATCH_INTERVAL, Master)
+from pscheduler.master import WATCH_INTERVAL, Master
 from pscheduler.restarts import STABLE_AFTER
 from pscheduler.slots import add_wanted_slots, configured_slots
+from pscheduler.stopping import REPEAT_SIGNAL_AFTER, STOP_GRACE
 
 SHUTDOWN_TIMEOUT = 10.0
 HEARTBEAT_TIMEOUT = 20.0
