@@ -317,7 +317,9 @@ def build_scheduler(settings, queues, deferred, checkpointers,
 
 def _make_jobstore(settings, queue, hand_overs, checkpointers):
     if settings.jobstore_class is not None:
-        return settings.jobstore_class(**settings.jobstore_options)
+        # The queue's own arguments: settings.check_stores_apart refused
+        # those under which two queues would share one store.
+        return settings.jobstore_class(**settings.jobstore_arguments(queue))
     options = {}
     if settings.jobstore_url.startswith('sqlite'):
         options['connect_args'] = {'timeout': transports.SQLITE_BUSY_TIMEOUT}
