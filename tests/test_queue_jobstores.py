@@ -268,6 +268,7 @@ def test_each_queue_runs_its_own_jobs_once(tmp_path, daemons, store):
         assert not [r for r in records if r['values'][0].startswith('later')]
         log_text = daemon.log()
         assert 'a pass over the job stores failed' not in log_text
+        assert 'two queues share one job store' not in log_text
         assert 'Traceback' not in log_text, log_text
         assert 'Exception in thread' not in log_text, log_text
     finally:
@@ -286,3 +287,39 @@ def test_pscheduler_refuses_two_queues_on_one_store_with_exit_3(tmp_path):
     assert '"scheduler.jobstore.default.class"' in result.stderr
     assert 'queues jobs and mail would share one job store' in result.stderr
     assert 'pscheduler ready' not in result.stderr + result.stdout
+
+
+# --- a job out of another queue's store is run, and said loudly ---------------
+
+class _Runner:
+    def __init__(self):
+        self.executed = []
+
+    def execute(self, job, scheduled_run_time=None):
+        self.executed.append((job.queue, scheduled_run_time))
+
+    def notify(self, type_, job, **params):
+        pass
+
+
+def test_a_job_of_another_queue_in_a_store_is_logged_as_an_error(
+        tmp_path, caplog):
+    # Two spellings of one table pass the check of the settings: the job
+    # still runs, and the log says the stores are shared.
+    from types import SimpleNamespace
+    from pyramid_scheduler.runtime.deferred import DeferredJobs
+    runner = _Runner()
+    deferred = DeferredJobs(_parse(tmp_path, queues='jobs mail'), ('jobs',),
+                            1, runner, inflight=None)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    job = SimpleNamespace(id='j1', args=('mail', {'func': 'x', 'id': 'j1'}),
+                          misfire_grace_time=None, _jobstore_alias='jobs')
+    with caplog.at_level(logging.ERROR, logger='pyramid_scheduler'):
+        deferred._run_due(job, [now], last_run=False)
+    assert runner.executed == [('mail', now)]
+    assert 'the job store of queue jobs holds job j1 of queue mail' in \
+        caplog.text
+    caplog.clear()
+    job._jobstore_alias = 'mail'
+    deferred._run_due(job, [now], last_run=False)
+    assert 'holds job' not in caplog.text
