@@ -9,7 +9,8 @@ and README text, and from it come the validation, ``KNOWN_KEYS`` (for the
 unknown-key warning) and the check that README.rst documents every key
 (tests/test_readme_settings.py). Keys that only make sense together (the
 storage URLs, the secret sources, the queues and their per-queue keys) are
-read by the short sections of ``parse_settings``.
+read by the short sections of ``parse_settings``; each queue's job store
+arguments, and the check that no two queues share a store, by storesettings.
 """
 import dataclasses
 import difflib
@@ -22,6 +23,9 @@ from pyramid.exceptions import ConfigurationError
 from . import extras
 from .errors import InvalidQueue
 from .secretsource import load_secrets
+from .storesettings import (
+    check_stores_apart, default_jobstore_options, jobstore_arguments,
+    queue_jobstore_options)
 from .values import (  # noqa: F401 (the parsers were importable from here)
     DEFAULT_QUEUE, PREFIX, bad_value, parse_bool, parse_compressor,
     parse_duration, parse_grace_time, parse_list, parse_positive_int,
@@ -143,7 +147,11 @@ OPTIONS = (
            shown_default='the embedded file'),
     Option('jobstore.default.class', 'jobstore_class', resolve_dotted, None,
            'another APScheduler job store class (dotted name); '
-           '``scheduler.jobstore.default.*`` are its arguments',
+           '``scheduler.jobstore.default.*`` are its arguments, ``{queue}`` '
+           'and ``{id}`` in them replaced by the queue\'s name and '
+           '``scheduler.id``. Each queue needs a store of its own: with two '
+           'or more queues, arguments that are the same for two queues are '
+           'refused (see "Job stores")',
            shown_default='SQLAlchemyJobStore'),
     Option('misfire_grace_time', 'misfire_grace_time', parse_grace_time, '1h',
            'how late a deferred run may still run'),
@@ -233,6 +241,9 @@ class QueueSettings:
     # pscheduler children serving the queue: all take its async jobs; the
     # first alone owns its job store (deferred jobs, cancels, admin).
     processes: int = 1
+    # ``queue.NAME.jobstore.*``: arguments of jobstore.default.class for this
+    # queue only, over ``jobstore.default.*``; (name, value) pairs.
+    jobstore_options: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,6 +303,14 @@ class SchedulerSettings:
     def processes(self, queue):
         return self.queue_settings[queue].processes
 
+    def jobstore_arguments(self, queue):
+        """The arguments of ``queue``'s instance of ``jobstore_class``:
+        ``jobstore.default.*``, then ``queue.NAME.jobstore.*``, with
+        ``{queue}`` and ``{id}`` in text values replaced."""
+        return jobstore_arguments(
+            self.jobstore_options, self.queue_settings[queue].jobstore_options,
+            queue, self.scheduler_id)
+
     def check_queue(self, queue):
         """Return the queue name to use, or raise InvalidQueue."""
         if queue is None:
@@ -313,7 +332,7 @@ def parse_settings(settings, here=None, import_references=True):
     """
     conf = strip_prefix(settings)
     warn_unknown_keys(conf)
-    return SchedulerSettings(
+    parsed = SchedulerSettings(
         **_queue_fields(conf),
         **_storage_fields(conf, here or settings.get('here')),
         **_option_fields(conf, import_references),
@@ -321,6 +340,8 @@ def parse_settings(settings, here=None, import_references=True):
         apscheduler_options={key: value for key, value in conf.items()
                              if key.startswith('apscheduler.')},
     )
+    check_stores_apart(parsed, conf)
+    return parsed
 
 
 def _option_fields(conf, import_references):
@@ -340,7 +361,8 @@ def _queue_fields(conf):
             name,
             executor_size=_per_queue(conf, name, 'executor.size',
                                      default_size),
-            processes=_per_queue(conf, name, 'processes', default_processes))
+            processes=_per_queue(conf, name, 'processes', default_processes),
+            jobstore_options=queue_jobstore_options(conf, name))
         for name in queues}
     for key in conf:
         if key.startswith('queue.') and key.split('.')[1] not in queues:
@@ -373,10 +395,5 @@ def _storage_fields(conf, here):
         'broker_url': broker_url or sqlite_url,
         'embedded': not broker_url,
         'jobstore_url': jobstore_url,
-        # The job store class's own arguments (the class is an option).
-        'jobstore_options': {
-            key[len('jobstore.default.'):]: value
-            for key, value in conf.items()
-            if key.startswith('jobstore.default.')
-            and key != 'jobstore.default.class'},
+        'jobstore_options': default_jobstore_options(conf),
     }

@@ -58,8 +58,8 @@ def test_readme_lists_the_keys_in_the_order_of_the_table():
 def test_readme_documents_no_key_that_does_not_exist():
     # Besides the table's keys: the per-queue keys and pass-through prefixes.
     others = [key for key in readme_entries() if key not in KNOWN_KEYS]
-    assert others == ['queue.NAME.executor.size', 'queue.NAME.processes',
-                      'apscheduler.*']
+    assert others == ['queue.NAME.jobstore.*', 'queue.NAME.executor.size',
+                      'queue.NAME.processes', 'apscheduler.*']
     assert all(key.startswith(PASS_THROUGH_PREFIXES) for key in others)
 
 

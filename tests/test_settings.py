@@ -236,10 +236,12 @@ def _package_imports(module):
 def test_settings_import_neither_signing_nor_broker():
     # Reading settings needs no crypto and no transport (the master reads
     # them before it forks): only the value parsers and the secret sources.
-    from pyramid_scheduler import secretsource, settings, values
+    from pyramid_scheduler import secretsource, settings, storesettings, \
+        values
     assert _package_imports(settings) == {'extras', 'errors', 'secretsource',
-                                          'values'}
+                                          'storesettings', 'values'}
     assert _package_imports(secretsource) == {'values'}
+    assert _package_imports(storesettings) == {'values'}
     assert _package_imports(values) == set()
 
 

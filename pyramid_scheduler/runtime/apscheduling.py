@@ -6,9 +6,10 @@ SQLAlchemy job store whose statements are built once, and that, with a
 record of hand-overs, lets a due run start as soon as APScheduler has taken
 it out of the store, not when the whole pass ends; and a scheduler that
 stops only between two passes over its job stores, and is not woken for a
-job due after its next planned pass.
+job due after its next planned pass, nor killed by an error in a pass.
 """
 import datetime
+import logging
 import pickle
 import threading
 import time
@@ -23,6 +24,8 @@ from apscheduler.util import (
     datetime_to_utc_timestamp, utc_timestamp_to_datetime)
 from sqlalchemy import bindparam, null, select
 from sqlalchemy.exc import IntegrityError
+
+log = logging.getLogger(__name__)
 
 
 class HandOvers:
@@ -182,6 +185,12 @@ class SafeStopScheduler(BackgroundScheduler):
     the next ``add_job`` and the workers of due runs wait for; with a
     deferred job received every few milliseconds, those passes found
     nothing due and made the due runs late.
+
+    An error out of a pass (a job store write that failed, a job another
+    process removed) ends APScheduler's thread: the process would go on
+    storing deferred jobs and never run them. Here it is logged and the
+    next pass comes after ``jobstore_retry_interval``, as APScheduler does
+    when a store cannot be read.
     """
 
     def __init__(self, hand_overs, **options):
@@ -204,6 +213,10 @@ class SafeStopScheduler(BackgroundScheduler):
                 return None
             try:
                 wait_seconds = super()._process_jobs()
+            except Exception:
+                log.exception('a pass over the job stores failed; the next '
+                              'one is in %ss', self.jobstore_retry_interval)
+                wait_seconds = self.jobstore_retry_interval
             finally:
                 self._next_pass_at = None
                 self._hand_overs.pass_done()

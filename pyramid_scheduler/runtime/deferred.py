@@ -271,6 +271,7 @@ class DeferredJobs:
 
     def _run_due(self, aps_job, run_times, last_run):
         queue, spec = aps_job.args
+        _check_store_of(aps_job, queue)
         job = JobInfo(spec, queue=queue)
         now = datetime.datetime.now(datetime.timezone.utc)
         for run_time in run_times:
@@ -282,6 +283,22 @@ class DeferredJobs:
             self._runner.execute(job, scheduled_run_time=run_time)
         if last_run:
             self._runner.notify(Event.JOB_REMOVED, job)
+
+
+def _check_store_of(aps_job, queue):
+    """Say so when a job comes out of another queue's job store.
+
+    settings.check_stores_apart refuses arguments that are the same for two
+    queues, but two different texts may still name one table (two spellings
+    of a URL): then each queue's process runs the other's jobs, some twice.
+    The job still runs (not running it would lose it).
+    """
+    store = getattr(aps_job, '_jobstore_alias', None) or queue
+    if store != queue:
+        log.error('the job store of queue %s holds job %s of queue %s: two '
+                  'queues share one job store and run each other\'s jobs; '
+                  'give each its own (see "Job stores" in the README)',
+                  store, aps_job.id, queue)
 
 
 def build_scheduler(settings, queues, deferred, checkpointers,
@@ -317,7 +334,9 @@ def build_scheduler(settings, queues, deferred, checkpointers,
 
 def _make_jobstore(settings, queue, hand_overs, checkpointers):
     if settings.jobstore_class is not None:
-        return settings.jobstore_class(**settings.jobstore_options)
+        # The queue's own arguments: settings.check_stores_apart refused
+        # those under which two queues would share one store.
+        return settings.jobstore_class(**settings.jobstore_arguments(queue))
     options = {}
     if settings.jobstore_url.startswith('sqlite'):
         options['connect_args'] = {'timeout': transports.SQLITE_BUSY_TIMEOUT}
