@@ -7,7 +7,7 @@ behind; :func:`reclaim` makes visible again those whose owner is gone (pid
 not alive, or alive with another start time) and those leased longer than
 the visibility timeout (a hung owner, or one on another node whose
 liveness cannot be checked). Consumers reclaim when they start and every
-few seconds (transport.py); the runtime's :func:`housekeeping` also drops
+few seconds (waiting.py); the runtime's :func:`housekeeping` also drops
 stale reply queues.
 """
 import logging
