@@ -60,8 +60,8 @@ class SQLiteTransport(virtual.Transport):
         self._reset_process_state()
 
     def _reset_process_state(self):
-        """This process' own Queues and Waiter (a parent's are left alone:
-        their connection and sockets are made on first use)."""
+        """Make this process' own Queues and Waiter; the ones before (a
+        parent's, after a fork) are dropped, never closed."""
         self._pid = os.getpid()
         self._queues = Queues(self.path, self.busy_timeout, self.synchronous,
                               self._identity)
