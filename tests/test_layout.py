@@ -8,7 +8,8 @@ See shared/reviews/architecture-2026-12.md, 5.1 and 5.2 step 0:
   modules listed in :data:`PSCHEDULER_MAY_IMPORT` (the master never imports
   the application, nor what the application imports);
 - module size: at most :data:`MAX_MODULE_LINES` lines;
-- function size: at most :data:`MAX_FUNCTION_LINES` lines.
+- function size: at most :data:`MAX_FUNCTION_LINES` lines;
+- class size: at most :data:`MAX_CLASS_LINES` lines.
 
 The allowlists hold today's exceptions and may only shrink: an entry whose
 module or function is gone, or now fits the limit, fails the test until it
@@ -25,15 +26,19 @@ PACKAGES = ('pyramid_scheduler', 'pscheduler')
 
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
+MAX_CLASS_LINES = 250
 
 # Modules over MAX_MODULE_LINES, by path from the repository root. Remove
 # an entry once its module is split (the test says when).
-OVERSIZE_MODULES = {
-    'pyramid_scheduler/transports/sqlite/transport.py',   # 423
-}
+OVERSIZE_MODULES = set()
 
 # Functions over MAX_FUNCTION_LINES: 'path::qualname'.
 OVERSIZE_FUNCTIONS = set()
+
+# Classes over MAX_CLASS_LINES: 'path::qualname'.
+OVERSIZE_CLASSES = {
+    'pscheduler/master.py::Master',
+}
 
 # The only pscheduler modules that may import pyramid_scheduler, and what
 # from: the master process reads settings without importing the
@@ -226,3 +231,45 @@ def test_the_function_allowlist_only_shrinks():
     assert stale == [], (
         f'{stale} are gone or now fit {MAX_FUNCTION_LINES} lines: remove '
         'them from OVERSIZE_FUNCTIONS in tests/test_layout.py')
+
+
+def class_sizes(path):
+    """``{'path::qualname': lines}`` of every class, nested ones too."""
+    sizes = {}
+
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                name = prefix + child.name
+                sizes[f'{relative(path)}::{name}'] = (
+                    child.end_lineno - child.lineno + 1)
+                visit(child, name + '.')
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                visit(child, f'{prefix}{child.name}.<locals>.')
+            else:
+                visit(child, prefix)
+    visit(parsed(path), '')
+    return sizes
+
+
+@functools.cache
+def all_class_sizes():
+    sizes = {}
+    for path in source_files():
+        sizes.update(class_sizes(path))
+    return sizes
+
+
+def test_no_class_is_over_the_line_limit_unless_allowlisted():
+    over = {name: lines for name, lines in all_class_sizes().items()
+            if lines > MAX_CLASS_LINES and name not in OVERSIZE_CLASSES}
+    assert over == {}, f'classes over {MAX_CLASS_LINES} lines: split them'
+
+
+def test_the_class_allowlist_only_shrinks():
+    sizes = all_class_sizes()
+    stale = sorted(entry for entry in OVERSIZE_CLASSES
+                   if sizes.get(entry, 0) <= MAX_CLASS_LINES)
+    assert stale == [], (
+        f'{stale} are gone or now fit {MAX_CLASS_LINES} lines: remove '
+        'them from OVERSIZE_CLASSES in tests/test_layout.py')

@@ -422,6 +422,58 @@ def test_a_connection_used_across_fork_is_not_shared(db_path):
     conn.release()
 
 
+def socket_names(directory):
+    return {n for n in os.listdir(directory) if n.endswith('.sock')}
+
+
+def exit_code_of_a_forked_child(function):
+    """Run ``function()`` in a forked child: 0 if it returned True."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 1
+        try:
+            code = 0 if function() else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_forked_child_closes_nothing_of_its_parents(db_path):
+    # The child remakes its Queues and Waiter: the same consumers, its own
+    # lease token and sockets; closing its connection (at once, or after
+    # using it) gives back neither the parent's leases nor its sockets.
+    directory = wakeups.wake_directory(str(db_path))
+    with connect(db_path) as conn:
+        publish(conn, [{'n': 1}, {'n': 2}])
+        leased = make_queue()(conn.default_channel).get()
+        got = []
+        with conn.Consumer([make_queue()],
+                           callbacks=[lambda b, m: (got.append(b), m.ack())]):
+            transport = conn.transport
+            parent_token = transport.queues.token
+            parent_sockets = socket_names(directory)
+
+            def remade_then_closed():
+                mine = (transport.waiter.listening == {QUEUE: 1}
+                        and transport.queues.token != parent_token
+                        and socket_names(directory) > parent_sockets)
+                conn.release()
+                return mine
+
+            def closed_at_once():
+                conn.release()
+                return True
+
+            assert exit_code_of_a_forked_child(remade_then_closed) == 0
+            assert exit_code_of_a_forked_child(closed_at_once) == 0
+            assert socket_names(directory) == parent_sockets
+            assert rows(db_path, 'lease_token IS NOT NULL') == 1
+            leased.ack()
+            conn.drain_events(timeout=5)
+        assert got == [{'n': 2}]
+
+
 # --- several processes -------------------------------------------------------
 
 def test_killed_consumer_message_goes_to_another_consumer(db_path, children):

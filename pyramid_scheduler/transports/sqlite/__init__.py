@@ -64,8 +64,13 @@ The modules, each with one concern:
   housekeeping;
 - ``wakeups.py``: the wake-up sockets (WakeBox) and the in-process
   handshake with a sleeping consumer (WakeFlags);
+- ``queues.py``: one process' SQL on the tables and the leases it holds
+  (Queues);
+- ``waiting.py``: one process' wake-ups, who listens, and the drain loop
+  (Waiter);
 - ``channel.py``: the kombu Channel;
-- ``transport.py``: the kombu Transport (SQL, leases, the drain loop).
+- ``transport.py``: the kombu Transport: options, fork safety, and kombu's
+  hooks handed to the Queues and the Waiter.
 """
 from .database import (
     BUSY_TIMEOUT, MESSAGE_TABLE, QUEUE_TABLE, Database, ensure_database,

@@ -1,8 +1,8 @@
 """The kombu channel of the embedded transport: queues are rows of a table.
 
-The channel only translates kombu's calls; the transport (transport.py) runs
-the SQL, so that every channel of a connection shares one SQLite connection
-and one set of leases.
+The channel only translates kombu's calls; the transport (transport.py) has
+the SQL run (queues.py), so that every channel of a connection shares one
+SQLite connection and one set of leases.
 """
 from queue import Empty
 

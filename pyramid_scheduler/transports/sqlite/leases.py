@@ -7,7 +7,7 @@ behind; :func:`reclaim` makes visible again those whose owner is gone (pid
 not alive, or alive with another start time) and those leased longer than
 the visibility timeout (a hung owner, or one on another node whose
 liveness cannot be checked). Consumers reclaim when they start and every
-few seconds (transport.py); the runtime's :func:`housekeeping` also drops
+few seconds (waiting.py); the runtime's :func:`housekeeping` also drops
 stale reply queues.
 """
 import logging
@@ -153,32 +153,47 @@ def reclaim(db, visibility_timeout=VISIBILITY_TIMEOUT, exclude_token=None):
                    and now - oldest > visibility_timeout)
         if alive is not False and not expired:
             continue
-        where = ('lease_node IS ? AND lease_pid IS ? AND lease_started IS ? '
-                 'AND lease_token IS NOT NULL')
-        params = [node, pid, started]
-        if alive is not False:  # only the expired rows of a live owner
-            where += ' AND leased_at < ?'
-            params.append(now - visibility_timeout)
-        if exclude_token is not None:
-            where += ' AND lease_token != ?'
-            params.append(exclude_token)
-        rows = db.run(f'UPDATE {MESSAGE_TABLE} SET {UNLEASE} '
-                      f'WHERE {where} RETURNING queue'
-                      if HAS_RETURNING else
-                      f'SELECT queue FROM {MESSAGE_TABLE} WHERE {where}',
-                      params)
-        if not HAS_RETURNING and rows:
-            db.run(f'UPDATE {MESSAGE_TABLE} SET {UNLEASE} '
-                   f'WHERE {where}', params)
-        for (queue,) in rows:
+        # Of a live owner, only the expired rows.
+        queues = unlease_owner(
+            db, (node, pid, started),
+            None if alive is False else now - visibility_timeout,
+            exclude_token)
+        for queue in queues:
             reclaimed[queue] = reclaimed.get(queue, 0) + 1
-        if rows:
+        if queues:
             why = ('its lease is older than the visibility timeout '
                    f'({visibility_timeout:g}s)' if alive is not False
                    else 'the process that received it is gone')
             log.warning('made %d unacknowledged message(s) of pid %s on %s '
-                        'visible again: %s', len(rows), pid, node, why)
+                        'visible again: %s', len(queues), pid, node, why)
     return reclaimed
+
+
+def unlease_owner(db, owner, leased_before=None, exclude_token=None):
+    """Make visible again the rows leased by ``owner`` (node, pid, start
+    time): all of them, or those leased before ``leased_before``, never
+    those leased under ``exclude_token``.
+
+    Returns the queue of each row made visible (one entry per row).
+    """
+    where = ('lease_node IS ? AND lease_pid IS ? AND lease_started IS ? '
+             'AND lease_token IS NOT NULL')
+    params = list(owner)
+    if leased_before is not None:
+        where += ' AND leased_at < ?'
+        params.append(leased_before)
+    if exclude_token is not None:
+        where += ' AND lease_token != ?'
+        params.append(exclude_token)
+    rows = db.run(f'UPDATE {MESSAGE_TABLE} SET {UNLEASE} '
+                  f'WHERE {where} RETURNING queue'
+                  if HAS_RETURNING else
+                  f'SELECT queue FROM {MESSAGE_TABLE} WHERE {where}',
+                  params)
+    if not HAS_RETURNING and rows:
+        db.run(f'UPDATE {MESSAGE_TABLE} SET {UNLEASE} '
+               f'WHERE {where}', params)
+    return [queue for (queue,) in rows]
 
 
 def housekeeping(path, visibility_timeout=VISIBILITY_TIMEOUT,

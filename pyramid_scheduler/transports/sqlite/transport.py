@@ -1,40 +1,30 @@
-"""The kombu transport of the embedded broker: SQL, leases and the drain loop.
+"""The kombu transport of the embedded broker: options, fork safety, hooks.
 
-One SQLite connection per process (``check_same_thread=False``, guarded by
-an RLock) serves every channel of a kombu Connection; channel.py translates
-kombu's calls into the methods here. Everything a process owns (the
-connection, the wake-up sockets, the lease token) is made lazily and made
-again when ``os.getpid()`` changes, never used from a parent's copy. See the
-package docstring for what the transport guarantees and its options.
+Every channel of a kombu Connection shares one transport; channel.py
+translates kombu's calls into the methods here, which hand them to the two
+things a process owns: its :class:`~.queues.Queues` (the SQLite connection,
+the SQL, the lease token and the leases held) and its
+:class:`~.waiting.Waiter` (the wake-up sockets, the flags and the drain
+loop). Both are made again when ``os.getpid()`` changes and never used
+from a parent's copy; their connection and sockets are made on first use.
+See the package docstring for what the transport guarantees and its
+options.
 """
-import json
-import logging
 import os
-import socket
 import sqlite3
-import threading
-import time
-import uuid
-from queue import Empty
 
 from kombu.transport import virtual
 
 from .channel import Channel
-from .database import (
-    BUSY_TIMEOUT, HAS_RETURNING, MESSAGE_TABLE, QUEUE_TABLE, UNLEASE,
-    Database, ensure_database, path_from_url)
-from .leases import (
-    VISIBILITY_TIMEOUT, LeaseIdentity, has_ready, lease_batch,
-    lease_one_without_returning, reclaim)
-from .wakeups import WakeBox, WakeFlags, wake_directory
-
-log = logging.getLogger(__name__)
+from .database import BUSY_TIMEOUT, ensure_database, path_from_url
+from .leases import VISIBILITY_TIMEOUT, LeaseIdentity
+# MAX_SETTLED lived here: the pyramid_scheduler.sqlite_transport shim
+# imports it from this module still.
+from .queues import MAX_SETTLED, Queues  # noqa: F401
+from .waiting import Waiter
 
 POLLING_INTERVAL = 2.0
 RECLAIM_INTERVAL = 5.0
-# Row ids per acknowledging statement (SQLite before 3.32 allows 999
-# parameters).
-MAX_SETTLED = 500
 
 
 class SQLiteTransport(virtual.Transport):
@@ -70,51 +60,52 @@ class SQLiteTransport(virtual.Transport):
         self._reset_process_state()
 
     def _reset_process_state(self):
+        """Make this process' own Queues and Waiter; the ones before (a
+        parent's, after a fork) are dropped, never closed."""
         self._pid = os.getpid()
-        self._db_lock = threading.RLock()
-        self._flags = WakeFlags(self._ring)
-        self._db = None
-        self._wake = None
-        self._token = uuid.uuid4().hex
-        self._statements = 0
-        self._leased = {}  # delivery tag -> (row id, queue)
-        self._known_queues = set()
-        self._streak = set()  # queues whose last lease found a message
-        self._listening = {}  # queue -> consumer count
-        self._next_poll = 0.0
-        self._next_reclaim = 0.0
+        self._queues = Queues(self.path, self.busy_timeout, self.synchronous,
+                              self._identity)
+        self._waiter = Waiter(self.path, self.use_wakeups,
+                              self.polling_interval, self.reclaim_interval)
 
     def _check_fork(self):
         if self._pid != os.getpid():
             # Inherited from the parent: never use, close or unlink any of
             # it (that would touch the parent's locks and sockets).
-            listening = dict(self._listening)
+            listening = dict(self._waiter.listening)
             self._reset_process_state()
             for queue, count in listening.items():
                 for _ in range(count):
                     self.consumer_added(queue)
 
-    # --- the database ---
+    @property
+    def queues(self):
+        """This process' :class:`~.queues.Queues`."""
+        self._check_fork()
+        return self._queues
+
+    @property
+    def waiter(self):
+        """This process' :class:`~.waiting.Waiter`."""
+        self._check_fork()
+        return self._waiter
+
     @property
     def db(self):
-        """This process' :class:`Database` (hold ``_db_lock`` to use it)."""
-        self._check_fork()
-        if self._db is None:
-            ensure_database(self.path, self.busy_timeout)
-            self._db = Database(self.path, self.busy_timeout,
-                                self.synchronous)
-        return self._db
+        """This process' :class:`~.database.Database` (tests)."""
+        return self.queues.db
+
+    @property
+    def wake(self):
+        """This process' :class:`~.wakeups.WakeBox`."""
+        return self.waiter.box
 
     @property
     def statements(self):
         """SQL statements run so far by this process (tests, benchmarks)."""
-        return self._statements + (self._db.statements if self._db else 0)
+        return self._queues.statements
 
-    def _execute(self, sql, params=()):
-        self._check_fork()
-        with self._db_lock:
-            return self.db.run(sql, params)
-
+    # --- the connection ---
     def establish_connection(self):
         ensure_database(self.path, self.busy_timeout)
         return super().establish_connection()
@@ -124,141 +115,56 @@ class SQLiteTransport(virtual.Transport):
             super().close_connection(connection)
         finally:
             if self._pid == os.getpid():
-                if self._db is not None:
-                    try:
-                        # Anything our closed channels did not give back.
-                        with self._db_lock:
-                            self._db.run(
-                                f'UPDATE {MESSAGE_TABLE} SET {UNLEASE} '
-                                'WHERE lease_token = ?', (self._token,))
-                    except sqlite3.Error:
-                        log.warning('could not release the leases of a '
-                                    'closing connection; they come back '
-                                    'when this process exits', exc_info=True)
-                    self._statements += self._db.statements
-                    self._db.close()
-                if self._wake is not None:
-                    self._wake.close()
-            self._db = None
-            self._wake = None
-            self._leased = {}
-            self._listening = {}
+                self._queues.close()
+                self._waiter.close()
+            else:
+                # The parent's: drop, never close (see _check_fork).
+                self._reset_process_state()
 
     def driver_version(self):
         return sqlite3.sqlite_version
 
-    # --- queues ---
+    # --- queues and messages (the channel's calls) ---
     def declare_queue(self, queue, auto_delete=False):
-        if queue in self._known_queues:
-            return
-        rows = self._execute(
-            f'SELECT 1 FROM {QUEUE_TABLE} WHERE name = ?', (queue,))
-        if not rows:
-            self._execute(
-                f'INSERT OR IGNORE INTO {QUEUE_TABLE} '
-                '(name, auto_delete, created) VALUES (?, ?, ?)',
-                (queue, int(auto_delete), time.time()))
-        self._known_queues.add(queue)
+        self.queues.declare(queue, auto_delete)
 
     def has_queue(self, queue):
-        return bool(self._execute(
-            f'SELECT 1 FROM {QUEUE_TABLE} WHERE name = ? UNION ALL '
-            f'SELECT 1 FROM {MESSAGE_TABLE} WHERE queue = ? LIMIT 1',
-            (queue, queue)))
+        return self.queues.has(queue)
 
     def size(self, queue):
-        return self._execute(
-            f'SELECT COUNT(*) FROM {MESSAGE_TABLE} '
-            'WHERE queue = ? AND lease_token IS NULL', (queue,))[0][0]
+        return self.queues.size(queue)
 
     def purge(self, queue):
-        with self._db_lock:
-            return self.db.change(
-                f'DELETE FROM {MESSAGE_TABLE} '
-                'WHERE queue = ? AND lease_token IS NULL', (queue,))
+        return self.queues.purge(queue)
 
     def delete_queue(self, queue):
-        with self._db_lock:
-            self.db.run(f'DELETE FROM {MESSAGE_TABLE} WHERE queue = ?',
-                        (queue,))
-            self.db.run(f'DELETE FROM {QUEUE_TABLE} WHERE name = ?',
-                        (queue,))
-        self._known_queues.discard(queue)
+        self.queues.delete(queue)
 
-    # --- messages ---
     def put(self, queue, message):
-        self._execute(
-            f'INSERT INTO {MESSAGE_TABLE} (queue, payload, created) '
-            'VALUES (?, ?, ?)', (queue, json.dumps(message), time.time()))
+        self.queues.put(queue, message)
         self.notify(queue)
 
     def lease(self, queue, limit=1):
         """Lease up to ``limit`` oldest visible messages of ``queue``.
 
-        Returns their payloads in FIFO order; raises Empty. Usually a read
-        (is there one?) then one conditional write leasing up to ``limit``
-        rows (those another consumer took meanwhile are skipped), so an
-        empty queue costs no write lock. In a burst (the last lease of this
-        queue got all it asked for) the write alone.
+        Returns their payloads in FIFO order; raises Empty. See
+        :meth:`~.queues.Queues.lease_rows` for what it costs.
         """
-        with self._db_lock:
-            db = self.db
-            if not HAS_RETURNING:
-                got = lease_one_without_returning(db, queue,
-                                                  self._lease_values)
-            elif queue in self._streak or has_ready(db, queue):
-                got = lease_batch(db, queue, limit, self._lease_values)
-            else:
-                got = []
-        if len(got) < limit:
-            self._streak.discard(queue)
-        else:
-            self._streak.add(queue)
-        if not got:
-            raise Empty()
-        return [self._leased_payload(row_id, queue, text, deliveries)
-                for row_id, text, deliveries in got]
-
-    def _lease_values(self):
-        """What a lease records: our token, who we are, when."""
-        return (self._token, *self._identity(), time.time())
-
-    def _leased_payload(self, row_id, queue, text, deliveries):
-        self._flags.dirty = True  # there may be more
-        payload = json.loads(text)
-        properties = payload.setdefault('properties', {})
-        tag = properties.get('delivery_tag')
-        if tag is None:
-            tag = properties['delivery_tag'] = uuid.uuid4().hex
-        if deliveries > 1:
-            properties.setdefault('delivery_info', {})['redelivered'] = True
-        self._leased[tag] = (row_id, queue)
-        return payload
+        queues = self.queues
+        rows = queues.lease_rows(queue, limit)
+        self._waiter.flags.dirty = True  # there may be more
+        return queues.received(queue, rows)
 
     def settle(self, delivery_tags, delete):
-        """Delete (ack) or make visible again (requeue, restore) our rows.
-
-        One statement for up to ``MAX_SETTLED`` tags: a consumer turn's
-        acknowledgements cost one transaction, not one each.
-        """
+        """Delete (ack) or make visible again (requeue, restore) our rows,
+        in one statement (:meth:`~.queues.Queues.settle`)."""
         if self._pid != os.getpid():
             return  # the parent's messages: none of this process' business
-        entries = [self._leased.pop(tag, None) for tag in delivery_tags]
-        entries = [entry for entry in entries if entry is not None]
-        if not entries:
+        settled = self._queues.settle(delivery_tags, delete)
+        if not settled:
             return
-        # Only while the lease is ours: one taken back after the visibility
-        # timeout belongs to its new holder, and row ids can be reused.
-        change = (f'DELETE FROM {MESSAGE_TABLE}' if delete else
-                  f'UPDATE {MESSAGE_TABLE} SET {UNLEASE}')
-        row_ids = sorted(row_id for row_id, _ in entries)
-        for start in range(0, len(row_ids), MAX_SETTLED):
-            chunk = row_ids[start:start + MAX_SETTLED]
-            self._execute(f'{change} WHERE lease_token = ? AND id IN '
-                          f'({",".join("?" * len(chunk))})',
-                          (self._token, *chunk))
         if not delete:
-            for queue in {queue for _, queue in entries}:
+            for queue in settled:
                 self.notify(queue)
         self.capacity_freed()
 
@@ -266,22 +172,19 @@ class SQLiteTransport(virtual.Transport):
         tag = payload.get('properties', {}).get('delivery_tag')
         self.settle([tag], delete)
 
-    # --- waking up ---
-    @property
-    def wake(self):
-        self._check_fork()
-        if self._wake is None:
-            with self._db_lock:  # interrupt() may come from another thread
-                if self._wake is None:
-                    self._wake = WakeBox(wake_directory(self.path))
-        return self._wake
+    def reclaim(self):
+        """Take back the leases of dead or expired owners; wake their
+        queues' consumers. Returns ``{queue: count}``."""
+        reclaimed = self.queues.reclaim(self.visibility_timeout)
+        for queue in reclaimed:
+            self.notify(queue)
+        if reclaimed:
+            self._waiter.flags.dirty = True
+        return reclaimed
 
+    # --- waking up ---
     def notify(self, queue):
-        if self.use_wakeups:
-            try:
-                self.wake.notify(queue)
-            except Exception:  # a wake-up is an optimization, never an error
-                log.debug('wake-up of %s failed', queue, exc_info=True)
+        self.waiter.notify(queue)
 
     def capacity_freed(self):
         """An ack or requeue: a consumer at its prefetch limit may go on.
@@ -289,7 +192,7 @@ class SQLiteTransport(virtual.Transport):
         Wakes a ``drain_events`` sleeping in another thread (the handshake
         is :class:`~.wakeups.WakeFlags`).
         """
-        self._flags.capacity_freed()
+        self._waiter.flags.capacity_freed()
 
     def interrupt(self):
         """Make a ``drain_events`` in another thread return soon.
@@ -303,121 +206,27 @@ class SQLiteTransport(virtual.Transport):
         worker threads acknowledging job after job make no system call for
         it.
         """
-        self._flags.interrupt()
-
-    def _ring(self):
-        """Wake the ``drain_events`` asleep in this process' WakeBox."""
-        if self._pid == os.getpid():
-            self.wake.interrupt()
+        self._waiter.flags.interrupt()
 
     def consumer_added(self, queue):
-        self._check_fork()
-        self._listening[queue] = self._listening.get(queue, 0) + 1
-        if self.use_wakeups:
-            self.wake.listen(queue)
-        self._flags.dirty = True
-        self._next_reclaim = 0.0  # a consumer reclaims when it starts
+        self.waiter.listen(queue)
 
     def consumer_removed(self, queue):
         if self._pid != os.getpid():
             return
-        count = self._listening.get(queue, 0) - 1
-        if count > 0:
-            self._listening[queue] = count
-        else:
-            self._listening.pop(queue, None)
-        if self._wake is not None:
-            self._wake.unlisten(queue)
-
-    def reclaim(self):
-        with self._db_lock:
-            reclaimed = reclaim(self.db, self.visibility_timeout,
-                                exclude_token=self._token)
-        for queue in reclaimed:
-            self.notify(queue)
-        if reclaimed:
-            self._flags.dirty = True
-        return reclaimed
+        self._waiter.unlisten(queue)
 
     def drain_events(self, connection, timeout=None):
         """Deliver one lease (a batch, see ``Channel._get_and_deliver``);
         raise ``socket.timeout`` after ``timeout``.
 
-        Queries the database only when there may be something to get (a
-        wake-up, a delivery, freed prefetch room, a new consumer) or when the
-        fallback poll is due; otherwise sleeps on the wake-up sockets.
+        Queries the database only when there may be something to get;
+        otherwise sleeps on the wake-up sockets (:meth:`Waiter.drain
+        <.waiting.Waiter.drain>`).
         """
-        self._check_fork()
-        now = time.monotonic()
-        deadline = None if timeout is None else now + timeout
-        last_look = False
-        while True:
-            self._reclaim_if_due(now)
-            if self._deliver_if_dirty(now, timeout):
-                return
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                # One last look at wake-ups that came in meanwhile (what
-                # timeout=0 relies on), then give up.
-                if last_look or not self._woken_meanwhile():
-                    raise socket.timeout()
-                last_look = True
-                continue
-            self._raise_if_interrupted()
-            self._sleep(self._next_wait(now, deadline))
-            self._raise_if_interrupted()
-            now = time.monotonic()
-
-    def _reclaim_if_due(self, now):
-        """Every ``reclaim_interval`` while consuming (and at once when a
-        consumer starts): take back the leases of dead owners."""
-        if not self._listening or now < self._next_reclaim:
-            return
-        self._next_reclaim = now + self.reclaim_interval
-        try:
-            self.reclaim()
-        except Exception:  # never worth stopping a consumer for
-            log.warning('could not reclaim abandoned messages',
-                        exc_info=True)
-
-    def _deliver_if_dirty(self, now, timeout):
-        """Lease and deliver if there may be something, or the fallback
-        poll is due; True if a message was delivered."""
-        if not (self._flags.take_dirty() or now >= self._next_poll):
-            return False
-        self._next_poll = now + self.polling_interval
-        try:
-            self.cycle.get(self._deliver, timeout=timeout)
-        except Empty:
-            return False
-        return True
-
-    def _woken_meanwhile(self):
-        """True (and dirty) if a wake-up came in since the last look."""
-        if self.use_wakeups and (self._flags.dirty or self.wake.wait(0)):
-            self._flags.dirty = True
-            return True
-        return False
-
-    def _next_wait(self, now, deadline):
-        """Seconds until the fallback poll, a reclaim or the deadline."""
-        wait = self._next_poll - now
-        if self._listening:
-            wait = min(wait, self._next_reclaim - now)
-        if deadline is not None:
-            wait = min(wait, deadline - now)
-        return wait
-
-    def _sleep(self, wait):
-        """Sleep up to ``wait`` seconds, less if woken or dirty already."""
-        if self.use_wakeups:
-            self._flags.sleep(self.wake.wait, wait)
-        elif wait > 0 and not self._flags.dirty:
-            time.sleep(wait)
-
-    def _raise_if_interrupted(self):
-        if self._flags.take_interrupt():
-            raise socket.timeout()
+        self.waiter.drain(
+            lambda: self.cycle.get(self._deliver, timeout=timeout),
+            self.reclaim, timeout)
 
 
 Transport = SQLiteTransport
