@@ -14,9 +14,9 @@ from .transports.sqlite.database import (
     Database, ensure_database, path_from_url)
 from .transports.sqlite.leases import (
     STALE_QUEUE_AGE, VISIBILITY_TIMEOUT, housekeeping, owner_alive, reclaim)
+from .transports.sqlite.queues import MAX_SETTLED
 from .transports.sqlite.transport import (
-    MAX_SETTLED, POLLING_INTERVAL, RECLAIM_INTERVAL, SQLiteTransport,
-    Transport)
+    POLLING_INTERVAL, RECLAIM_INTERVAL, SQLiteTransport, Transport)
 from .transports.sqlite.wakeups import (
     WakeBox, queue_key, remove_stale_sockets, wake_directory)
 

@@ -18,9 +18,7 @@ from kombu.transport import virtual
 from .channel import Channel
 from .database import BUSY_TIMEOUT, ensure_database, path_from_url
 from .leases import VISIBILITY_TIMEOUT, LeaseIdentity
-# MAX_SETTLED lived here: the pyramid_scheduler.sqlite_transport shim
-# imports it from this module still.
-from .queues import MAX_SETTLED, Queues  # noqa: F401
+from .queues import Queues
 from .waiting import Waiter
 
 POLLING_INTERVAL = 2.0
