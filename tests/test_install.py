@@ -147,7 +147,7 @@ def has_module(venv, name):
     return result.returncode == 0
 
 
-# --- venvs, one of each per test session ---------------------------------------
+# --- venvs, one of each per test session -------------------------------------
 
 @pytest.fixture(scope='session')
 def install_root(tmp_path_factory):
@@ -205,7 +205,7 @@ def lower_bounds_venv(install_root, wheel):
                           'redis,amqp,postgres', constraints=LOWER_BOUNDS)
 
 
-# --- running the installed launcher ----------------------------------------------
+# --- running the installed launcher ------------------------------------------
 
 @pytest.fixture
 def app_dir(tmp_path):
@@ -289,7 +289,7 @@ def unique_id():
     return f'install_{uuid.uuid4().hex[:12]}'
 
 
-# --- the tests -------------------------------------------------------------------
+# --- the tests ---------------------------------------------------------------
 
 def test_no_extras_runs_jobs_on_the_sqlite_default(plain_venv, app_dir):
     # Only the default's dependencies: no Redis client, no database driver.

@@ -255,7 +255,8 @@ def home(request):
     else:
         scheduled_html = '<table><tr><th>id</th><th>trigger</th>' \
             '<th>next run</th></tr>' + ''.join(
-                f'<tr><td>{esc(job["id"])}</td><td>{esc(_describe_trigger(job["trigger"]))}</td>'
+                f'<tr><td>{esc(job["id"])}</td>'
+                f'<td>{esc(_describe_trigger(job["trigger"]))}</td>'
                 f'<td>{_next_run(job["next_run_time"])}</td></tr>'
                 for job in scheduled) + '</table>'
     runs = jobs.read_runs(_runs_file(request))
