@@ -108,8 +108,11 @@ def _format_jobs(head, result):
     jobs = result.get('jobs') or []
     offset = result.get('offset', 0)
     total = result.get('total', len(jobs))
-    if not jobs:
-        lines = [f'{head}: {total} deferred job(s); none from #{offset + 1}']
+    if not total:
+        lines = [f'{head}: no deferred jobs']
+    elif not jobs:
+        lines = [f'{head}: {total} deferred job(s); none from #{offset + 1} '
+                 f'(offset={offset} is past the last one)']
     else:
         lines = [f'{head}: {total} deferred job(s); #{offset + 1}-'
                  f'{offset + len(jobs)}:']

@@ -17,16 +17,25 @@ ensure_python() {
 	fi
 }
 
-# Reuse .venv when its interpreter still works; recreate it otherwise (e.g.
-# the Python it was made from is gone).
-# ensure_venv EXTRAS: comma-separated setup.py extras to install.
+# The major.minor version of interpreter $1, or nothing.
+python_version() {
+	"$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true
+}
+
+# Reuse .venv when its interpreter still works and is the version $PYTHON
+# is; recreate it otherwise (the Python it was made from is gone, or
+# PYTHON=python3.12 asks for another one).
+# ensure_venv EXTRAS [PIP ARGS...]: the project with these comma-separated
+# extras (pyproject.toml), editable, and whatever else PIP ARGS name.
 ensure_venv() {
-	if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+	local have
+	have=$(python_version "$VENV/bin/python")
+	if [ -z "$have" ] || [ "$have" != "$(python_version "$PYTHON")" ]; then
 		ensure_python
 		rm -rf "$VENV"
 		"$PYTHON" -m venv "$VENV"
 	fi
 	echo "installing the project with extras [$1] into $VENV"
-	"$VENV/bin/python" -m pip install -q -e ".[$1]" </dev/null
+	"$VENV/bin/python" -m pip install -q -e ".[$1]" "${@:2}" </dev/null
 }
 

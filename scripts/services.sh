@@ -3,8 +3,10 @@
 #   PostgreSQL 127.0.0.1:5432 (user postgres, trust auth, database pscheduler_test)
 #   Redis      127.0.0.1:6379
 #   RabbitMQ   127.0.0.1:5672 (guest/guest)
-# and the tools the tests shell out to: daemontools (supervise, svc, svscan,
-# multilog, setuidgid) and systemd-analyze.
+# and the programs the tests execute: redis-server (tests start private ones),
+# daemontools (supervise, svc, svscan, svstat, multilog, setuidgid),
+# systemd-analyze and /bin/kill (procps). These are installed (apt) whenever
+# they are missing, even if a server already answers on its port.
 #
 #   scripts/services.sh start    detect what runs; install (apt) and start the rest
 #   scripts/services.sh stop     stop only the servers that `start` started
@@ -83,23 +85,24 @@ pg_version() {
 
 # --- packages ----------------------------------------------------------------
 
-# Debian packages needed on this machine; servers already listening need none.
+# Debian packages that bring every program the tests execute, whether or not a
+# server already answers on its port: tests start redis-server binaries of
+# their own (tests/test_broker_outage.py, tests/test_durability.py), and call
+# kill (procps: the systemd unit's ExecReload=/bin/kill), systemd-analyze and
+# the daemontools programs. RabbitMQ and PostgreSQL are installed too, so that
+# this machine can run the suite on its own. Prints "package:program" pairs
+# whose program is missing.
 missing_packages() {
-	local pkgs=()
-	command -v supervise >/dev/null || pkgs+=(daemontools)
-	command -v systemd-analyze >/dev/null || pkgs+=(systemd)
-	if ! port_open "$REDIS_PORT" && ! command -v redis-server >/dev/null; then
-		pkgs+=(redis-server)
-	fi
-	if ! port_open "$AMQP_PORT" && ! command -v rabbitmq-server >/dev/null; then
-		pkgs+=(rabbitmq-server)
-	fi
-	if ! port_open "$PG_PORT" && ! pg_version >/dev/null; then
-		pkgs+=(postgresql)
-	fi
-	# psql creates the test database, also on a server that was already running.
-	command -v psql >/dev/null || pkgs+=(postgresql-client)
-	printf '%s\n' "${pkgs[*]}"
+	local pair pkgs=()
+	for pair in daemontools:supervise daemontools:svscan daemontools:svc \
+		daemontools:svstat daemontools:multilog daemontools:setuidgid \
+		systemd:systemd-analyze procps:/bin/kill \
+		redis-server:redis-server redis-tools:redis-cli \
+		rabbitmq-server:rabbitmq-server postgresql-client:psql; do
+		command -v "${pair#*:}" >/dev/null || pkgs+=("${pair%%:*}")
+	done
+	pg_version >/dev/null || pkgs+=(postgresql)
+	printf '%s\n' "${pkgs[@]}" | sort -u | paste -sd' '
 }
 
 # Run "$@" with a policy-rc.d that forbids starting services, unless the
@@ -128,11 +131,14 @@ apt_install() {
 	with_services_blocked apt-get install -y -qq --no-install-recommends "$@" </dev/null >/dev/null
 }
 
-# daemontools and systemd-analyze are only needed as programs, never run as
-# services; check every binary the tests use.
+# The programs the tests execute; daemontools and systemd-analyze are only
+# needed as programs, never run as services.
+TOOLS=(supervise svc svscan svstat multilog setuidgid systemd-analyze /bin/kill
+	redis-server)
+
 check_tools() {
 	local tool
-	for tool in supervise svc svscan multilog setuidgid systemd-analyze; do
+	for tool in "${TOOLS[@]}"; do
 		command -v "$tool" >/dev/null || die "$tool not found on PATH after install"
 	done
 }
@@ -350,7 +356,7 @@ cmd_status() {
 			rc=1
 		fi
 	fi
-	for tool in supervise svc svscan multilog setuidgid systemd-analyze; do
+	for tool in "${TOOLS[@]}"; do
 		command -v "$tool" >/dev/null || {
 			log "tool $tool: MISSING"
 			rc=1

@@ -8,6 +8,8 @@ page reads back.
 import datetime
 import html
 import os
+import re
+import sys
 
 from pyramid.config import Configurator
 from pyramid.httpexceptions import HTTPSeeOther
@@ -24,6 +26,8 @@ CRON_ID = 'demo-cron'
 def main(global_config, **settings):
     here = global_config.get('here') or os.getcwd()
     settings.setdefault('demo.runs_file', os.path.join(here, 'demo-runs.jsonl'))
+    settings.setdefault('demo.ini_file', global_config.get(
+        '__file__', os.path.join(here, 'demo.ini')))
     config = Configurator(settings=settings)
     config.include('pyramid_tm')         # jobs are sent when the request commits
     config.include('pyramid_scheduler')  # request.scheduler
@@ -91,9 +95,22 @@ def schedule(request):
 
 
 def cancel(request):
+    """Cancel the interval or cron job, saying so only if it was there.
+
+    ``cancel_job`` sends a message and does not know whether the job
+    exists, so the page asks pscheduler for its jobs first.
+    """
     job_id = request.POST.get('id')
     if job_id not in (INTERVAL_ID, CRON_ID):
         return _back(request, f'unknown job {job_id!r}')
+    scheduled, problem = _scheduled_jobs(request)
+    if problem:
+        request.scheduler.cancel_job(job_id)
+        return _back(request, f'cancel of job "{job_id}" sent, but could not '
+                     f'check that it exists: {problem}')
+    if job_id not in {job['id'] for job in scheduled}:
+        return _back(request, f'job "{job_id}" is not scheduled: nothing to '
+                     'cancel')
     request.scheduler.cancel_job(job_id)
     return _back(request, f'job "{job_id}" canceled')
 
@@ -107,13 +124,58 @@ def _scheduled_jobs(request):
         return None, f'{type(exc).__name__}: {exc}'
     if missing:
         return None, ('pscheduler is not answering: start it with '
-                      '"pscheduler demo/demo.ini" (bash scripts/demo does)')
+                      f'"{_pscheduler_command(request)}" (bash scripts/demo '
+                      'does)')
     rows = []
     for reply in replies:
         if reply.get('error'):
             return None, reply['error']
         rows.extend(reply['result']['jobs'])
     return rows, None
+
+
+def _pscheduler_command(request):
+    """The command that starts pscheduler for this demo, as it can be typed
+    in the current directory: this venv's launcher and this ini file."""
+    launcher = os.path.join(os.path.dirname(sys.executable), 'pscheduler')
+    ini = request.registry.settings['demo.ini_file']
+    return f'{_relative(launcher)} {_relative(ini)}'
+
+
+def _relative(path):
+    relative = os.path.relpath(path)
+    return path if relative.startswith('..') else relative
+
+
+_TRIGGER = re.compile(r'^(\w+)\[(.*)\]$')
+_CRON_FIELDS = ('minute', 'hour', 'day', 'month', 'day_of_week')
+
+
+def _describe_trigger(text):
+    """APScheduler's ``str(trigger)`` in words, for the table.
+
+    ``cron[month='*', day='*', day_of_week='*', hour='*', minute='*']``
+    becomes ``cron "* * * * *" (minute hour day month weekday)``;
+    ``interval[0:00:10]`` becomes ``every 0:00:10``.
+    """
+    match = _TRIGGER.match(text or '')
+    if not match:
+        return text
+    kind, body = match.groups()
+    if kind == 'interval':
+        return f'every {body}'
+    if kind == 'date':
+        return f'once, at {body}'
+    if kind == 'cron':
+        fields = dict(re.findall(r"(\w+)='([^']*)'", body))
+        if set(fields) - set(_CRON_FIELDS):  # seconds, weeks or years
+            return 'cron: ' + ', '.join(f'{name} {value}'
+                                        for name, value in fields.items())
+        crontab = ' '.join(fields.get(name, '*') for name in _CRON_FIELDS)
+        if crontab == '* * * * *':
+            return 'cron "* * * * *": every minute'
+        return f'cron "{crontab}" (minute hour day month weekday)'
+    return text
 
 
 def _next_run(iso):
@@ -152,8 +214,8 @@ PAGE = '''<!DOCTYPE html>
 <h1>pyramid_scheduler demo</h1>
 {message}
 <p>Each button calls <code>request.scheduler.add_*_job(...)</code> in a view.
-The jobs run in the <code>pscheduler</code> daemon ({mode}) and append a line
-to <code>{runs_file}</code>, which this page reads.</p>
+{mode} Each job appends a line to <code>{runs_file}</code>, which this page
+reads.</p>
 <p>{buttons}</p>
 <p>Cancel:
  <form method="post" action="{cancel_url}"><input type="hidden" name="id"
@@ -167,6 +229,15 @@ to <code>{runs_file}</code>, which this page reads.</p>
 {runs}
 </body></html>
 '''
+
+
+def _mode(combined):
+    if combined:
+        return (f'The jobs run in this web process (pid {os.getpid()}: '
+                'combined mode).')
+    return ('The jobs run in the pscheduler daemon, not in this web process '
+            f'(pid {os.getpid()}): the pid column of the runs is that of the '
+            'pscheduler child that ran each one.')
 
 
 def home(request):
@@ -184,7 +255,8 @@ def home(request):
     else:
         scheduled_html = '<table><tr><th>id</th><th>trigger</th>' \
             '<th>next run</th></tr>' + ''.join(
-                f'<tr><td>{esc(job["id"])}</td><td>{esc(job["trigger"])}</td>'
+                f'<tr><td>{esc(job["id"])}</td>'
+                f'<td>{esc(_describe_trigger(job["trigger"]))}</td>'
                 f'<td>{_next_run(job["next_run_time"])}</td></tr>'
                 for job in scheduled) + '</table>'
     runs = jobs.read_runs(_runs_file(request))
@@ -199,8 +271,7 @@ def home(request):
     settings = request.scheduler.settings
     body = PAGE.format(
         message=f'<p class="msg">{esc(message)}</p>' if message else '',
-        mode='combined mode: in this web process' if settings.combined
-        else f'pid of this web process: {os.getpid()}',
+        mode=esc(_mode(settings.combined)),
         runs_file=esc(_runs_file(request)),
         buttons=buttons,
         cancel_url=esc(request.route_url('cancel')),
