@@ -193,7 +193,8 @@ OPTIONS = (
            'a child silent this long is killed and replaced'),
     Option('child.boot_failures', 'child_boot_failures', parse_positive_int,
            '5',
-           'failed boots in a row after which pscheduler gives up'),
+           'failed boots in a row (a child\'s own failures, not kills from '
+           'outside) after which pscheduler gives up'),
     Option('admin.timeout', 'admin_timeout', parse_duration, '5s',
            'how long ``pscheduler --message`` waits for answers'),
 )
