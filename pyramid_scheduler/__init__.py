@@ -18,6 +18,7 @@ Where things are:
 """
 from .combined import (  # noqa: F401 (CONSUME_ENV is public here)
     CONSUME_ENV, ini_directory, setup_combined_mode)
+from .exposure import warn_if_unsigned_network_broker
 from .scheduler import Scheduler
 from .settings import parse_settings
 
@@ -48,7 +49,14 @@ def includeme(config):
     here = None if _database_is_set(config) else ini_directory()
 
     def configure():
-        settings = parse_settings(config.registry.settings, here=here)
+        # The package of the app's Configurator (root_package: the
+        # included one is pyramid_scheduler) is the application's own: its
+        # functions may run as jobs without being listed (see
+        # references.AllowedModules).
+        settings = parse_settings(config.registry.settings, here=here,
+                                  app_package=getattr(
+                                      config.root_package, '__name__', None))
+        warn_if_unsigned_network_broker(settings)
         scheduler.configure(settings)
         if settings.combined:
             setup_combined_mode(config, scheduler)

@@ -237,8 +237,8 @@ def test_settings_import_neither_signing_nor_broker():
     # Reading settings needs no crypto and no transport (the master reads
     # them before it forks): only the value parsers and the secret sources.
     from pyramid_scheduler import secretsource, settings, values
-    assert _package_imports(settings) == {'extras', 'errors', 'secretsource',
-                                          'values'}
+    assert _package_imports(settings) == {'extras', 'errors', 'references',
+                                          'secretsource', 'values'}
     assert _package_imports(secretsource) == {'values'}
     assert _package_imports(values) == set()
 
