@@ -14,7 +14,10 @@ Where things are:
   parsers) and ``secrets`` (where signing secrets come from);
 - ``jobs`` (a job spec at add time), ``wire`` (the envelope), ``signing``,
   ``producer`` and ``broker`` (sending), ``runtime`` (consuming and running
-  jobs: the pscheduler child's, or this process's in combined mode).
+  jobs: the pscheduler child's, or this process's in combined mode);
+- ``references`` (job functions by name, and which may run: the app's
+  package and ``scheduler.allowed_modules``), ``exposure`` (the warning
+  about an unsigned network broker).
 """
 from .combined import (  # noqa: F401 (CONSUME_ENV is public here)
     CONSUME_ENV, ini_directory, setup_combined_mode)
