@@ -188,7 +188,9 @@ def bench_stack(directory, n=300, burst=2000):
     from pyramid_scheduler.settings import parse_settings
     import bench_jobs  # noqa: F401 (on sys.path below)
     settings = parse_settings({'scheduler.database':
-                               os.path.join(directory, 'stack.sqlite')})
+                               os.path.join(directory, 'stack.sqlite'),
+                               # No app here: the job module is named.
+                               'scheduler.allowed_modules': 'bench_jobs'})
     scheduler = Scheduler(settings)
     scheduler.start()
     assert scheduler.runtime.wait_ready(10)

@@ -14,16 +14,19 @@ Where things are (README, "Architecture", has the map and four paths):
   parsers), ``secretsource`` (where signing secrets come from) and
   ``extras`` (which optional extra a URL needs);
 - ``jobs`` (a job spec at add time), ``references`` (job functions by name,
-  what may run), ``triggers`` (wall-clock interval and cron triggers);
+  and which may run: the app's package and ``scheduler.allowed_modules``),
+  ``triggers`` (wall-clock interval and cron triggers);
 - ``wire`` (the envelope), ``codec`` (every encode and decode, with
   ``signing``), ``naming`` (queue names), ``producer`` (sending),
   ``transports`` (kombu connections; the embedded SQLite and Redis
   transports);
 - ``runtime`` (consuming and running jobs: the pscheduler child's, or this
-  process's in combined mode) and ``admin`` (both ends of admin commands).
+  process's in combined mode), ``admin`` (both ends of admin commands) and
+  ``exposure`` (the warning about an unsigned network broker).
 """
 from .combined import (  # noqa: F401 (CONSUME_ENV is public here)
     CONSUME_ENV, ini_directory, setup_combined_mode)
+from .exposure import warn_if_unsigned_network_broker
 from .scheduler import Scheduler
 from .settings import parse_settings
 
@@ -54,7 +57,14 @@ def includeme(config):
     here = None if _database_is_set(config) else ini_directory()
 
     def configure():
-        settings = parse_settings(config.registry.settings, here=here)
+        # The package of the app's Configurator (root_package: the
+        # included one is pyramid_scheduler) is the application's own: its
+        # functions may run as jobs without being listed (see
+        # references.AllowedModules).
+        settings = parse_settings(config.registry.settings, here=here,
+                                  app_package=getattr(
+                                      config.root_package, '__name__', None))
+        warn_if_unsigned_network_broker(settings)
         scheduler.configure(settings)
         if settings.combined:
             setup_combined_mode(config, scheduler)

@@ -49,7 +49,8 @@ def run_job(spec, registry=None, delegator=None, allowed_modules=(),
     to wrap every job (error reporting, a database session, ...). ``func``
     is the job's function when the caller has resolved and checked it
     already (an async job, just received); otherwise it is resolved here,
-    after checking ``allowed_modules``.
+    after checking ``allowed_modules`` (a references.AllowedModules: a
+    stored job is checked again at every run, against today's settings).
     """
     if func is None:
         check_allowed(spec['func'], allowed_modules)

@@ -22,6 +22,7 @@ from pyramid.exceptions import ConfigurationError
 
 from . import extras
 from .errors import InvalidQueue
+from .references import AllowedModules, valid_module_entry
 from .secretsource import load_secrets
 from .storesettings import (
     check_stores_apart, default_jobstore_options, jobstore_arguments,
@@ -168,12 +169,17 @@ OPTIONS = (
            'per queue")'),
     Option('transactional', 'transactional', parse_bool, 'true',
            "send after the request's transaction commits"),
-    Option('allowed_modules', 'allowed_modules', parse_list, '',
-           'dotted module prefixes whose functions may be scheduled: the '
-           'function must be defined in one of them (``myapp.jobs:os.system`` '
-           'is refused); checked when adding, on receipt and again before '
-           'running',
-           shown_default='any'),
+    Option('allowed_modules', None, parse_list, '',
+           'more dotted module prefixes whose functions may run as jobs '
+           "(``myapp_tasks otherlib.jobs``), besides the application's own "
+           'package: nothing else runs. The function must be defined in one '
+           'of them (``myapp.jobs:os.system`` is refused); checked when '
+           'adding, on receipt and again before running. The standard '
+           "library's process, file, import and network modules (``os``, "
+           '``subprocess``, ``builtins``, ...) are refused unless named '
+           'themselves. ``*`` allows any other module: dangerous, see '
+           '"Security"',
+           shown_default="the application's package only"),
     Option('delegator', 'delegator', resolve_dotted, None,
            'dotted callable ``delegator(func, args, kwargs)`` that runs every '
            'job (to wrap it: error reporting, sessions)'),
@@ -273,7 +279,7 @@ class SchedulerSettings:
     timezone: object
     delegator: object
     transactional: bool
-    allowed_modules: tuple
+    allowed_modules: object  # references.AllowedModules
     shutdown_timeout: float
     child_memory_limit: int
     child_heartbeat_timeout: float
@@ -323,13 +329,15 @@ class SchedulerSettings:
         return queue
 
 
-def parse_settings(settings, here=None, import_references=True):
+def parse_settings(settings, here=None, import_references=True,
+                   app_package=None):
     """Validate ``settings`` (a Pyramid settings dict) -> SchedulerSettings.
 
     ``here`` is the directory of the ini file, where the embedded SQLite
     database goes when no path is configured. The pscheduler master passes
     ``import_references=False``: it must not import the application, so
-    dotted names (delegator, ...) stay text there.
+    dotted names (delegator, ...) stay text there. ``app_package``: the
+    app's Configurator package, whose functions may run (AllowedModules).
     """
     conf = strip_prefix(settings)
     warn_unknown_keys(conf)
@@ -337,6 +345,7 @@ def parse_settings(settings, here=None, import_references=True):
         **_queue_fields(conf),
         **_storage_fields(conf, here or settings.get('here')),
         **_option_fields(conf, import_references),
+        allowed_modules=_allowed_modules(conf, app_package),
         secrets=load_secrets(conf),
         apscheduler_options={key: value for key, value in conf.items()
                              if key.startswith('apscheduler.')},
@@ -349,6 +358,15 @@ def _option_fields(conf, import_references):
     """Every field that one key fills by itself, as OPTIONS says."""
     return {option.field: option.read(conf, import_references)
             for option in OPTIONS if option.field}
+
+
+def _allowed_modules(conf, app_package):
+    """The application's package and ``allowed_modules``: what may run."""
+    entries = find_option('allowed_modules').read(conf)
+    if not all(map(valid_module_entry, entries)):
+        raise bad_value('allowed_modules', ' '.join(entries),
+                        'dotted module names, or *')
+    return AllowedModules(modules=entries, app_package=app_package)
 
 
 def _queue_fields(conf):

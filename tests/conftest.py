@@ -197,6 +197,8 @@ def base_settings(tmp_path, **settings):
     values = {
         'scheduler.combined': 'true',
         'scheduler.database': str(tmp_path / 'scheduler.sqlite'),
+        # The jobs live in tests.jobs, outside the app's package (tests.apps).
+        'scheduler.allowed_modules': 'tests.jobs',
         'test.name': 'webapp',
     }
     values.update(settings)

@@ -90,6 +90,8 @@ def write_ini(path, queues=('jobs',), app='tests.apps.simple:main',
         'scheduler.queues': ' '.join(queues),
         'scheduler.shutdown_timeout': '10s',
         'scheduler.admin.timeout': '5s',
+        # The jobs live in tests.jobs, outside the app's package (tests.apps).
+        'scheduler.allowed_modules': 'tests.jobs',
     }
     values.update(settings or {})
     lines = ['[app:main]', f'use = call:{app}']

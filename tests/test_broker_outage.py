@@ -80,6 +80,7 @@ def private_redis(tmp_path):
 def make_settings(tmp_path, url, **extra):
     conf = {'scheduler.broker.url': url,
             'scheduler.database': str(tmp_path / 'db.sqlite'),
+            'scheduler.allowed_modules': 'tests.jobs',
             'scheduler.id': f'outage{os.getpid()}x{time.monotonic_ns()}'}
     conf.update(extra)
     return parse_settings(conf)
@@ -146,6 +147,7 @@ def test_async_job_of_a_killed_consumer_runs_again(tmp_path, url):
     """
     conf = {'scheduler.broker.url': url,
             'scheduler.database': str(tmp_path / 'db.sqlite'),
+            'scheduler.allowed_modules': 'tests.jobs',
             'scheduler.id': f'killed{os.getpid()}x{time.monotonic_ns()}'}
     out = str(tmp_path / 'out')
     producer = Scheduler(parse_settings(conf))

@@ -255,7 +255,9 @@ def test_date_in_the_past_within_grace_runs_late(harness):
 
 def _write_ini(tmp_path, **settings):
     lines = ['[app:main]', 'use = call:tests.apps.webapp:main',
-             'scheduler.combined = true']
+             'scheduler.combined = true',
+             # The jobs live outside the app's package (tests.apps).
+             'scheduler.allowed_modules = tests.jobs']
     lines += [f'{key} = {value}' for key, value in settings.items()]
     path = tmp_path / 'app.ini'
     path.write_text('\n'.join(lines) + '\n')

@@ -43,7 +43,8 @@ SIGNED_AND_COMPRESSED = {'scheduler.broker.secret': SECRET,
 @pytest.fixture
 def redis_conf(tmp_path):
     conf = dict(redis_settings(),
-                **{'scheduler.database': str(tmp_path / 'db.sqlite')})
+                **{'scheduler.database': str(tmp_path / 'db.sqlite'),
+                   'scheduler.allowed_modules': 'tests.jobs'})
     yield conf
     delete_broker_queues(conf)
 
@@ -52,6 +53,7 @@ def redis_conf(tmp_path):
 def amqp_conf(tmp_path):
     conf = {'scheduler.broker.url': AMQP_URL,
             'scheduler.id': f'fast{os.getpid()}x{time.monotonic_ns()}',
+            'scheduler.allowed_modules': 'tests.jobs',
             'scheduler.database': str(tmp_path / 'db.sqlite')}
     yield conf
     delete_broker_queues(conf)

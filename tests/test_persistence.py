@@ -54,6 +54,7 @@ def start_worker(conf):
 def test_date_job_survives_a_killed_consumer(tmp_path, store):
     conf = {'scheduler.database': str(tmp_path / 'db.sqlite'),
             'scheduler.broker.url': REDIS_URL,
+            'scheduler.allowed_modules': 'tests.jobs',
             'scheduler.id': f'persist{os.getpid()}x{time.monotonic_ns()}'}
     if store == 'postgresql':
         conf['scheduler.jobstore.url'] = PG_URL

@@ -49,6 +49,7 @@ def malformed_messages(queue):
 @pytest.mark.parametrize('url', ['', REDIS_URL], ids=['sqlite', 'redis'])
 def test_malformed_messages_are_dead_lettered(tmp_path, url, caplog):
     conf = {'scheduler.database': str(tmp_path / 'db.sqlite'),
+            'scheduler.allowed_modules': 'tests.jobs',
             'scheduler.id': f'poison{os.getpid()}x{time.monotonic_ns()}'}
     if url:
         conf['scheduler.broker.url'] = url
@@ -91,6 +92,7 @@ def test_handling_errors_retry_then_dead_letter(tmp_path, monkeypatch):
 
     settings = parse_settings({
         'scheduler.database': str(tmp_path / 'db.sqlite'),
+        'scheduler.allowed_modules': 'tests.jobs',
         'scheduler.id': f'retry{os.getpid()}x{time.monotonic_ns()}'})
     scheduler = Scheduler(settings)
     scheduler.start()

@@ -111,6 +111,7 @@ def test_non_owner_passes_deferred_jobs_and_commands_on_intact(
     settings = parse_settings(dict(broker_for(broker), **{
         'scheduler.broker.secret': 's3cret' * 6,
         'scheduler.broker.compressor': 'zlib',
+        'scheduler.allowed_modules': 'tests.jobs',
         'scheduler.processes': '2'}), here=str(tmp_path))
     runtime = Runtime(settings, slot=1)
     assert runtime.acquire_stores()   # nothing to take: it owns none

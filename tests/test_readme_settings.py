@@ -77,7 +77,8 @@ def test_every_settings_field_comes_from_the_table_or_a_section():
     from_options = {option.field for option in OPTIONS if option.field}
     from_sections = {'queues', 'queue_settings', 'database_path',
                      'broker_url', 'embedded', 'jobstore_url',
-                     'jobstore_options', 'secrets', 'apscheduler_options'}
+                     'jobstore_options', 'secrets', 'apscheduler_options',
+                     'allowed_modules'}
     fields = {field.name for field in dataclasses.fields(SchedulerSettings)}
     assert from_options | from_sections == fields
     assert not from_options & from_sections

@@ -521,7 +521,7 @@ def test_json_is_the_default_serializer(tmp_path):
 def test_pickle_sent_raw_to_a_json_consumer_without_secret_is_not_unpickled(
         start_consumer, tmp_path):
     consumer = start_consumer(make_conf(tmp_path, broker__secret=None,
-                                        allowed_modules=None))
+                                        allowed_modules='*'))
     canary = str(tmp_path / 'canary')
     publish_raw(consumer.settings, pickle.dumps(PickleBomb(canary)),
                 'application/x-python-serialize', 'binary')
@@ -600,7 +600,9 @@ def test_allowed_modules_are_checked_when_a_job_is_added(tmp_path):
     ('email.utils:time.time', ('email',), False),
     ('tests.jobs:record.__call__', ('tests.jobs',), False),
     ('tests.jobs:record.__globals__', ('tests.jobs',), False),
-    ('anything:at_all', (), True),
+    # Nothing is allowed by default (no application package here).
+    ('anything:at_all', (), False),
+    ('tests.jobs:record', (), False),
 ])
 def test_allowed_modules_are_dotted_prefixes(ref, allowed, ok):
     if ok:
@@ -616,7 +618,7 @@ def test_allowed_modules_are_checked_again_before_a_stored_job_runs(
     """A job stored while the setting allowed it, run after it was
     tightened: refused at run time (JOB_FAILED), the function never called."""
     canary = str(tmp_path / 'canary')
-    loose = make_conf(tmp_path, allowed_modules=None)
+    loose = make_conf(tmp_path, allowed_modules='*')
     consumer = start_consumer(loose)
     job_id = consumer.scheduler.add_date_job(
         'tests.test_security:forbidden_record', time.time() + 3600,

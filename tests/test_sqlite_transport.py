@@ -620,7 +620,8 @@ def test_scheduler_runs_an_async_job_on_the_embedded_transport(tmp_path):
     from pyramid_scheduler.settings import parse_settings
     from tests.jobs import read_records
     database = tmp_path / 'db.sqlite'
-    settings = parse_settings({'scheduler.database': str(database)})
+    settings = parse_settings({'scheduler.database': str(database),
+                               'scheduler.allowed_modules': 'tests.jobs'})
     assert settings.broker_url == 'sqlite:///' + str(database)
     scheduler = Scheduler(settings)
     scheduler.start()
@@ -640,7 +641,8 @@ def test_a_runtime_leases_and_acks_in_batches(tmp_path):
     from pyramid_scheduler.settings import parse_settings
     database = tmp_path / 'db.sqlite'
     scheduler = Scheduler(parse_settings({
-        'scheduler.database': str(database)}))
+        'scheduler.database': str(database),
+        'scheduler.allowed_modules': 'tests.jobs'}))
     count = 300
     for _ in range(count):
         scheduler.add_async_job('tests.jobs:noop')

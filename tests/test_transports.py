@@ -29,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def settings_for(tmp_path, url=None, **conf):
     conf = {f'scheduler.{key}': value for key, value in conf.items()}
     conf['scheduler.database'] = str(tmp_path / 'db.sqlite')
+    conf.setdefault('scheduler.allowed_modules', 'tests.jobs')
     if url:
         conf['scheduler.broker.url'] = url
     return parse_settings(conf)

@@ -236,8 +236,10 @@ class Dispatcher:
         self._check_queue(body)
         spec = body['job']
         queue = body['queue']
-        # A function outside scheduler.allowed_modules (a forged or stale
-        # message) is refused before its module is even imported, and one
+        # A function that may not run (outside the application's package
+        # and scheduler.allowed_modules, or in a guarded module of the
+        # standard library: a forged or stale message) is refused before
+        # its module is even imported, and one
         # that no longer imports (or names no callable) would fail at every
         # run: both go to the dead-letter queue, where an operator sees
         # them, and never run.
