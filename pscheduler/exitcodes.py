@@ -34,8 +34,10 @@ MEANINGS = (
 )
 
 # Exit codes a child reports that no retry can fix: the master stops at once
-# with the same code instead of counting boot failures.
-FATAL_CHILD_CODES = (NO_SCHEDULER, COMBINED)
+# with the same code instead of counting boot failures. CONFIG: a setting
+# only the child can check (a dotted name of the application, a broker or
+# job store refusing the password or database).
+FATAL_CHILD_CODES = (CONFIG, NO_SCHEDULER, COMBINED)
 
 
 def describe():
