@@ -16,6 +16,7 @@ children's listeners (MESSAGE events) with whatever arguments they carry.
 """
 import errno
 import json
+import os
 import sqlite3
 import sys
 
@@ -103,12 +104,18 @@ def run(config, text, timeout=None, as_json=False, out=None, err=None):
     return report_problems(name, replies, missing, timeout, err)
 
 
+# Less free space than this beside the embedded database, and SQLite failing:
+# the disk is full (SQLite says "disk I/O error" when it cannot grow its
+# shared-memory file, not "full").
+FULL_DISK_BYTES = 64 * 1024
+
+
 def send_failure(settings, exc):
     """Why the command could not be sent, on one line: a full disk says
     so, not "could not be reached" (the embedded broker is a file)."""
     cause = exc
     while cause is not None:
-        if is_disk_full(cause):
+        if is_disk_full(settings, cause):
             where = (settings.database_path if settings.embedded
                      else 'the broker')
             return (f'the disk holding {where} is full ({cause}); free '
@@ -117,11 +124,23 @@ def send_failure(settings, exc):
     return ' '.join(f'{type(exc).__name__}: {exc}'.split())
 
 
-def is_disk_full(exc):
+def is_disk_full(settings, exc):
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return True
-    return isinstance(exc, sqlite3.OperationalError) and (
-        'disk is full' in str(exc))
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    if 'disk is full' in str(exc):
+        return True
+    return settings.embedded and free_bytes(
+        os.path.dirname(settings.database_path)) < FULL_DISK_BYTES
+
+
+def free_bytes(directory):
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return float('inf')  # cannot tell: do not claim it is full
+    return stats.f_bavail * stats.f_frsize
 
 
 def report_problems(name, replies, missing, timeout, err):

@@ -95,10 +95,10 @@ def missing_database_driver(url):
         parsed = make_url(url)
         dialect = parsed.get_dialect()
         dialect.import_dbapi()
+    except NoSuchModuleError as exc:  # an ArgumentError: catch it first
+        return f'SQLAlchemy has no dialect for it ({exc})'
     except ArgumentError as exc:
         return f'not a database URL SQLAlchemy can read ({exc})'
-    except NoSuchModuleError as exc:
-        return f'SQLAlchemy has no dialect for it ({exc})'
     except ImportError as exc:
         extra = DATABASE_EXTRAS.get(parsed.get_backend_name())
         hint = (f"pip install 'pyramid_scheduler[{extra}]'" if extra else
