@@ -19,6 +19,7 @@ import json
 import os
 import sqlite3
 import sys
+import types
 
 from pyramid_scheduler.admin import COMMANDS, send_command
 
@@ -27,14 +28,14 @@ from .sizes import format_size
 
 
 # Known command -> {argument: (least, most) integer, None: unbounded}.
-COMMAND_ARGUMENTS = {
+COMMAND_ARGUMENTS = types.MappingProxyType({
     'print-jobs': {'limit': (1, None)},
     'ping': {},
     'status': {},
     'jobs': {'offset': (0, None), 'limit': (1, 1000)},
     'dead-letters': {},
     'purge-dead-letters': {},
-}
+})
 
 
 def parse_message(text):

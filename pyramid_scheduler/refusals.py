@@ -14,8 +14,8 @@ optional clients (redis, amqp, psycopg2): the SQLite default has none.
 # amqp.exceptions: 403 ACCESS_REFUSED (login), 530 NOT_ALLOWED (vhost).
 AMQP_REFUSALS = ('AccessRefused', 'NotAllowed')
 # redis.exceptions: a wrong or missing password, an ACL that forbids us.
-REDIS_REFUSALS = ('AuthenticationError', 'AuthenticationWrongNumberOfArgsError',
-                  'NoPermissionError')
+REDIS_REFUSALS = ('AuthenticationError',
+                  'AuthenticationWrongNumberOfArgsError', 'NoPermissionError')
 # What Redis answers to SELECT of a database it does not have.
 REDIS_BAD_DATABASE = ('db index is out of range', 'invalid db index')
 # Job store databases: what PostgreSQL, MySQL and SQLite say when the

@@ -25,7 +25,7 @@ import pytest
 
 from pscheduler import exitcodes
 from pscheduler.message import parse_message
-from tests.daemon_helpers import (AMQP_URL, REDIS_URL, NotifySocket, Daemon,
+from tests.daemon_helpers import (AMQP_URL, REDIS_URL, NotifySocket,
                                   child_env, run_cli, wait_for, write_ini)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -217,6 +217,34 @@ def test_a_broker_down_at_boot_is_waited_for_and_ready_comes_after(
     finally:
         broker.close()
         notify.close()
+
+
+# --- which broker and job store errors are refusals (no retry helps) --------
+
+def test_refusals_are_told_from_outages():
+    import amqp.exceptions
+    import redis.exceptions
+
+    from pyramid_scheduler import refusals
+    assert refusals.broker_refusal(amqp.exceptions.AccessRefused(
+        'ACCESS_REFUSED - Login was refused'))
+    assert refusals.broker_refusal(redis.exceptions.AuthenticationError(
+        'invalid username-password pair'))
+    assert refusals.broker_refusal(redis.exceptions.ResponseError(
+        'DB index is out of range'))
+    assert refusals.broker_refusal(redis.exceptions.ResponseError(
+        'WRONGTYPE Operation against a key')) is None
+    assert refusals.broker_refusal(redis.exceptions.ConnectionError(
+        'Error 111 connecting to 127.0.0.1:1. Connection refused.')) is None
+    assert refusals.broker_refusal(ConnectionRefusedError(111, 'refused')) \
+        is None
+    assert refusals.store_refusal(Exception(
+        'FATAL:  database "x" does not exist\n(Background on this error '
+        'at: https://sqlalche.me/e/20/e3q8)')) == (
+        'FATAL:  database "x" does not exist')
+    assert refusals.store_refusal(Exception(
+        'connection to server at "127.0.0.1", port 1 failed: Connection '
+        'refused\n\tIs the server running on that host?')) is None
 
 
 # --- --message arguments -----------------------------------------------------
