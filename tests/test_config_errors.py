@@ -143,6 +143,33 @@ def test_a_directory_as_the_ini_is_said_to_be_one(tmp_path):
         assert f'{directory} is a directory' in output, output
 
 
+def test_a_child_exit_3_gives_up_at_once_with_its_reason():
+    """The master's rule, in-process: a child's exit code 3 is fatal, as 10
+    and 11 are; any other failure before ready counts toward the limit."""
+    import types
+
+    from pscheduler import restarts
+    from pscheduler.slots import Slot
+
+    def failed_child(error):
+        settings = types.SimpleNamespace(child_boot_failures=5)
+        return types.SimpleNamespace(
+            ready=False, stop_reason=None, error=error, pid=123,
+            config=types.SimpleNamespace(settings=settings))
+
+    slot = Slot('jobs')
+    give_up = restarts.after_unexpected_exit(
+        slot, failed_child('setting "scheduler.delegator": nope'),
+        exitcodes.CONFIG, now=0.0)
+    assert give_up == restarts.GiveUp(
+        exitcodes.CONFIG, 'queue jobs: setting "scheduler.delegator": nope')
+    assert slot.boot_failures == 0
+
+    assert restarts.after_unexpected_exit(
+        slot, failed_child('boom'), exitcodes.BOOT_FAILED, now=0.0) is None
+    assert slot.boot_failures == 1
+
+
 # --- a broker down at boot: keep trying, never claim ready -----------------
 
 def free_port():
