@@ -3,7 +3,9 @@
 A child says ``ready`` once its runtime has started (the master counts a
 child that exits before that as a boot failure, and tells systemd READY=1
 only when every child said it) and ``failed`` with its error when it cannot
-start, so the master can log why it gives up.
+start, so the master can log why it gives up. A child whose broker does
+not answer yet says ``waiting`` with the reason (each time it changes): it
+is alive, not ready, and the master logs why.
 """
 import errno
 import json
@@ -11,6 +13,7 @@ import os
 
 READY = 'ready'
 FAILED = 'failed'
+WAITING = 'waiting'
 
 
 def open_channel():
@@ -35,6 +38,9 @@ class ReportWriter:
 
     def ready(self, module_files=None):
         self.send(READY, pid=os.getpid(), files=module_files or [])
+
+    def waiting(self, reason):
+        self.send(WAITING, pid=os.getpid(), reason=str(reason))
 
     def failed(self, error):
         self.send(FAILED, pid=os.getpid(), error=str(error))

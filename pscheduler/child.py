@@ -9,7 +9,10 @@ with a connection is made here, after the fork. It then
 2. loads the application and checks it includes pyramid_scheduler, not in
    combined mode (distinct exit codes, which the master turns into its own);
 3. takes its queue's job store lock (never two schedulers on one store),
-   starts the runtime and reports ``ready``;
+   starts the runtime, waits for its broker's first answer and reports
+   ``ready``: a broker that is down keeps it waiting (and saying why to the
+   master), one that refuses the configuration (wrong password, no such
+   database) ends it with exit code 3, as a job store that does;
 4. beats its heartbeat while the runtime lives, until SIGTERM/SIGINT (a
    SignalQueue, as in the master: the wait ends at once) or the
    master's death, then drains: no new messages, running jobs finish.
@@ -83,6 +86,16 @@ class Child:
             return exc.code
         if runtime is None:
             return exitcodes.OK  # asked to stop before it had started
+        try:
+            reached = self.await_broker(runtime)
+        except BootError as exc:
+            log.error('queue %s: child %d cannot start: %s', self.label,
+                      os.getpid(), exc)
+            self.spec.reports.failed(exc)
+            runtime.stop(timeout=0)
+            return exc.code
+        if not reached:  # asked to stop while the broker was away
+            return self.drain(runtime)
         self.spec.reports.ready(self.module_files())
         return self.serve(runtime)
 
@@ -130,12 +143,15 @@ class Child:
             return None
         try:
             runtime.start()
+        except ConfigurationError as exc:  # a job store refusing us
+            runtime.stop(timeout=0)
+            raise BootError(one_line(exc), exitcodes.CONFIG) from exc
         except Exception as exc:
             log.exception('queue %s: the job runtime did not start',
                           self.label)
             runtime.stop(timeout=0)
             raise BootError(f'the job runtime did not start: '
-                            f'{type(exc).__name__}: {exc}') from exc
+                            f'{type(exc).__name__}: {one_line(exc)}') from exc
         self.spec.heartbeat.beat()
         return runtime
 
@@ -151,7 +167,7 @@ class Child:
         except ConfigurationError as exc:
             log.exception('queue %s: the application in %s is misconfigured',
                           self.label, config.ini_path)
-            raise BootError(f'configuration error: {exc}',
+            raise BootError(f'configuration error: {configuration_error(exc)}',
                             exitcodes.CONFIG) from exc
         except Exception as exc:
             log.exception('queue %s: could not load the application '
@@ -181,6 +197,35 @@ class Child:
                 f'(its scheduler.queues: {" ".join(settings.queues)})',
                 exitcodes.CONFIG)
         return scheduler
+
+    def await_broker(self, runtime):
+        """Wait for the broker's first answer; False if told to stop first.
+
+        "ready" means serving: a child whose broker is down must not say
+        it (nor the master tell systemd READY=1). The broker may come back,
+        so the child waits, beating, and tells the master each new reason;
+        a broker that refuses the configuration is a BootError (exit 3).
+        """
+        told = None
+        while not runtime.wait_ready(LOOP_INTERVAL):
+            refusal = runtime.broker_refusal
+            if refusal is not None:
+                raise BootError(f'setting "scheduler.broker.url": the broker '
+                                f'refused pscheduler: {refusal}',
+                                exitcodes.CONFIG)
+            if not runtime.running:
+                raise BootError('the job runtime stopped before its broker '
+                                'answered')
+            self.spec.heartbeat.beat(time.time()
+                                     - runtime.seconds_since_beat())
+            if self.should_stop():
+                return False
+            problem = runtime.broker_problem
+            if problem is not None and problem != told:
+                self.spec.reports.waiting(f'cannot reach the broker: '
+                                          f'{problem}')
+                told = problem
+        return True
 
     def acquire_store(self, runtime):
         """Wait for the queue's job store lock; False if told to stop.
@@ -234,6 +279,10 @@ class Child:
             self.spec.heartbeat.beat(time.time()
                                      - runtime.seconds_since_beat())
             self.signals.wait(LOOP_INTERVAL)
+        return self.drain(runtime)
+
+    def drain(self, runtime):
+        """Stop taking messages, let running jobs finish; exit code."""
         timeout = runtime.settings.shutdown_timeout
         log.info('queue %s: child %d stopping (signal %s): no new jobs; '
                  'waiting up to %gs for running jobs', self.label,
@@ -241,6 +290,22 @@ class Child:
         runtime.stop(timeout=timeout)
         log.info('queue %s: child %d stopped', self.label, os.getpid())
         return exitcodes.OK
+
+
+def configuration_error(exc):
+    """The cause of a Pyramid ConfigurationError, on one line: Pyramid
+    wraps an error raised by an include (``scheduler.delegator`` that does
+    not import, ...) with the place it was raised, over several lines."""
+    cause = getattr(exc, 'evalue', None)  # ConfigurationExecutionError
+    return one_line(cause if cause is not None else exc)
+
+
+def one_line(exc):
+    """``exc`` as one line: what the master logs of a child's failure."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines
+             if line and not line.startswith('(Background on this error')]
+    return '; '.join(lines) or type(exc).__name__
 
 
 def die_with_parent(signum):

@@ -53,12 +53,64 @@ def load_config(config_uri, app_name=None, only_queues=(), loader=None):
     except ConfigurationError as exc:
         raise ExitError(f'{ini_path} [{section}]: {exc}',
                         exitcodes.CONFIG) from exc
+    check_storage_paths(settings, f'{ini_path} [{section}]')
     # The children load the [app:...] section itself: a pipeline's filters
     # would hide the application's registry.
     return DaemonConfig(config_uri=config_uri,
                         app_name=section[len('app:'):], ini_path=ini_path,
                         settings=settings,
                         queues=select_queues(settings, only_queues))
+
+
+def check_storage_paths(settings, where):
+    """Refuse SQLite files pscheduler could not create or write.
+
+    Found here, the mistake is one line naming the key and exit code 3; in
+    a child it would be a traceback from deep inside SQLite, five times.
+    """
+    paths = []
+    if settings.embedded or settings.jobstore_url == (
+            'sqlite:///' + settings.database_path):
+        paths.append(('database', settings.database_path))
+    jobstore_file = sqlite_file(settings.jobstore_url)
+    if jobstore_file and jobstore_file != settings.database_path:
+        paths.append(('jobstore.url', jobstore_file))
+    for key, path in paths:
+        problem = unwritable_file(path)
+        if problem:
+            raise ExitError(f'{where}: setting "scheduler.{key}" is {path}: '
+                            f'{problem}', exitcodes.CONFIG)
+
+
+def sqlite_file(url):
+    """The file of a ``sqlite:///PATH`` URL; None for others and memory."""
+    prefix = 'sqlite:///'
+    if not url.lower().startswith(prefix):
+        return None
+    path = url[len(prefix):].split('?', 1)[0]
+    if not path or path == ':memory:':
+        return None
+    return os.path.abspath(path)
+
+
+def unwritable_file(path):
+    """Why ``path`` cannot be created or written, or None.
+
+    Its missing directories are created when it is first opened: the
+    nearest one that exists must be a directory we may write in.
+    """
+    if os.path.isdir(path):
+        return 'it is a directory'
+    if os.path.exists(path):
+        return None if os.access(path, os.W_OK) else 'it is not writable'
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f'{parent} is not a directory'
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f'the directory {parent} is not writable'
+    return None
 
 
 # The plaster schemes of a plain ini file, which PasteDeploy reads.
@@ -74,6 +126,7 @@ def get_loader(config_uri):
     --message`` would pay. Other URIs are looked up by plaster. A loader
     reads its file again at every call, so one serves every reload.
     """
+    _not_a_directory(config_uri.split('#', 1)[0])
     try:
         uri = plaster.parse_uri(config_uri)
         if uri.scheme in INI_SCHEMES:
@@ -85,8 +138,15 @@ def get_loader(config_uri):
     return _existing_file(loader)
 
 
+def _not_a_directory(path):
+    if path and os.path.isdir(path):
+        raise ExitError(f'configuration file {path} is a directory, not '
+                        'an ini file', exitcodes.CONFIG)
+
+
 def _existing_file(loader):
     path = loader.uri.path
+    _not_a_directory(path)
     if path and not os.path.isfile(path):
         raise ExitError(f'configuration file {path} not found',
                         exitcodes.CONFIG)

@@ -19,10 +19,14 @@ START_FAILED = 21
 MEANINGS = (
     (OK, 'stopped on request (SIGTERM/SIGINT), or --message answered'),
     (FAILURE, 'unexpected error in pscheduler itself (traceback in the log)'),
-    (USAGE, 'bad command line, e.g. a --queue that is not configured'),
-    (CONFIG, 'the ini file cannot be read or a scheduler.* setting is '
-             'invalid'),
-    (NO_ANSWER, '--message: a queue did not answer within the timeout'),
+    (USAGE, 'bad command line, e.g. a --queue that is not configured or\n'
+            'a --message argument the command does not take'),
+    (CONFIG, 'the ini file cannot be read or a scheduler.* setting is\n'
+             'invalid, found by the master or by a child (a dotted name\n'
+             'that does not import, a broker or job store refusing the\n'
+             'password or database)'),
+    (NO_ANSWER, '--message: a queue did not answer within the timeout, or\n'
+                '--message could not be sent (broker down, disk full)'),
     (COMMAND_ERROR, '--message: a queue answered with an error (e.g. an '
                     'unknown command)'),
     (NO_SCHEDULER, 'the application does not include pyramid_scheduler'),
@@ -34,8 +38,10 @@ MEANINGS = (
 )
 
 # Exit codes a child reports that no retry can fix: the master stops at once
-# with the same code instead of counting boot failures.
-FATAL_CHILD_CODES = (NO_SCHEDULER, COMBINED)
+# with the same code instead of counting boot failures. CONFIG: a setting
+# only the child can check (a dotted name of the application, a broker or
+# job store refusing the password or database).
+FATAL_CHILD_CODES = (CONFIG, NO_SCHEDULER, COMBINED)
 
 
 def describe():

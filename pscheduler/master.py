@@ -38,7 +38,7 @@ import signal
 import time
 
 from . import exitcodes, handles, health, reload, restarts, systemd
-from .channel import FAILED, READY
+from .channel import FAILED, READY, WAITING
 from .exitcodes import ExitError
 from .handles import PLANNED_STOPS, SHUTDOWN, describe_exit
 from .signals import SignalQueue
@@ -280,6 +280,10 @@ class Master:
                     self.watch_files(report['files'])
             elif event == FAILED:
                 child.error = report.get('error')
+            elif event == WAITING:  # alive, not ready: not serving yet
+                log.warning('child %d for queue %s is not ready: %s; it '
+                            'keeps trying', child.pid, child.label,
+                            report.get('reason'))
 
     # --- health --------------------------------------------------------------
 

@@ -8,9 +8,18 @@ people or, with ``--json``, by programs; problems go to stderr.
 
 ``print-jobs`` keeps its 0.3 behaviour: each child logs its job store (look
 in the daemon's log); the command line says which children did.
+
+The arguments of the known commands are checked here, before anything is
+sent: a typo or a value out of range is exit code 2 with the reason, not a
+silently ignored argument or a child's ValueError. Other commands go to the
+children's listeners (MESSAGE events) with whatever arguments they carry.
 """
+import errno
 import json
+import os
+import sqlite3
 import sys
+import types
 
 from pyramid_scheduler.admin import COMMANDS, send_command
 
@@ -18,19 +27,53 @@ from . import exitcodes
 from .sizes import format_size
 
 
+# Known command -> {argument: (least, most) integer, None: unbounded}.
+COMMAND_ARGUMENTS = types.MappingProxyType({
+    'print-jobs': {'limit': (1, None)},
+    'ping': {},
+    'status': {},
+    'jobs': {'offset': (0, None), 'limit': (1, 1000)},
+    'dead-letters': {},
+    'purge-dead-letters': {},
+})
+
+
 def parse_message(text):
-    """``'jobs offset=5'`` -> ``('jobs', {'offset': 5})``."""
+    """``'jobs offset=5'`` -> ``('jobs', {'offset': 5})``; ValueError
+    saying what is wrong."""
     words = text.split()
     if not words:
         raise ValueError('--message needs a command, e.g. "ping"; known '
                          f'commands: {", ".join(COMMANDS)}')
-    args = {}
+    name, args = words[0], {}
     for word in words[1:]:
         key, sep, value = word.partition('=')
         if not sep or not key:
             raise ValueError(f'--message argument {word!r} is not key=value')
+        if key in args:
+            raise ValueError(f'--message argument {key!r} is given twice')
         args[key] = int(value) if value.lstrip('-').isdigit() else value
-    return words[0], args
+    check_arguments(name, args)
+    return name, args
+
+
+def check_arguments(name, args):
+    """Refuse what a known command would ignore or fail on."""
+    known = COMMAND_ARGUMENTS.get(name)
+    if known is None:
+        return
+    for key, value in args.items():
+        if key not in known:
+            takes = (f'its arguments: {", ".join(known)}' if known
+                     else 'it takes none')
+            raise ValueError(f'{name!r} has no argument {key!r} ({takes})')
+        least, most = known[key]
+        if not isinstance(value, int) or value < least or (
+                most is not None and value > most):
+            bounds = (f'from {least} to {most}' if most is not None
+                      else f'{least} or more')
+            raise ValueError(f'{name} {key}={value}: expected a whole '
+                             f'number, {bounds}')
 
 
 def run(config, text, timeout=None, as_json=False, out=None, err=None):
@@ -43,8 +86,13 @@ def run(config, text, timeout=None, as_json=False, out=None, err=None):
         print(f'pscheduler: error: {exc}', file=err)
         return exitcodes.USAGE
     timeout = config.settings.admin_timeout if timeout is None else timeout
-    replies, missing = send_command(config.settings, name, config.queues,
-                                    args=args or None, timeout=timeout)
+    try:
+        replies, missing = send_command(config.settings, name, config.queues,
+                                        args=args or None, timeout=timeout)
+    except Exception as exc:
+        print(f'pscheduler: error: {name!r} was not sent: '
+              f'{send_failure(config.settings, exc)}', file=err)
+        return exitcodes.NO_ANSWER
     replies.sort(key=lambda reply: config.queues.index(reply['queue'])
                  if reply['queue'] in config.queues else len(config.queues))
     if as_json:
@@ -55,6 +103,45 @@ def run(config, text, timeout=None, as_json=False, out=None, err=None):
         for reply in replies:
             print(format_reply(name, reply), file=out)
     return report_problems(name, replies, missing, timeout, err)
+
+
+# Less free space than this beside the embedded database, and SQLite failing:
+# the disk is full (SQLite says "disk I/O error" when it cannot grow its
+# shared-memory file, not "full").
+FULL_DISK_BYTES = 64 * 1024
+
+
+def send_failure(settings, exc):
+    """Why the command could not be sent, on one line: a full disk says
+    so, not "could not be reached" (the embedded broker is a file)."""
+    cause = exc
+    while cause is not None:
+        if is_disk_full(settings, cause):
+            where = (settings.database_path if settings.embedded
+                     else 'the broker')
+            return (f'the disk holding {where} is full ({cause}); free '
+                    'some space')
+        cause = cause.__cause__ or cause.__context__
+    return ' '.join(f'{type(exc).__name__}: {exc}'.split())
+
+
+def is_disk_full(settings, exc):
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    if 'disk is full' in str(exc):
+        return True
+    return settings.embedded and free_bytes(
+        os.path.dirname(settings.database_path)) < FULL_DISK_BYTES
+
+
+def free_bytes(directory):
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return float('inf')  # cannot tell: do not claim it is full
+    return stats.f_bavail * stats.f_frsize
 
 
 def report_problems(name, replies, missing, timeout, err):

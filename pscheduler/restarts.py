@@ -8,8 +8,10 @@ when the slot's next child starts, and when to give up.
   signal, no heartbeat while starting) is a boot failure, retried after
   the backoff; ``scheduler.child.boot_failures`` of them in a row give up
   with exit code 20, and a child that says the application lacks the
-  scheduler (10) or runs combined (11) gives up at once: retrying cannot
-  help.
+  scheduler (10) or runs combined (11), or finds a configuration error (3:
+  a dotted name that does not import, a broker or job store refusing the
+  password or database) gives up at once with its code and one-line
+  reason: retrying cannot help.
 - One stopped from outside before ``ready`` (SIGKILL, SIGTERM or SIGINT
   from someone else: an operator, the OOM killer, a test) did not fail:
   it is replaced after the backoff and counts toward no limit. Killing

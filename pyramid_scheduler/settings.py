@@ -405,7 +405,7 @@ def _storage_fields(conf, here):
     broker_url = (conf.get('broker.url') or '').strip()
     if broker_url:
         check_installed('broker.url', broker_url,
-                        extras.missing_broker_extra(broker_url))
+                        extras.broker_url_problem(broker_url))
     jobstore_url = (conf.get('jobstore.url') or sqlite_url).strip()
     check_installed('jobstore.url', jobstore_url,
                     extras.missing_database_driver(jobstore_url))

@@ -555,9 +555,14 @@ EXIT_CODES = """\
 exit codes:
     0  stopped on request (SIGTERM/SIGINT), or --message answered
     1  unexpected error in pscheduler itself (traceback in the log)
-    2  bad command line, e.g. a --queue that is not configured
-    3  the ini file cannot be read or a scheduler.* setting is invalid
-    4  --message: a queue did not answer within the timeout
+    2  bad command line, e.g. a --queue that is not configured or
+       a --message argument the command does not take
+    3  the ini file cannot be read or a scheduler.* setting is
+       invalid, found by the master or by a child (a dotted name
+       that does not import, a broker or job store refusing the
+       password or database)
+    4  --message: a queue did not answer within the timeout, or
+       --message could not be sent (broker down, disk full)
     5  --message: a queue answered with an error (e.g. an unknown command)
    10  the application does not include pyramid_scheduler
    11  the application is configured scheduler.combined = true

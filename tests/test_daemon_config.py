@@ -82,3 +82,48 @@ def test_missing_file_is_a_configuration_error(tmp_path):
         load_config(str(tmp_path / 'nope.ini'))
     assert info.value.code == exitcodes.CONFIG
     assert 'not found' in str(info.value)
+
+
+def test_a_directory_is_not_an_ini_file(tmp_path):
+    for directory in (tmp_path / 'conf', tmp_path / 'app.ini'):
+        directory.mkdir()
+        with pytest.raises(ExitError) as info:
+            load_config(str(directory))
+        assert info.value.code == exitcodes.CONFIG
+        assert 'is a directory' in str(info.value)
+
+
+@pytest.mark.parametrize('key, value, reason', [
+    ('scheduler.broker.url', 'not a url', 'not a URL'),
+    ('scheduler.broker.url', 'foo://host/', "no transport for 'foo'"),
+    ('scheduler.broker.url', 'redis://127.0.0.1/abc', 'must be a number'),
+    ('scheduler.database', '{file}/pscheduler.sqlite', 'is not a directory'),
+    ('scheduler.jobstore.url', 'sqlite:///{file}/jobs.sqlite',
+     'is not a directory'),
+    ('scheduler.jobstore.url', 'nosuchdialect://host/db', 'no dialect'),
+])
+def test_settings_that_cannot_work_are_refused_before_forking(
+        tmp_path, key, value, reason):
+    regular_file = tmp_path / 'a-file'
+    regular_file.write_text('')
+    ini = write(tmp_path / 'app.ini', f"""\
+[app:main]
+use = call:pscheduler_test_never_imported:main
+{key} = {value.format(file=regular_file)}
+""")
+    with pytest.raises(ExitError) as info:
+        load_config(ini)
+    assert info.value.code == exitcodes.CONFIG
+    assert f'"{key}"' in str(info.value) and reason in str(info.value)
+
+
+def test_broker_urls_kombu_reads_are_accepted(tmp_path):
+    for url in ('redis://127.0.0.1:6379/1', 'redis://127.0.0.1',
+                'redis+socket:///tmp/redis.sock', 'memory://',
+                'pyamqp://guest:guest@127.0.0.1//;amqp://other//'):
+        ini = write(tmp_path / 'app.ini', f"""\
+[app:main]
+use = call:pscheduler_test_never_imported:main
+scheduler.broker.url = {url}
+""")
+        assert load_config(ini).settings.broker_url == url

@@ -39,7 +39,9 @@ import logging
 import threading
 import time
 
-from .. import transports
+from pyramid.exceptions import ConfigurationError
+
+from .. import refusals, transports, values
 from ..admin.commands import AdminCommands
 from ..events import Listeners
 from .acks import AckPolicy
@@ -143,7 +145,7 @@ class Runtime:
                         'Set a secret, or use the json serializer')
         self.pool.start()
         if self.deferred is not None:
-            self.deferred.start()
+            self._start_deferred()
         connection = transports.connect(self.settings, consumer_slot=self.slot)
         self.consumer = QueueConsumer(
             connection, self.settings, self.queues,
@@ -157,6 +159,23 @@ class Runtime:
         log.info('serving queue(s) %s%s', ', '.join(self.queues),
                  '' if self.owns_stores else
                  f' (async jobs only: process slot {self.slot})')
+
+    def _start_deferred(self):
+        """Start APScheduler on the job stores; a store that refuses the
+        configuration (no such database, wrong password) raises
+        ConfigurationError naming the key: retrying cannot help."""
+        try:
+            self.deferred.start()
+        except Exception as exc:
+            refusal = refusals.store_refusal(exc)
+            if refusal is None:
+                raise
+            key = ('jobstore.default.class' if self.settings.jobstore_class
+                   else 'jobstore.url')
+            raise ConfigurationError(
+                f'setting "scheduler.{key}": the job store refused '
+                f'{values.redact_url(self.settings.jobstore_url)}: '
+                f'{refusal}') from exc
 
     def _consume(self):
         try:
@@ -242,7 +261,20 @@ class Runtime:
         return self.state.seconds_since_beat()
 
     def wait_ready(self, timeout):
+        """True once the broker has answered (the consumer consumes)."""
         return self.state.ready.wait(timeout)
+
+    @property
+    def broker_refusal(self):
+        """Why the broker refused this runtime before it was ever ready
+        (wrong password, no such database), or None. The consumer thread
+        has ended then: no retry can help."""
+        return self.state.refusal
+
+    @property
+    def broker_problem(self):
+        """The last error of a broker not reached yet, or None."""
+        return self.state.connection_problem
 
     # --- what the owner, the admin commands and tests read -----------------
 

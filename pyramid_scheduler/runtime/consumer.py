@@ -14,7 +14,7 @@ import time
 import kombu
 from kombu.mixins import ConsumerMixin
 
-from .. import naming, transports, values
+from .. import naming, refusals, transports, values
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,7 @@ class QueueConsumer(ConsumerMixin):
 
     def on_connection_error(self, exc, interval):
         self.state.beat()
+        self._refused_at_boot(exc)
         if self.state.stopping:
             # kombu retries forever; a stopping runtime must not wait for
             # its broker to come back.
@@ -181,6 +182,23 @@ class QueueConsumer(ConsumerMixin):
             log.error('broker %s unreachable (%s); retrying with backoff, '
                       'next try in %ss', values.redact_url(
                           self.settings.broker_url), exc, interval)
+
+    def _refused_at_boot(self, exc):
+        """Record why the broker could not be reached; stop if it refused
+        a runtime that never consumed (wrong password, no such database):
+        that is a configuration error, which no retry fixes. Once ready,
+        every error is retried: a broker may be reconfigured and back."""
+        if self.state.ready.is_set():
+            return
+        self.state.connection_problem = refusals.one_line(exc)
+        refusal = refusals.broker_refusal(exc)
+        if refusal is not None:
+            log.error('broker %s refused this configuration (%s): not '
+                      'retrying', values.redact_url(self.settings.broker_url),
+                      refusal)
+            self.state.refusal = refusal
+            self.should_stop = True
+            raise StopReconnecting() from exc
 
     def on_iteration(self):
         self.state.beat()
@@ -234,6 +252,10 @@ class QueueConsumer(ConsumerMixin):
                 return
             except errors as exc:
                 self.state.beat()
+                try:
+                    self._refused_at_boot(exc)
+                except StopReconnecting:
+                    return
                 if self._down_since is None:
                     self._down_since = time.monotonic()
                     log.error('lost the broker connection (%s); reconnecting',

@@ -19,6 +19,11 @@ class RunState:
         self.ready = threading.Event()
         # The consumer thread has ended.
         self.drained = threading.Event()
+        # Set by the consumer thread (read by the owner, waiting for ready):
+        # the last error connecting to the broker, and the broker's refusal
+        # of our configuration, which ends the consumer thread.
+        self.connection_problem = None
+        self.refusal = None
         self._last_beat = time.monotonic()
 
     def beat(self):
