@@ -10,7 +10,8 @@ Where things are (README, "Architecture", has the map and four paths):
   ``send_message``, listeners, ``start`` / ``shutdown``, ``make_runtime``);
 - ``combined``: combined mode (who starts the runtime in a web process,
   standing by for the job store lock, ``PYRAMID_SCHEDULER_CONSUME``);
-- ``settings`` (the ``scheduler.*`` keys, one table) on ``values`` (ini value
+- ``settings`` (the ``scheduler.*`` keys, one table in ``options``) on
+  ``values`` (ini value
   parsers), ``secretsource`` (where signing secrets come from) and
   ``extras`` (which optional extra a URL needs);
 - ``jobs`` (a job spec at add time), ``references`` (job functions by name,

@@ -238,9 +238,11 @@ def test_settings_import_neither_signing_nor_broker():
     # them before it forks): only the value parsers and the secret sources.
     from pyramid_scheduler import secretsource, settings, storesettings, \
         values
-    assert _package_imports(settings) == {'extras', 'errors', 'references',
-                                          'secretsource', 'storesettings',
-                                          'values'}
+    from pyramid_scheduler import options
+    assert _package_imports(settings) == {'extras', 'errors', 'options',
+                                          'references', 'secretsource',
+                                          'storesettings', 'values'}
+    assert _package_imports(options) == {'values'}
     assert _package_imports(secretsource) == {'values'}
     assert _package_imports(storesettings) == {'values'}
     assert _package_imports(values) == set()
