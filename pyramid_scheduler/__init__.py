@@ -11,9 +11,9 @@ Where things are (README, "Architecture", has the map and four paths):
 - ``combined``: combined mode (who starts the runtime in a web process,
   standing by for the job store lock, ``PYRAMID_SCHEDULER_CONSUME``);
 - ``settings`` (the ``scheduler.*`` keys, one table in ``options``) on
-  ``values`` (ini value
-  parsers), ``secretsource`` (where signing secrets come from) and
-  ``extras`` (which optional extra a URL needs);
+  ``values`` (ini value parsers), ``secretsource`` (where signing secrets
+  come from), ``storesettings`` (each queue's job store) and ``extras``
+  (which optional extra a URL needs);
 - ``jobs`` (a job spec at add time), ``references`` (job functions by name,
   and which may run: the app's package and ``scheduler.allowed_modules``),
   ``triggers`` (wall-clock interval and cron triggers);
