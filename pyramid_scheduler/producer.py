@@ -129,6 +129,7 @@ class Producer:
                 (OSError,)) as exc:
             # Its channel may be gone; a new one comes with the reconnect.
             self._producers.pop(connection, None)
+            _forget_unconfirmed(connection)
             log.debug('publish failed (%s: %s); retrying until the deadline',
                       type(exc).__name__, exc)
             return False
@@ -185,6 +186,24 @@ def _kombu_publish(publish, message, routing_key, declare, compression,
             content_type=content_type, content_encoding=encoding,
             headers=dict(headers), declare=declare, delivery_mode=2,
             compression=compression, timeout=timeout)
+
+
+def _forget_unconfirmed(connection):
+    """Close a connection in confirm mode whose publish failed.
+
+    Its channel may still receive the broker's ack of that publish, which
+    would be taken for the ack of the next one (RabbitMQ confirms in order,
+    and py-amqp waits for "an" ack): the retry must start on a new
+    connection (kombu reconnects it). Other connections are left as they
+    are.
+    """
+    if not (connection.transport_options or {}).get('confirm_publish'):
+        return
+    try:
+        connection.close()
+    except Exception as exc:
+        log.debug('closing a connection after a failed publish: %s: %s',
+                  type(exc).__name__, exc)
 
 
 def _remaining(deadline):

@@ -21,6 +21,7 @@ import types
 
 import kombu
 
+from .. import values
 from .sqlite import SQLiteTransport, ensure_database
 
 # Seconds a SQLite connection waits for another process' write lock.
@@ -160,6 +161,18 @@ def direct_publisher(settings):
     if scheme.publisher is None:
         return None
     return _load(scheme.publisher)(settings)
+
+
+def warn_if_volatile(settings):
+    """Once at start: a WARNING if the broker reports that it would lose
+    the messages it accepted when killed (a Redis without append-only; see
+    redis/persistence.py). True if it warned. Other brokers write what
+    they confirm (RabbitMQ: publisher confirms; SQLite: a commit)."""
+    if settings.embedded or scheme_of(settings.broker_url) not in (
+            'redis', 'rediss'):
+        return False
+    return _redis_module('persistence').warn_if_volatile(
+        settings.broker_url, values.redact_url(settings.broker_url))
 
 
 def ensure_embedded_database(path):
