@@ -6,11 +6,12 @@ with SIGKILL right after the last send and restarted, and a daemon runs
 every job. Redis: a server that would lose what it holds (append-only
 off) is reported with a WARNING at start.
 """
+import contextlib
 import logging
-import os
 import shutil
 import subprocess
 import time
+import types
 import uuid
 from collections import Counter
 
@@ -66,6 +67,32 @@ def test_the_producers_channel_is_in_confirm_mode(tmp_path):
             assert channel.basic_publish == channel.basic_publish_confirm
     finally:
         producer.close()
+
+
+def test_the_daemons_outbox_publishes_are_confirmed(tmp_path):
+    """Pass-ons, dead letters and replies go out on the consumer's channel:
+    in confirm mode, and one really is confirmed by the broker."""
+    import kombu
+    from pyramid_scheduler.runtime.outbox import Outbox
+    settings = parse_settings({'scheduler.broker.url': AMQP_URL},
+                              here=str(tmp_path))
+    connection = transports.connect(settings, consumer_slot=0)
+    target = kombu.Queue(f'pst-confirm-{uuid.uuid4().hex[:8]}',
+                         durable=False, auto_delete=False)
+    try:
+        channel = connection.channel()
+        outbox = Outbox(settings, channel)
+        producer = outbox._producer()
+        assert producer.channel.basic_publish == \
+            producer.channel.basic_publish_confirm
+        message = types.SimpleNamespace(body=b'{}', content_type=None,
+                                        content_encoding=None)
+        outbox.republish(message, target, headers={})
+        assert outbox.bind(target).queue_declare(passive=True)[1] == 1
+    finally:
+        with contextlib.suppress(Exception):
+            connection.channel().queue_delete(target.name)
+        connection.close()
 
 
 def test_other_brokers_get_no_confirm_option(tmp_path):
