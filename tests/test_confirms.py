@@ -69,6 +69,29 @@ def test_the_producers_channel_is_in_confirm_mode(tmp_path):
         producer.close()
 
 
+def test_a_message_the_broker_refuses_raises_broker_unavailable(tmp_path):
+    """A nack (here: a full queue that rejects publishes) is a job not
+    sent, said as BrokerUnavailable, not a raw py-amqp error."""
+    import kombu
+    from pyramid_scheduler.errors import BrokerUnavailable
+    settings = parse_settings({'scheduler.broker.url': AMQP_URL,
+                               'scheduler.broker.send_timeout': '1s'},
+                              here=str(tmp_path))
+    full = kombu.Queue(f'pst-full-{uuid.uuid4().hex[:8]}', durable=False,
+                       queue_arguments={'x-max-length': 1,
+                                        'x-overflow': 'reject-publish'})
+    producer = Producer(settings)
+    try:
+        producer.publish({'n': 1}, full.name, declare=[full])
+        with pytest.raises(BrokerUnavailable) as raised:
+            producer.publish({'n': 2}, full.name, declare=[full])
+        assert 'MessageNacked' in str(raised.value)
+    finally:
+        with producer._connections().acquire(block=True) as connection:
+            connection.default_channel.queue_delete(full.name)
+        producer.close()
+
+
 def test_the_daemons_outbox_publishes_are_confirmed(tmp_path):
     """Pass-ons, dead letters and replies go out on the consumer's channel:
     in confirm mode, and one really is confirmed by the broker."""
