@@ -157,7 +157,7 @@ def test_rabbitmq_killed_after_the_last_send_loses_no_job(tmp_path, daemons):
         node.kill()
 
 
-def _wait_until_all_ran_or_stalled(out, sent, timeout=60, stall=8):
+def _wait_until_all_ran_or_stalled(out, sent, timeout=90, stall=15):
     """Counts once every job ran, or once none more ran for ``stall`` s."""
     deadline = time.monotonic() + timeout
     last, last_change = -1, time.monotonic()
