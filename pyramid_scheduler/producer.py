@@ -104,7 +104,7 @@ class Producer:
         except BrokerUnavailable:
             raise
         except Exception as exc:
-            if _is_connection_error(exc, pool):
+            if _is_connection_error(exc, pool) or _is_refusal(exc):
                 raise self._unavailable(exc, timeout) from exc
             raise
 
@@ -126,9 +126,10 @@ class Producer:
             cached.publish(message, routing_key, declare, self.settings,
                            timeout=_remaining(deadline))
         except (connection.connection_errors + connection.channel_errors +
-                (OSError,)) as exc:
+                (OSError, _refusals())) as exc:
             # Its channel may be gone; a new one comes with the reconnect.
             self._producers.pop(connection, None)
+            _forget_unconfirmed(connection)
             log.debug('publish failed (%s: %s); retrying until the deadline',
                       type(exc).__name__, exc)
             return False
@@ -150,6 +151,11 @@ class Producer:
 
     def _unavailable(self, exc, timeout):
         url = values.redact_url(self.settings.broker_url)
+        if _is_refusal(exc):
+            return BrokerUnavailable(
+                f'the broker at {url} refused the message (a negative '
+                'publisher confirm: MessageNacked; a full queue that rejects '
+                'publishes, or a broker error); the job was not sent')
         return BrokerUnavailable(
             f'the broker at {url} could not be reached within {timeout:g}s '
             f'({type(exc).__name__}: {exc}); the job was not sent. Check '
@@ -187,6 +193,24 @@ def _kombu_publish(publish, message, routing_key, declare, compression,
             compression=compression, timeout=timeout)
 
 
+def _forget_unconfirmed(connection):
+    """Close a connection in confirm mode whose publish failed.
+
+    Its channel may still receive the broker's ack of that publish, which
+    would be taken for the ack of the next one (RabbitMQ confirms in order,
+    and py-amqp waits for "an" ack): the retry must start on a new
+    connection (kombu reconnects it). Other connections are left as they
+    are.
+    """
+    if not (connection.transport_options or {}).get('confirm_publish'):
+        return
+    try:
+        connection.close()
+    except Exception as exc:
+        log.debug('closing a connection after a failed publish: %s: %s',
+                  type(exc).__name__, exc)
+
+
 def _remaining(deadline):
     return max(deadline - time.monotonic(), 0.05)
 
@@ -211,6 +235,22 @@ def _is_connection_error(exc, pool):
         pass
     from kombu.exceptions import OperationalError
     return isinstance(exc, errors + (OperationalError,))
+
+
+def _refusals():
+    """The error of a publish the broker confirmed negatively (a RabbitMQ
+    nack: say, a full queue with ``x-overflow = reject-publish``): the
+    message was not taken, as if the broker were down."""
+    from amqp.exceptions import MessageNacked  # kombu's own dependency
+    return MessageNacked
+
+
+def _is_refusal(exc):
+    """True for a nack, also when kombu's retry re-raised it as its own
+    OperationalError."""
+    refusal = _refusals()
+    return isinstance(exc, refusal) or isinstance(exc.__cause__, refusal) \
+        or isinstance(exc.__context__, refusal)
 
 
 class AfterCommitSender:

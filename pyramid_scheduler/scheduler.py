@@ -1,5 +1,5 @@
 """The public facade: ``registry.scheduler`` / ``request.scheduler``."""
-from . import admin, naming, wire
+from . import admin, naming, transports, wire
 from .combined import InProcessRunner
 from .errors import InvalidJob
 from .events import Listeners
@@ -35,6 +35,8 @@ class Scheduler:
         """Use validated ``SchedulerSettings``; called by the include."""
         self.settings = settings
         self.producer = Producer(settings)
+        # Here, so that the web app and each daemon child say it once.
+        transports.warn_if_volatile(settings)
         self._sender = AfterCommitSender(settings.transactional)
         # One kombu Queue per queue, built once: kombu remembers per
         # connection which entities it declared, so each is declared once.

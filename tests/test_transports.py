@@ -105,14 +105,15 @@ def test_rediss_keeps_kombus_transport_with_slots_and_no_direct_publisher(
     assert transports.direct_publisher(settings) is None
 
 
-def test_amqp_gets_kombus_transport_and_no_options(tmp_path):
+def test_amqp_gets_kombus_transport_and_publisher_confirms(tmp_path):
     settings = settings_for(tmp_path, 'amqp://guest:guest@127.0.0.1:5672//')
-    assert transports.transport_options(settings) == {}
+    confirms = {'confirm_publish': True}  # tests/test_confirms.py
+    assert transports.transport_options(settings) == confirms
     assert transports.direct_publisher(settings) is None
     connection = transports.connect(settings, consumer_slot=3)
     try:
         assert connection.transport_cls == 'amqp'
-        assert connection.transport_options == {}
+        assert connection.transport_options == confirms
     finally:
         connection.release()
 

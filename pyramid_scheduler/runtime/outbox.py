@@ -6,6 +6,14 @@ own channel, which the consumer gives the outbox at each (re)connect
 (:meth:`Outbox.use`). A test, or anything that drives the dispatcher
 without a broker, gives a dispatcher an outbox of its own
 (``Dispatcher.with_outbox``).
+
+On RabbitMQ the consumer's connection is in confirm mode, as every amqp
+connection is (transports/__init__.py): each publish here returns once the
+broker has written the message, before the message it came from is
+acknowledged. A job passed on to the store owner is a job; a dead letter
+is the only trace of a refused one. A delivery that arrives while a publish
+waits for its confirm is queued by the consumer (``_one_at_a_time``), not
+handled inside the wait.
 """
 import os
 
