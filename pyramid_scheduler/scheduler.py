@@ -35,7 +35,8 @@ class Scheduler:
         """Use validated ``SchedulerSettings``; called by the include."""
         self.settings = settings
         self.producer = Producer(settings)
-        self._sender = AfterCommitSender(settings.transactional)
+        self._sender = AfterCommitSender(settings.transactional, settings,
+                                         self.producer)
         # One kombu Queue per queue, built once: kombu remembers per
         # connection which entities it declared, so each is declared once.
         self._job_queues = {name: naming.job_queue(settings, name)
@@ -115,7 +116,7 @@ class Scheduler:
 
     def _send(self, body, target):
         self._sender.send(lambda: self.producer.publish(
-            body, target.name, declare=[target]))
+            body, target.name, declare=[target]), body, target.name)
 
     # --- messages and listeners ------------------------------------------------
 

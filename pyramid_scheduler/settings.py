@@ -30,7 +30,7 @@ from .values import (  # noqa: F401 (the parsers were importable from here)
     DEFAULT_QUEUE, PREFIX, bad_value, parse_bool, parse_compressor,
     parse_duration, parse_grace_time, parse_list, parse_positive_int,
     parse_queues, parse_serializer, parse_size, parse_text, parse_timezone,
-    redact_url, resolve_dotted)
+    check_installed, redact_url, resolve_dotted)
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,12 @@ OPTIONS = (
            'per queue")'),
     Option('transactional', 'transactional', parse_bool, 'true',
            "send after the request's transaction commits"),
+    Option('outbox.path', 'outbox_path', parse_text, None,
+           'the outbox: an SQLite file on the web host that keeps the jobs of'
+           ' committed transactions until the broker has them',
+           shown_default='``pscheduler-outbox.sqlite`` beside the database'),
+    Option('outbox.retry_for', 'outbox_retry_for', parse_duration, '1d',
+           'how long it tries; then a dead letter and an ERROR'),
     Option('allowed_modules', 'allowed_modules', parse_list, '',
            'dotted module prefixes whose functions may be scheduled: the '
            'function must be defined in one of them (``myapp.jobs:os.system`` '
@@ -211,13 +217,6 @@ def embedded_database_path(raw, here):
         return os.path.abspath(os.path.expanduser(raw))
     return os.path.join(os.path.abspath(here or os.getcwd()),
                         DEFAULT_DATABASE_NAME)
-
-
-def check_installed(key, url, problem):
-    """Refuse a URL whose optional extra or driver is missing."""
-    if problem:
-        raise ConfigurationError(
-            f'setting "{PREFIX}{key}" is {redact_url(url)}: {problem}')
 
 
 def warn_unknown_keys(conf):
@@ -272,6 +271,8 @@ class SchedulerSettings:
     timezone: object
     delegator: object
     transactional: bool
+    outbox_path: str
+    outbox_retry_for: float
     allowed_modules: tuple
     shutdown_timeout: float
     child_memory_limit: int

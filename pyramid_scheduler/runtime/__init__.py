@@ -42,6 +42,8 @@ import time
 from .. import transports
 from ..admin.commands import AdminCommands
 from ..events import Listeners
+from ..producer import Producer
+from ..spool import SpoolDrainer
 from .acks import AckPolicy
 from .consumer import QueueConsumer, kombu_queues
 from .deferred import STORED_JOB_FUNC, DeferredJobs
@@ -83,6 +85,7 @@ class Runtime:
         self._build_parts()
         self.consumer = None
         self._thread = None
+        self._spool_drainer = None
 
     def _build_parts(self):
         """The parts; none starts a thread or opens a socket (see start)."""
@@ -154,6 +157,12 @@ class Runtime:
                                         name='pscheduler-consumer',
                                         daemon=True)
         self._thread.start()
+        if self.owns_stores:
+            # Sends what committed transactions left in this host's outbox.
+            self._spool_drainer = SpoolDrainer(
+                self.settings, lambda: Producer(self.settings),
+                until_empty=False)
+            self._spool_drainer.ensure_running()
         log.info('serving queue(s) %s%s', ', '.join(self.queues),
                  '' if self.owns_stores else
                  f' (async jobs only: process slot {self.slot})')
@@ -198,6 +207,8 @@ class Runtime:
         # Async jobs not started yet stay unacknowledged: the broker
         # hands them to whoever serves the queue next.
         self.pool.shutdown()
+        if self._spool_drainer is not None:
+            self._spool_drainer.stop()
         if self._thread is not None:
             self._wait_drained(max(deadline - time.monotonic(), 0) + 2)
         if self.deferred is not None:

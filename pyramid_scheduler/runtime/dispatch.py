@@ -19,6 +19,7 @@ from .. import codec, naming, wire
 from ..errors import InvalidJob, InvalidMessage
 from ..events import Event, JobInfo
 from ..references import check_allowed, resolve_reference
+from .received import ReceivedCopies
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class Dispatcher:
         self.outbox = outbox
         self.dead_letters = dead_letters
         self.commands = commands
+        # Second copies of an outbox entry are dropped (see received).
+        self.received = ReceivedCopies(settings)
         self._failures = {}   # message body -> handling failures in a row
         self._routes = {
             wire.JOB_CREATED: self._on_job_created,
@@ -124,6 +127,9 @@ class Dispatcher:
             self.dead_letter(message, f'unexpected {body["type"]} message')
             return
         try:
+            if self.received.is_duplicate(message):
+                message.ack()
+                return
             handler(body, message)
         except InvalidJob as exc:
             self.dead_letter(message, str(exc), body)
