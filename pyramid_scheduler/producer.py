@@ -243,6 +243,12 @@ class AfterCommitSender:
             self._drainer = SpoolDrainer(settings,
                                          lambda: Producer(settings))
 
+    def close(self):
+        """Stop this process' outbox retry thread, if it runs: what it
+        has not sent stays in the outbox, for the daemon or the next run."""
+        if self._drainer is not None:
+            self._drainer.stop()
+
     def current_transaction(self):
         transaction = self._transaction
         if transaction is None:

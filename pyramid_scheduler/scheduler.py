@@ -165,6 +165,8 @@ class Scheduler:
     def shutdown(self, timeout=None):
         """Stop running jobs in this process (drains; see Runtime.stop)."""
         self._in_process.stop(timeout)
+        if self._sender is not None:
+            self._sender.close()
         if self.producer is not None:
             self.producer.close()
 
