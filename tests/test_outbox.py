@@ -10,6 +10,7 @@ import json
 import logging
 import subprocess
 import sys
+import types
 
 import pytest
 import transaction
@@ -198,6 +199,24 @@ def test_a_committed_request_sends_through_the_outbox(make_harness):
     assert spool.exists() and spool.count() == 0
     [message] = harness.peek()
     assert message.headers['x-pscheduler-spool-entry']
+
+
+def test_a_second_copy_is_a_duplicate_a_redelivery_is_not(tmp_path):
+    from pyramid_scheduler.runtime.received import ReceivedCopies
+    from pyramid_scheduler.settings import parse_settings
+    received = ReceivedCopies(parse_settings({}, here=str(tmp_path)))
+
+    def copy(entry, token):
+        return types.SimpleNamespace(headers={
+            'x-pscheduler-spool-entry': entry,
+            'x-pscheduler-spool-copy': token})
+    assert not received.is_duplicate(copy('e1', 'first'))
+    # Its consumer died before acknowledging it: handled again.
+    assert not received.is_duplicate(copy('e1', 'first'))
+    assert received.is_duplicate(copy('e1', 'second'))
+    assert not received.is_duplicate(copy('e2', 'second'))
+    # Not from the outbox: never looked up.
+    assert not received.is_duplicate(types.SimpleNamespace(headers={}))
 
 
 def _settings(ini):

@@ -51,6 +51,7 @@ from .dispatch import DeadLetterLog, Dispatcher
 from .introspection import Introspection, delete_consumed_messages
 from .jobrunner import JobRunner, Stats
 from .outbox import Outbox
+from .received import ReceivedCopies
 from .state import RunState
 from .storelock import StoreLock, lock_path
 from .workers import InFlight, WorkerPool
@@ -112,7 +113,8 @@ class Runtime:
             settings, queues, state=self.state, acks=self.acks,
             pool=self.pool, inflight=self.in_flight, runner=self.jobs,
             deferred=self.deferred, outbox=self.outbox,
-            dead_letters=self.dead_letter_log, commands=commands)
+            dead_letters=self.dead_letter_log, commands=commands,
+            received=ReceivedCopies(settings))
 
     # --- job store locks ---------------------------------------------------
 

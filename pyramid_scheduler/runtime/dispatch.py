@@ -19,7 +19,6 @@ from .. import codec, naming, wire
 from ..errors import InvalidJob, InvalidMessage
 from ..events import Event, JobInfo
 from ..references import check_allowed, resolve_reference
-from .received import ReceivedCopies
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +64,12 @@ class Dispatcher:
     """
 
     def __init__(self, settings, queues, *, state, acks, pool, inflight,
-                 runner, deferred, outbox, dead_letters, commands):
+                 runner, deferred, outbox, dead_letters, commands,
+                 received=None):
         self._parts = dict(state=state, acks=acks, pool=pool,
                            inflight=inflight, runner=runner,
                            deferred=deferred, dead_letters=dead_letters,
-                           commands=commands)
+                           commands=commands, received=received)
         self.settings = settings
         self.queues = queues
         self.state = state
@@ -82,8 +82,8 @@ class Dispatcher:
         self.outbox = outbox
         self.dead_letters = dead_letters
         self.commands = commands
-        # Second copies of an outbox entry are dropped (see received).
-        self.received = ReceivedCopies(settings)
+        # Drops second copies of an outbox entry (received.ReceivedCopies).
+        self.received = received
         self._failures = {}   # message body -> handling failures in a row
         self._routes = {
             wire.JOB_CREATED: self._on_job_created,
@@ -127,7 +127,8 @@ class Dispatcher:
             self.dead_letter(message, f'unexpected {body["type"]} message')
             return
         try:
-            if self.received.is_duplicate(message):
+            if self.received is not None and \
+                    self.received.is_duplicate(message):
                 message.ack()
                 return
             handler(body, message)

@@ -73,7 +73,12 @@ class ReceivedCopies:
                 sa.Column('entry', sa.String(64), primary_key=True),
                 sa.Column('copy', sa.String(64), nullable=False),
                 sa.Column('received', sa.Float, nullable=False, index=True))
-            table.create(engine, checkfirst=True)
+            try:
+                table.create(engine, checkfirst=True)
+            except sa.exc.DBAPIError:
+                # Another process made it between the check and the create.
+                if not sa.inspect(engine).has_table(table.name):
+                    raise
             self._engine, self._table = engine, table
         return self._table
 
