@@ -275,6 +275,7 @@ class AfterCommitSender:
             raise RuntimeError('AfterCommitSender needs settings and the '
                                'message to join a transaction')
         from .spooltxn import SpoolDataManager, data_manager_of
+        self._drainer.resume_once()
         manager = data_manager_of(txn, self, lambda: SpoolDataManager(
             self._settings, self._drainer, self._producer, None))
         manager.add(body, routing_key)

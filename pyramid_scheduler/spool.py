@@ -304,6 +304,7 @@ class SpoolDrainer:
         self._thread = None
         self._pid = None
         self._stop = threading.Event()
+        self._resumed_pid = None
 
     def ensure_running(self):
         with self._lock:
@@ -314,6 +315,20 @@ class SpoolDrainer:
             self._thread = threading.Thread(
                 target=self._run, name='pscheduler-outbox', daemon=True)
             self._thread.start()
+
+    def resume_once(self):
+        """On this process' first call: drain what an earlier process left
+        unsent (a web process that exited, no daemon on this host)."""
+        if self._resumed_pid == os.getpid():
+            return
+        self._resumed_pid = os.getpid()
+        try:
+            left = self.spool.count()
+        except sqlite3.Error:
+            log.exception('cannot read the outbox %s', self.spool.path)
+            return
+        if left:
+            self.ensure_running()
 
     def stop(self, timeout=5.0):
         self._stop.set()
