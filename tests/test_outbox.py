@@ -17,7 +17,7 @@ import transaction
 
 from pyramid_scheduler.spool import Spool, spool_path
 from tests import jobs
-from tests.conftest import base_settings
+from tests.conftest import base_settings, queued
 from tests.daemon_helpers import (
     PersistentRedis, child_env, producer, wait_for, write_ini)
 
@@ -82,7 +82,7 @@ def test_committed_job_runs_once_after_the_broker_came_back(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('broker', ['sqlite', 'redis'])
+@pytest.mark.parametrize('broker', ['sqlite', 'redis', 'rabbitmq'])
 def test_a_crash_between_publish_and_removal_runs_the_job_once(
         tmp_path, daemons, broker_for, broker):
     settings = broker_for(broker, **{'scheduler.broker.send_timeout': '2s'})
@@ -118,6 +118,26 @@ def outbox_app(tmp_path):
     yield make
     for app in made:
         app.registry.scheduler.shutdown(timeout=5)
+
+
+@pytest.mark.slow
+def test_the_web_process_sends_it_once_the_broker_is_back(
+        outbox_app, tmp_path, records):
+    redis_server = PersistentRedis(tmp_path / 'redis').start()
+    try:
+        web, scheduler = outbox_app(**{
+            'scheduler.combined': 'false',
+            **settings_for(tmp_path, redis_server.url)})
+        redis_server.kill()
+        web.post_json('/add', {'args': [records, 'kept']})
+        spool = Spool(spool_path(scheduler.settings))
+        assert spool.count() == 1
+        redis_server.start()
+        # No daemon: the web process' retry thread sends it.
+        wait_for(lambda: spool.count() == 0, 20, what='the outbox drained')
+        assert queued(scheduler.settings) == 1
+    finally:
+        redis_server.kill()
 
 
 @pytest.mark.slow
