@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS dead (
     content_type TEXT NOT NULL, content_encoding TEXT NOT NULL,
     created REAL NOT NULL, dead_at REAL NOT NULL, attempts INTEGER NOT NULL,
     reason TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS pending_by_age ON pending (created);
 """
 
 
@@ -176,12 +177,16 @@ class Spool:
         past its time, or by a process that is gone), now claimed by us."""
         def work(connection):
             now = time.time()
-            rows = connection.execute(
+            gone = [(pid,) for (pid,) in connection.execute(
+                'SELECT DISTINCT claimed_by FROM pending '
+                'WHERE claimed_until >= ?', (now,)) if not _alive(pid)]
+            connection.executemany('UPDATE pending SET claimed_until = 0 '
+                                   'WHERE claimed_by = ?', gone)
+            taken = [SpoolEntry(*row) for row in connection.execute(
                 'SELECT entry, routing_key, payload, content_type, '
-                'content_encoding, created, attempts, claimed_by, '
-                'claimed_until FROM pending ORDER BY created').fetchall()
-            taken = [SpoolEntry(*row[:7]) for row in rows
-                     if row[8] < now or not _alive(row[7])][:limit]
+                'content_encoding, created, attempts FROM pending '
+                'WHERE claimed_until < ? ORDER BY created LIMIT ?',
+                (now, limit))]
             connection.executemany(
                 'UPDATE pending SET claimed_by = ?, claimed_until = ? '
                 'WHERE entry = ?', [(os.getpid(), now + self.claim_seconds,
@@ -234,23 +239,30 @@ def _alive(pid):
 
 
 def publish_entries(settings, spool, producer, entries):
-    """Publish ``entries`` in order, removing each once sent; the first
-    broker error releases the rest (the broker is down: each would wait
-    ``send_timeout`` again). True if all went out."""
-    for index, entry in enumerate(entries):
-        try:
-            producer.publish_encoded(
-                entry.message(settings), entry.routing_key,
-                declare=[naming.kombu_queue(entry.routing_key)])
-        except Exception as exc:
-            spool.release(entries[index:], f'{type(exc).__name__}: {exc}')
-            log.warning('could not send %d message(s) of the outbox %s yet '
-                        '(%s: %s); they are kept and will be sent when the '
-                        'broker is back', len(entries) - index, spool.path,
-                        type(exc).__name__, exc)
-            return False
-        spool.remove([entry])
-    return True
+    """Publish ``entries`` in order, then remove those sent (in one write:
+    a crash before it sends them again, and the consumer drops the second
+    copies); the first broker error releases the rest (the broker is down:
+    each would wait ``send_timeout`` again). True if all went out."""
+    sent, queues = 0, {}
+    try:
+        for entry in entries:
+            key = entry.routing_key
+            if key not in queues:
+                # Building a kombu Queue costs more than the publish.
+                queues[key] = [naming.kombu_queue(key)]
+            producer.publish_encoded(entry.message(settings), key,
+                                     declare=queues[key])
+            sent += 1
+    except Exception as exc:
+        spool.release(entries[sent:], f'{type(exc).__name__}: {exc}')
+        log.warning('could not send %d message(s) of the outbox %s yet '
+                    '(%s: %s); they are kept and will be sent when the '
+                    'broker is back', len(entries) - sent, spool.path,
+                    type(exc).__name__, exc)
+    finally:
+        if sent:
+            spool.remove(entries[:sent])
+    return sent == len(entries)
 
 
 def drain(settings, spool, producer):
