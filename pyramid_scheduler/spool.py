@@ -23,6 +23,7 @@ The settings call it "the outbox", as the pattern is known; the module is
 named "spool" so as not to be confused with runtime/outbox.py, which sends
 the runtime's own dead letters, pass-ons and replies.
 """
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -67,18 +68,16 @@ def spool_path(settings):
                         DEFAULT_FILE_NAME)
 
 
+@dataclasses.dataclass(slots=True)
 class SpoolEntry:
     """One message to send: its encoded payload and its queue."""
-
-    __slots__ = ('entry', 'routing_key', 'payload', 'content_type',
-                 'content_encoding', 'created', 'attempts')
-
-    def __init__(self, entry, routing_key, payload, content_type,
-                 content_encoding, created, attempts=0):
-        self.entry, self.routing_key, self.payload = entry, routing_key, payload
-        self.content_type = content_type
-        self.content_encoding = content_encoding
-        self.created, self.attempts = created, attempts
+    entry: str
+    routing_key: str
+    payload: object
+    content_type: str
+    content_encoding: str
+    created: float
+    attempts: int = 0
 
     @classmethod
     def of(cls, settings, body, routing_key):

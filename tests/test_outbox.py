@@ -211,6 +211,22 @@ def test_a_vote_refused_after_the_outbox_wrote_leaves_nothing(
     assert harness.queued() == 0
 
 
+def test_a_rolled_back_savepoint_forgets_its_jobs(make_harness, records):
+    harness = make_harness(**{'scheduler.combined': 'false'})
+    manager = transaction.TransactionManager(explicit=True)
+    saved, transaction.manager = transaction.manager, manager
+    try:
+        manager.begin()
+        harness.scheduler.add_async_job(jobs.record, args=[records, 'kept'])
+        savepoint = manager.savepoint()
+        harness.scheduler.add_async_job(jobs.record, args=[records, 'undone'])
+        savepoint.rollback()
+        manager.commit()
+    finally:
+        transaction.manager = saved
+    assert [m.payload['job']['args'][1] for m in harness.peek()] == ['kept']
+
+
 def test_a_committed_request_sends_through_the_outbox(make_harness):
     harness = make_harness(**{'scheduler.combined': 'false'})
     harness.web.post_json('/schedule', {
