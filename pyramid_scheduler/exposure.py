@@ -34,3 +34,14 @@ def warn_if_unsigned_network_broker(settings):
         'same in the web app and pscheduler, and keep the broker private '
         '(the secret signs messages, it does not encrypt them)',
         redact_url(settings.broker_url), settings.allowed_modules.describe())
+
+
+def warn_if_pickle_unsigned(settings):
+    """Log a WARNING when unsigned messages are unpickled: whoever writes
+    to the broker, even the embedded file, then runs code in the consumer.
+    Called by a runtime as it starts (only consumers unpickle)."""
+    if settings.serializer == 'pickle' and not settings.secrets:
+        log.warning('scheduler.broker.serializer is pickle and '
+                    'scheduler.broker.secret is not set: anyone who can '
+                    'write to the broker can run code in this process. '
+                    'Set a secret, or use the json serializer')

@@ -142,6 +142,12 @@ OPTIONS = (
            'per queue")'),
     Option('transactional', 'transactional', parse_bool, 'true',
            "send after the request's transaction commits"),
+    Option('outbox.path', 'outbox_path', parse_text, None,
+           'the outbox: an SQLite file on the web host that keeps the jobs of'
+           ' committed transactions until the broker has them',
+           shown_default='``pscheduler-outbox.sqlite`` beside the database'),
+    Option('outbox.retry_for', 'outbox_retry_for', parse_duration, '1d',
+           'how long it tries; then a dead letter and an ERROR'),
     Option('allowed_modules', None, parse_list, '',
            'more dotted module prefixes whose functions may run as jobs '
            "(``myapp_tasks otherlib.jobs``), besides the application's own "

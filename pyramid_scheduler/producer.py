@@ -67,9 +67,14 @@ class Producer:
         Retries broker errors until ``scheduler.broker.send_timeout`` has
         passed: a web request never waits longer than that on the broker.
         """
+        self.publish_encoded(self.encode(body), routing_key, declare, timeout)
+
+    def publish_encoded(self, message, routing_key, declare=(),
+                        timeout=None):
+        """:meth:`publish` a message :meth:`encode` made (the outbox keeps
+        them so)."""
         timeout = self.settings.send_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        message = self.encode(body)
         if self._direct is not None and self._direct.declares_nothing(
                 declare) and self._publish_direct(message, routing_key,
                                                   timeout, deadline):
@@ -254,18 +259,35 @@ def _is_refusal(exc):
 
 
 class AfterCommitSender:
-    """Defers a send to the end of the caller's transaction, if it has one.
+    """Makes a send part of the caller's transaction, if it has one.
 
     pyramid_tm marks the request's environ with ``tm.active`` while its
     transaction is open; an explicit-mode ``transaction`` manager says so by
-    returning a transaction from ``get()``. Otherwise there is nobody who will
-    commit, and the message goes out at once.
+    returning a transaction from ``get()``. Then the message joins the
+    transaction through the outbox (spooltxn.SpoolDataManager): written to
+    disk when it commits, published after, and kept until the broker has it.
+    Otherwise there is nobody who will commit, and the message goes out at
+    once (or BrokerUnavailable).
     """
 
-    def __init__(self, enabled):
+    def __init__(self, enabled, settings=None, producer=None):
         self.enabled = enabled
         # Looked up once: current_transaction() runs on every send.
         self._transaction = _transaction_package() if enabled else None
+        self._settings = settings
+        self._producer = producer
+        self._drainer = None
+        if self._transaction is not None and settings is not None:
+            from .spool import SpoolDrainer
+            # Its thread starts only when a commit could not publish.
+            self._drainer = SpoolDrainer(settings,
+                                         lambda: Producer(settings))
+
+    def close(self):
+        """Stop this process' outbox retry thread, if it runs: what it
+        has not sent stays in the outbox, for the daemon or the next run."""
+        if self._drainer is not None:
+            self._drainer.stop()
 
     def current_transaction(self):
         transaction = self._transaction
@@ -283,23 +305,20 @@ class AfterCommitSender:
                 return None
         return None
 
-    def send(self, send):
-        """Call ``send()`` now, or after the current transaction commits."""
+    def send(self, send, body=None, routing_key=None):
+        """Call ``send()`` now, or spool ``body`` for ``routing_key`` with
+        the current transaction."""
         txn = self.current_transaction()
         if txn is None:
             return send()
-
-        def after_commit(committed):
-            if not committed:
-                log.debug('transaction aborted: message not sent')
-                return
-            try:
-                send()
-            except Exception:
-                # The request has already committed; all we can do is tell.
-                log.exception('could not send a job after its transaction '
-                              'committed; the job is lost')
-        txn.addAfterCommitHook(after_commit)
+        if self._drainer is None or body is None:
+            raise RuntimeError('AfterCommitSender needs settings and the '
+                               'message to join a transaction')
+        from .spooltxn import SpoolDataManager, data_manager_of
+        self._drainer.resume_once()
+        manager = data_manager_of(txn, self, lambda: SpoolDataManager(
+            self._settings, self._drainer, self._producer, None))
+        manager.add(body, routing_key)
         return None
 
 

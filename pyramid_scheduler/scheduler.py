@@ -37,7 +37,8 @@ class Scheduler:
         self.producer = Producer(settings)
         # Here, so that the web app and each daemon child say it once.
         transports.warn_if_volatile(settings)
-        self._sender = AfterCommitSender(settings.transactional)
+        self._sender = AfterCommitSender(settings.transactional, settings,
+                                         self.producer)
         # One kombu Queue per queue, built once: kombu remembers per
         # connection which entities it declared, so each is declared once.
         self._job_queues = {name: naming.job_queue(settings, name)
@@ -117,7 +118,7 @@ class Scheduler:
 
     def _send(self, body, target):
         self._sender.send(lambda: self.producer.publish(
-            body, target.name, declare=[target]))
+            body, target.name, declare=[target]), body, target.name)
 
     # --- messages and listeners ------------------------------------------------
 
@@ -166,6 +167,8 @@ class Scheduler:
     def shutdown(self, timeout=None):
         """Stop running jobs in this process (drains; see Runtime.stop)."""
         self._in_process.stop(timeout)
+        if self._sender is not None:
+            self._sender.close()
         if self.producer is not None:
             self.producer.close()
 

@@ -31,7 +31,7 @@ from .values import (  # noqa: F401 (the parsers were importable from here)
     DEFAULT_QUEUE, PREFIX, bad_value, parse_bool, parse_compressor,
     parse_duration, parse_grace_time, parse_list, parse_positive_int,
     parse_queues, parse_serializer, parse_size, parse_text, parse_timezone,
-    redact_url, resolve_dotted)
+    check_installed, redact_url, resolve_dotted)
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,6 @@ def embedded_database_path(raw, here):
         return os.path.abspath(os.path.expanduser(raw))
     return os.path.join(os.path.abspath(here or os.getcwd()),
                         DEFAULT_DATABASE_NAME)
-
-
-def check_installed(key, url, problem):
-    """Refuse a URL whose optional extra or driver is missing."""
-    if problem:
-        raise ConfigurationError(
-            f'setting "{PREFIX}{key}" is {redact_url(url)}: {problem}')
 
 
 def warn_unknown_keys(conf):
@@ -107,6 +100,8 @@ class SchedulerSettings:
     timezone: object
     delegator: object
     transactional: bool
+    outbox_path: str
+    outbox_retry_for: float
     allowed_modules: object  # references.AllowedModules
     shutdown_timeout: float
     child_memory_limit: int

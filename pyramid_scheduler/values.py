@@ -162,3 +162,10 @@ def redact_url(url):
         return url
     netloc = parts.netloc.replace(f':{password}@', ':***@', 1)
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_installed(key, url, problem):
+    """Refuse a URL whose optional extra or driver is missing."""
+    if problem:
+        raise ConfigurationError(
+            f'setting "{PREFIX}{key}" is {redact_url(url)}: {problem}')

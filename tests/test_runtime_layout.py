@@ -24,6 +24,7 @@ SIBLINGS = {
     'introspection': set(),
     'jobrunner': set(),
     'outbox': set(),
+    'received': set(),
     'state': set(),
     'storelock': set(),
     'walcheckpoint': set(),

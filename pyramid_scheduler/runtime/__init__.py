@@ -41,9 +41,11 @@ import time
 
 from pyramid.exceptions import ConfigurationError
 
-from .. import refusals, transports, values
+from .. import exposure, refusals, transports, values
 from ..admin.commands import AdminCommands
 from ..events import Listeners
+from ..producer import Producer
+from ..spool import SpoolDrainer
 from .acks import AckPolicy
 from .consumer import QueueConsumer, kombu_queues
 from .deferred import STORED_JOB_FUNC, DeferredJobs
@@ -51,6 +53,7 @@ from .dispatch import DeadLetterLog, Dispatcher
 from .introspection import Introspection, delete_consumed_messages
 from .jobrunner import JobRunner, Stats
 from .outbox import Outbox
+from .received import ReceivedCopies
 from .state import RunState
 from .storelock import StoreLock, lock_path
 from .workers import InFlight, WorkerPool
@@ -85,6 +88,7 @@ class Runtime:
         self._build_parts()
         self.consumer = None
         self._thread = None
+        self._spool_drainer = None
 
     def _build_parts(self):
         """The parts; none starts a thread or opens a socket (see start)."""
@@ -111,7 +115,8 @@ class Runtime:
             settings, queues, state=self.state, acks=self.acks,
             pool=self.pool, inflight=self.in_flight, runner=self.jobs,
             deferred=self.deferred, outbox=self.outbox,
-            dead_letters=self.dead_letter_log, commands=commands)
+            dead_letters=self.dead_letter_log, commands=commands,
+            received=ReceivedCopies(settings))
 
     # --- job store locks ---------------------------------------------------
 
@@ -138,11 +143,7 @@ class Runtime:
         """Start consuming; the caller must hold the job store locks."""
         if not all(lock.held for lock in self._locks.values()):
             raise RuntimeError('acquire_stores() before start()')
-        if self.settings.serializer == 'pickle' and not self.settings.secrets:
-            log.warning('scheduler.broker.serializer is pickle and '
-                        'scheduler.broker.secret is not set: anyone who can '
-                        'write to the broker can run code in this process. '
-                        'Set a secret, or use the json serializer')
+        exposure.warn_if_pickle_unsigned(self.settings)
         self.pool.start()
         if self.deferred is not None:
             self._start_deferred()
@@ -156,6 +157,12 @@ class Runtime:
                                         name='pscheduler-consumer',
                                         daemon=True)
         self._thread.start()
+        if self.owns_stores:
+            # Sends what committed transactions left in this host's outbox.
+            self._spool_drainer = SpoolDrainer(
+                self.settings, lambda: Producer(self.settings),
+                until_empty=False)
+            self._spool_drainer.ensure_running()
         log.info('serving queue(s) %s%s', ', '.join(self.queues),
                  '' if self.owns_stores else
                  f' (async jobs only: process slot {self.slot})')
@@ -217,6 +224,8 @@ class Runtime:
         # Async jobs not started yet stay unacknowledged: the broker
         # hands them to whoever serves the queue next.
         self.pool.shutdown()
+        if self._spool_drainer is not None:
+            self._spool_drainer.stop()
         if self._thread is not None:
             self._wait_drained(max(deadline - time.monotonic(), 0) + 2)
         if self.deferred is not None:

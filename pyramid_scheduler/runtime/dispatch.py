@@ -64,11 +64,12 @@ class Dispatcher:
     """
 
     def __init__(self, settings, queues, *, state, acks, pool, inflight,
-                 runner, deferred, outbox, dead_letters, commands):
+                 runner, deferred, outbox, dead_letters, commands,
+                 received=None):
         self._parts = dict(state=state, acks=acks, pool=pool,
                            inflight=inflight, runner=runner,
                            deferred=deferred, dead_letters=dead_letters,
-                           commands=commands)
+                           commands=commands, received=received)
         self.settings = settings
         self.queues = queues
         self.state = state
@@ -81,6 +82,8 @@ class Dispatcher:
         self.outbox = outbox
         self.dead_letters = dead_letters
         self.commands = commands
+        # Drops second copies of an outbox entry (received.ReceivedCopies).
+        self.received = received
         self._failures = {}   # message body -> handling failures in a row
         self._routes = {
             wire.JOB_CREATED: self._on_job_created,
@@ -124,6 +127,10 @@ class Dispatcher:
             self.dead_letter(message, f'unexpected {body["type"]} message')
             return
         try:
+            if self.received is not None and \
+                    self.received.is_duplicate(message):
+                message.ack()
+                return
             handler(body, message)
         except InvalidJob as exc:
             self.dead_letter(message, str(exc), body)
