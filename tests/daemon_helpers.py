@@ -384,6 +384,9 @@ def _runs_this_checkout(script):
 
 AMQP_URL = os.environ.get('PSCHEDULER_TEST_AMQP_URL',
                           'pyamqp://guest:guest@127.0.0.1:5672//')
+PG_URL = os.environ.get(
+    'PSCHEDULER_TEST_PG_URL',
+    'postgresql+psycopg2://postgres@127.0.0.1:5432/pscheduler_test')
 
 
 def broker_settings(broker, scheduler_id=None):
@@ -464,6 +467,9 @@ class PersistentRedis:
     had accepted.
     """
 
+    #: redis-server's persistence arguments: an fsync at every write.
+    arguments = ('--appendonly', 'yes', '--appendfsync', 'always')
+
     def __init__(self, directory, port=None):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -477,8 +483,8 @@ class PersistentRedis:
     def start(self, timeout=20):
         self.process = subprocess.Popen(
             [shutil.which('redis-server'), '--port', str(self.port),
-             '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes',
-             '--appendfsync', 'always', '--dir', str(self.directory)],
+             '--bind', '127.0.0.1', '--save', '', '--dir',
+             str(self.directory), *self.arguments],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         wait_for(self._loaded, timeout,

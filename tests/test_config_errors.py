@@ -25,11 +25,10 @@ import pytest
 
 from pscheduler import exitcodes
 from pscheduler.message import parse_message
-from tests.daemon_helpers import (AMQP_URL, REDIS_URL, NotifySocket,
+from tests.daemon_helpers import (AMQP_URL, PG_URL, REDIS_URL, NotifySocket,
                                   child_env, run_cli, wait_for, write_ini)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PG_URL = os.environ.get('PSCHEDULER_TEST_PG_URL')
 REDIS_BASE = REDIS_URL.rsplit('/', 1)[0]
 AMQP_WRONG_PASSWORD = AMQP_URL.replace('guest:guest@', 'guest:wrong@')
 # Every case must end within this: the point is "at once".
@@ -93,11 +92,9 @@ CHILD_CASES = [
         id='amqp wrong password'),
     pytest.param(
         {'scheduler.jobstore.url':
-         (PG_URL or '').rsplit('/', 1)[0] + '/pscheduler_no_such_db'},
+         PG_URL.rsplit('/', 1)[0] + '/pscheduler_no_such_db'},
         'scheduler.jobstore.url', 'does not exist',
-        id='postgresql database does not exist',
-        marks=pytest.mark.skipif(not PG_URL,
-                                 reason='PSCHEDULER_TEST_PG_URL not set')),
+        id='postgresql database does not exist'),
 ]
 
 

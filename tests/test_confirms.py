@@ -8,8 +8,6 @@ off) is reported with a WARNING at start.
 """
 import contextlib
 import logging
-import shutil
-import subprocess
 import time
 import types
 import uuid
@@ -23,8 +21,8 @@ from pyramid_scheduler.scheduler import Scheduler
 from pyramid_scheduler.settings import parse_settings
 from tests import jobs
 from tests.daemon_helpers import (
-    AMQP_URL, PersistentRedis, _free_port, producer, wait_for, write_ini)
-from tests.private_rabbit import PrivateRabbit, available
+    AMQP_URL, PersistentRedis, _free_port, producer, write_ini)
+from tests.private_rabbit import PrivateRabbit
 
 JOBS = 2000
 
@@ -126,7 +124,6 @@ def test_other_brokers_get_no_confirm_option(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not available(), reason='rabbitmq-server not installed')
 def test_rabbitmq_killed_after_the_last_send_loses_no_job(tmp_path, daemons):
     node = PrivateRabbit(tmp_path / 'rabbit').start()
     try:
@@ -182,17 +179,6 @@ class VolatileRedis(PersistentRedis):
     def __init__(self, directory, appendonly, *extra):
         super().__init__(directory, port=_free_port())
         self.arguments = ['--appendonly', appendonly, *extra]
-
-    def start(self, timeout=20):
-        self.process = subprocess.Popen(
-            [shutil.which('redis-server'), '--port', str(self.port),
-             '--bind', '127.0.0.1', '--save', '', '--dir',
-             str(self.directory), *self.arguments],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        wait_for(self._loaded, timeout,
-                 what=f'private redis-server on port {self.port}')
-        return self
 
 
 def _persistence_warnings(caplog):

@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_helpers import (
-    AMQP_URL, REDIS_URL, REPO_ROOT, DAEMON_REDIS_DB, delete_broker_queues,
+    AMQP_URL, PG_URL, REDIS_URL, REPO_ROOT, DAEMON_REDIS_DB, delete_broker_queues,
     kill_group, wait_for, write_ini)
 from tests.conftest import poll
 from tests.jobs import read_records
@@ -44,9 +44,6 @@ pytestmark = pytest.mark.slow
 
 SYSTEM_PYTHON = os.environ.get('PSCHEDULER_TEST_SYSTEM_PYTHON',
                                '/usr/bin/python3.11')
-PG_URL = os.environ.get(
-    'PSCHEDULER_TEST_PG_URL',
-    'postgresql+psycopg2://postgres@127.0.0.1:5432/pscheduler_test')
 LOWER_BOUNDS = REPO_ROOT / 'constraints' / 'lower-bounds.txt'
 PIP_TIMEOUT = 900
 

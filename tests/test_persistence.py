@@ -14,14 +14,12 @@ import pytest
 from pyramid_scheduler.scheduler import Scheduler
 from pyramid_scheduler.settings import parse_settings
 from tests.conftest import kill_processes, poll
+from tests.daemon_helpers import PG_URL
 from tests.jobs import read_records
 
 # Not in the fast lane (pytest -m "not slow"): starts subprocesses.
 pytestmark = pytest.mark.slow
 
-PG_URL = os.environ.get(
-    'PSCHEDULER_TEST_PG_URL',
-    'postgresql+psycopg2://postgres@127.0.0.1:5432/pscheduler_test')
 REDIS_URL = os.environ.get('PSCHEDULER_TEST_REDIS_URL',
                            'redis://127.0.0.1:6379/0')
 

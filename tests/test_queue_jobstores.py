@@ -9,7 +9,6 @@ and arguments that are the same for two queues are refused at start.
 """
 import datetime
 import logging
-import os
 import threading
 import time
 import uuid
@@ -20,13 +19,10 @@ from pyramid.exceptions import ConfigurationError
 
 from pyramid_scheduler.runtime.apscheduling import HandOvers, SafeStopScheduler
 from pyramid_scheduler.settings import parse_settings
-from tests.conftest import poll
-from tests.daemon_helpers import producer, run_cli, wait_for, write_ini
+from tests.daemon_helpers import (
+    PG_URL, producer, run_cli, wait_for, write_ini)
 from tests.jobs import read_records
 
-PG_URL = os.environ.get(
-    'PSCHEDULER_TEST_PG_URL',
-    'postgresql+psycopg2://postgres@127.0.0.1:5432/pscheduler_test')
 STORE_CLASS = 'tests.queue_stores:QueueTableStore'
 QUEUES = ('jobs', 'mail')
 
@@ -215,6 +211,8 @@ def test_each_queue_runs_its_own_jobs_once(tmp_path, daemons, store):
     out = str(tmp_path / 'runs.jsonl')
     ini = write_ini(tmp_path / 'app.ini', queues=QUEUES, settings={
         'scheduler.id': scheduler_id,
+        # record_queue lives beside the store class, outside tests.jobs.
+        'scheduler.allowed_modules': 'tests.jobs tests.queue_stores',
         'scheduler.jobstore.default.class': STORE_CLASS,
         'scheduler.jobstore.default.url': url,
         'scheduler.jobstore.default.tablename': '{id}_{queue}_custom'})

@@ -20,7 +20,6 @@ their own, which today's daemon then serves.
 """
 import base64
 import json
-import os
 import shutil
 import uuid
 from collections import Counter
@@ -29,16 +28,14 @@ from pathlib import Path
 import pytest
 
 from tests import jobs
-from tests.daemon_helpers import run_cli, stored_job_ids, wait_for, write_ini
+from tests.daemon_helpers import (
+    PG_URL, run_cli, stored_job_ids, wait_for, write_ini)
 
 pytestmark = pytest.mark.slow
 
 FIXTURE = Path(__file__).parent / 'data' / 'upgrade-0391b38.sqlite'
 POSTGRES_ROWS = Path(__file__).parent / 'data' / \
     'upgrade-0391b38-postgres.json'
-PG_URL = os.environ.get(
-    'PSCHEDULER_TEST_PG_URL',
-    'postgresql+psycopg2://postgres@127.0.0.1:5432/pscheduler_test')
 RECORDS = 'upgrade-records.jsonl'   # relative: in the daemon's directory
 
 # What the old code left, and what must be left of it once the new code has
