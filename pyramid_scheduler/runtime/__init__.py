@@ -82,6 +82,8 @@ class Runtime:
                         for q in self.queues} if self.owns_stores else {})
         self._build_parts()
         self.consumer = None
+        self.instance = None   # the consumer instance (Redis), once started
+        self._alive = None     # the thread keeping it alive (Redis)
         self._thread = None
 
     def _build_parts(self):
@@ -144,12 +146,23 @@ class Runtime:
         self.pool.start()
         if self.deferred is not None:
             self.deferred.start()
-        connection = transports.connect(self.settings, consumer_slot=self.slot)
+        # A new id at each start, after the fork: what this process holds
+        # on Redis is its own, and nobody else's (transports/redis/
+        # instances.py); the thread keeping it alive starts with it.
+        self.instance = transports.consumer_instance(self.settings)
+        connection = transports.connect(self.settings,
+                                        consumer_instance=self.instance)
+        if self.instance is not None:
+            self._alive = transports.alive_key(
+                self.instance, lambda: self.consumer.channel)
         self.consumer = QueueConsumer(
             connection, self.settings, self.queues,
             owns_stores=self.owns_stores, dispatcher=self.dispatcher,
             acks=self.acks, outbox=self.outbox, state=self.state,
-            jobs_done=self._jobs_done)
+            jobs_done=self._jobs_done, instance=self.instance,
+            alive=self._alive)
+        if self._alive is not None:
+            self._alive.start()
         self._thread = threading.Thread(target=self._consume,
                                         name='pscheduler-consumer',
                                         daemon=True)
@@ -202,6 +215,10 @@ class Runtime:
             self._wait_drained(max(deadline - time.monotonic(), 0) + 2)
         if self.deferred is not None:
             self.deferred.close()
+        if self._alive is not None:
+            # After the consumer closed its channel (which put back what it
+            # held): what is left may be put back by anyone now.
+            self._alive.stop()
         self.release_stores()
         log.info('stopped serving queue(s) %s', ', '.join(self.queues))
 

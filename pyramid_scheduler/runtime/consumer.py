@@ -18,6 +18,10 @@ from .. import naming, transports, values
 
 log = logging.getLogger(__name__)
 
+# How often the consumer looks for consumer processes that are gone (their
+# liveness key expired: Redis) and puts back what they held.
+DEAD_INSTANCES_SCAN_INTERVAL = 2.0
+
 
 class StopReconnecting(Exception):
     """Raised out of kombu's reconnect loop when the runtime stops."""
@@ -49,10 +53,16 @@ class QueueConsumer(ConsumerMixin):
     interruptible_safety_interval = 1.0
 
     def __init__(self, connection, settings, queues, *, owns_stores,
-                 dispatcher, acks, outbox, state, jobs_done):
+                 dispatcher, acks, outbox, state, jobs_done, instance=None,
+                 alive=None):
         """``queues``: the runtime's queue names; ``acks``: the
         acks.AckPolicy; ``state``: the state.RunState; ``jobs_done()``:
-        whether every job in flight has ended (to stop)."""
+        whether every job in flight has ended (to stop); ``instance``: this
+        process's consumer instance (transports.consumer_instance), kept
+        alive by ``alive`` (transports.alive_key)."""
+        self.instance = instance
+        self.alive = alive
+        self._next_dead_scan = 0.0
         self.connection = connection
         self.settings = settings
         self.queues = queues
@@ -94,10 +104,22 @@ class QueueConsumer(ConsumerMixin):
                         time.monotonic() - self._down_since)
             self._down_since = None
         self.channel = channel
+        self._say_alive()
         self.acks.connected(channel)
         self.outbox.use(channel)
         self._restore(channel)
         self.state.ready.set()
+
+    def _say_alive(self):
+        """Known alive before the first fetch: a message recorded under
+        this instance's keys with no liveness key beside them would be
+        taken for a dead process's."""
+        if self.alive is None:
+            return
+        try:
+            self.alive.refresh()
+        except Exception:
+            log.exception('could not record this consumer process as alive')
 
     def _restore(self, channel):
         queue_names = {q.name for q in self.kombu_queues()}
@@ -118,21 +140,30 @@ class QueueConsumer(ConsumerMixin):
         except Exception:
             log.exception('could not restore fetched messages; they come '
                           'back when the queue\'s next consumer starts')
+        self._restore_dead_instances(channel)
         if self.owns_stores:
-            self._restore_removed_slots(channel)
+            self._restore_legacy_slots(channel, queue_names)
 
-    def _restore_removed_slots(self, channel):
-        """What processes of this queue that are no longer configured
-        left unacknowledged (Redis; see redis_transport)."""
-        settings = self.settings
+    def _restore_dead_instances(self, channel):
+        """What consumer processes that are gone held (Redis: their
+        liveness key expired), whatever queue or daemon they served."""
+        self._next_dead_scan = (time.monotonic()
+                                + DEAD_INSTANCES_SCAN_INTERVAL)
         try:
-            transports.restore_removed_slots(channel, {
-                naming.queue_name(settings, queue): settings.processes(queue)
-                for queue in self.queues})
+            transports.restore_dead_instances(channel, self.instance)
         except Exception:
-            log.exception('could not restore the messages of removed '
-                          'processes; they come back when the queue has '
-                          'that many processes again')
+            log.exception('could not restore the messages of consumer '
+                          'processes that are gone; trying again in %gs',
+                          DEAD_INSTANCES_SCAN_INTERVAL)
+
+    def _restore_legacy_slots(self, channel, queue_names):
+        """What processes of a version before consumer instances left
+        under their numbered slots' keys (Redis; an upgrade)."""
+        try:
+            transports.restore_legacy_slots(channel, queue_names)
+        except Exception:
+            log.exception('could not restore the messages left by a '
+                          'version before consumer instances')
 
     def on_message(self, message):
         """kombu's callback, for every message (consumer thread)."""
@@ -185,6 +216,9 @@ class QueueConsumer(ConsumerMixin):
     def on_iteration(self):
         self.state.beat()
         self.acks.turn()
+        if (self.instance is not None and self.channel is not None
+                and time.monotonic() >= self._next_dead_scan):
+            self._restore_dead_instances(self.channel)
         if not self.state.stopping:
             return
         if self._consumers:
