@@ -9,8 +9,11 @@ thread of its own every :data:`ALIVE_REFRESH` seconds, so a consumer thread
 busy for a while, say waiting for a locked job store, is not taken for
 dead). A process killed (SIGKILL, host lost) stops refreshing it; within
 :data:`ALIVE_TTL` seconds the key is gone, and any consumer puts back what
-that instance held (restore.restore_dead_instances). A live process's keys
-are never touched, whichever daemon or host it belongs to.
+that instance held (restore.restore_dead_instances). A process of this
+host that is gone (its pid no longer exists in this pid namespace) counts
+as dead at once: a SIGKILLed child's replacement puts back what it held as
+it starts. A live process's keys are never touched, whichever daemon or
+host it belongs to.
 
 Why not the numbered slots: two daemons started on one ini (a standby, a
 deployment overlapping its predecessor) had a process in each slot number;
@@ -70,7 +73,42 @@ def unacked_owners(client):
 
 
 def is_alive(client, instance):
-    return bool(client.exists(alive_key(instance)))
+    """Whether ``instance`` is alive: its liveness key is there and, if it
+    ran on this host (and in this pid namespace), its process too. A
+    process that died here (a SIGKILLed child, whose replacement starts
+    within a second) need not wait for its key to expire."""
+    raw = client.get(alive_key(instance))
+    if raw is None:
+        return False
+    try:
+        owner = json.loads(raw)
+        here, pid = owner['host'] == host_identity(), int(owner['pid'])
+    except (ValueError, TypeError, KeyError):
+        return True   # not ours to judge: wait for the key to expire
+    if owner['host'] is None:
+        return True
+    return not here or _process_exists(pid)
+
+
+def host_identity():
+    """This host, as the processes that can see each other's pids share
+    it: the host name and the pid namespace (containers given one host
+    name do not see each other's processes)."""
+    try:
+        namespace = os.stat('/proc/self/ns/pid').st_ino
+    except OSError:
+        return None   # no way to tell: never judge by the pid
+    return f'{socket.gethostname()}/{namespace}'
+
+
+def _process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True   # exists, someone else's
+    return True
 
 
 class AliveKey:
@@ -125,8 +163,7 @@ class AliveKey:
         if client is None:
             return
         client.set(alive_key(self.instance), json.dumps(
-            {'host': socket.gethostname(), 'pid': os.getpid()}),
-            ex=ALIVE_TTL)
+            {'host': host_identity(), 'pid': os.getpid()}), ex=ALIVE_TTL)
         self.refreshed_at = time.time()
 
     def stop(self):
