@@ -106,7 +106,7 @@ class Runtime:
             commands = AdminCommands(
                 settings, queues, listeners=self.listeners, stats=self.stats,
                 inflight=self.in_flight, introspection=self.introspection,
-                dead_letters=self.dead_letter_log)
+                dead_letters=self.dead_letter_log, health=self.health)
         self.dispatcher = Dispatcher(
             settings, queues, state=self.state, acks=self.acks,
             pool=self.pool, inflight=self.in_flight, runner=self.jobs,
@@ -163,6 +163,7 @@ class Runtime:
             alive=self._alive)
         if self._alive is not None:
             self._alive.start()
+        self._watch_threads()
         self._thread = threading.Thread(target=self._consume,
                                         name='pscheduler-consumer',
                                         daemon=True)
@@ -170,6 +171,47 @@ class Runtime:
         log.info('serving queue(s) %s%s', ', '.join(self.queues),
                  '' if self.owns_stores else
                  f' (async jobs only: process slot {self.slot})')
+
+    def _watch_threads(self):
+        """What each thread the runtime depends on reports (state.py); a
+        thread in one step longer than a child's heartbeat timeout is
+        stuck."""
+        watch, limit = self.state.threads.watch, \
+            self.settings.child_heartbeat_timeout
+        watch('consumer', lambda: self._consumer_liveness(limit))
+        watch('worker pool', self.pool.liveness)
+        if self.deferred is not None:
+            scheduler, checkpointers = self.deferred.threads()
+            watch('scheduler', lambda: scheduler.liveness(limit))
+            for checkpointer in checkpointers:
+                watch(f'WAL checkpoint of {checkpointer.path}',
+                      lambda c=checkpointer: None if c.running
+                      else 'its thread has died')
+        if self._alive is not None:
+            watch('Redis liveness key', lambda: None if self._alive.running
+                  else 'its thread has died')
+
+    def _consumer_liveness(self, limit):
+        if self.state.stopping:
+            return None
+        if not self.running:
+            return 'it has died'
+        silent = self.state.seconds_since_beat()
+        return f'no turn for {silent:.0f}s' if silent > limit else None
+
+    def problem(self):
+        """The first thread the runtime depends on that is dead or stuck,
+        with why; None while all are fine."""
+        return self.state.threads.problem()
+
+    def health(self):
+        """Each thread's state and the time of the last scheduler pass
+        (for ``status``)."""
+        scheduler = (self.deferred.threads()[0]
+                     if self.deferred is not None else None)
+        return {'threads': self.state.threads.report(),
+                'last_scheduler_pass': getattr(scheduler, 'last_pass_at',
+                                               None)}
 
     def _consume(self):
         try:
