@@ -23,6 +23,7 @@ SIBLINGS = {
     'dueruns': set(),
     'introspection': set(),
     'jobrunner': set(),
+    'liveness': set(),
     'outbox': set(),
     'state': set(),
     'storelock': set(),

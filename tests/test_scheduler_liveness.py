@@ -179,7 +179,5 @@ def test_a_dead_or_stuck_scheduler_thread_gets_the_child_replaced(
 def admin_status(ini):
     result = run_cli('--message', 'status', '--json', ini=ini)
     assert result.returncode == 0, result.stderr
-    answers = json.loads(result.stdout)
-    if isinstance(answers, list):
-        answers = answers[0]
-    return answers.get('result', answers)
+    reply, = json.loads(result.stdout)['replies']
+    return reply.get('result', reply)

@@ -30,7 +30,7 @@ only the ones below it:
 - :mod:`.jobrunner`: running one job, its events and counters;
 - :mod:`.introspection`: reading the job stores, housekeeping;
 - :mod:`.storelock`: one runtime per job store; :mod:`.state`: the flags
-  the threads share.
+  the threads share, and the watch of their liveness (:mod:`.liveness`).
 
 A message is acknowledged only once its job is durable (stored) or done
 (async), so a runtime killed at any moment leaves its job to be redelivered.
@@ -40,6 +40,7 @@ import threading
 import time
 
 from .. import transports
+from . import liveness
 from ..admin.commands import AdminCommands
 from ..events import Listeners
 from .acks import AckPolicy
@@ -163,7 +164,9 @@ class Runtime:
             alive=self._alive)
         if self._alive is not None:
             self._alive.start()
-        self._watch_threads()
+        liveness.watch_threads(self.state, self.settings.child_heartbeat_timeout,
+                               consumer=lambda: self.running, pool=self.pool,
+                               deferred=self.deferred, alive=self._alive)
         self._thread = threading.Thread(target=self._consume,
                                         name='pscheduler-consumer',
                                         daemon=True)
@@ -171,33 +174,6 @@ class Runtime:
         log.info('serving queue(s) %s%s', ', '.join(self.queues),
                  '' if self.owns_stores else
                  f' (async jobs only: process slot {self.slot})')
-
-    def _watch_threads(self):
-        """What each thread the runtime depends on reports (state.py); a
-        thread in one step longer than a child's heartbeat timeout is
-        stuck."""
-        watch, limit = self.state.threads.watch, \
-            self.settings.child_heartbeat_timeout
-        watch('consumer', lambda: self._consumer_liveness(limit))
-        watch('worker pool', self.pool.liveness)
-        if self.deferred is not None:
-            scheduler, checkpointers = self.deferred.threads()
-            watch('scheduler', lambda: scheduler.liveness(limit))
-            for checkpointer in checkpointers:
-                watch(f'WAL checkpoint of {checkpointer.path}',
-                      lambda c=checkpointer: None if c.running
-                      else 'its thread has died')
-        if self._alive is not None:
-            watch('Redis liveness key', lambda: None if self._alive.running
-                  else 'its thread has died')
-
-    def _consumer_liveness(self, limit):
-        if self.state.stopping:
-            return None
-        if not self.running:
-            return 'it has died'
-        silent = self.state.seconds_since_beat()
-        return f'no turn for {silent:.0f}s' if silent > limit else None
 
     def problem(self):
         """The first thread the runtime depends on that is dead or stuck,
@@ -207,11 +183,7 @@ class Runtime:
     def health(self):
         """Each thread's state and the time of the last scheduler pass
         (for ``status``)."""
-        scheduler = (self.deferred.threads()[0]
-                     if self.deferred is not None else None)
-        return {'threads': self.state.threads.report(),
-                'last_scheduler_pass': getattr(scheduler, 'last_pass_at',
-                                               None)}
+        return liveness.health(self.state, self.deferred)
 
     def _consume(self):
         try:
