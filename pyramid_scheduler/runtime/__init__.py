@@ -155,7 +155,8 @@ class Runtime:
                                         consumer_instance=self.instance)
         if self.instance is not None:
             self._alive = transports.alive_key(
-                self.instance, lambda: self.consumer.channel)
+                self.instance, lambda: self.consumer.channel,
+                [queue.name for queue in self.kombu_queues()])
         self.consumer = QueueConsumer(
             connection, self.settings, self.queues,
             owns_stores=self.owns_stores, dispatcher=self.dispatcher,

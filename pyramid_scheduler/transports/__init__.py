@@ -198,10 +198,12 @@ def consumer_instance(settings):
     return _redis_module('instances').new_instance_id()
 
 
-def alive_key(instance, channel):
+def alive_key(instance, channel, queue_names):
     """A not yet started thread keeping ``instance`` known alive in Redis
-    (``channel()``: the consumer's current channel)."""
-    return _redis_module('instances').AliveKey(instance, channel)
+    (``channel()``: the consumer's current channel; ``queue_names``: the
+    queues it fetches from)."""
+    return _redis_module('instances').AliveKey(instance, channel,
+                                               queue_names)
 
 
 def restore_dead_instances(channel, own_instance=None):

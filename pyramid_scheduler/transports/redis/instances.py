@@ -9,7 +9,11 @@ thread of its own every :data:`ALIVE_REFRESH` seconds, so a consumer thread
 busy for a while, say waiting for a locked job store, is not taken for
 dead). A process killed (SIGKILL, host lost) stops refreshing it; within
 :data:`ALIVE_TTL` seconds the key is gone, and any consumer puts back what
-that instance held (restore.restore_dead_instances). A process of this
+that instance held (restore.restore_dead_instances). Each instance also
+lists itself, with the queues it fetches from, in the hash
+``_pscheduler.instances`` (:data:`REGISTRY`), so that finding the dead
+ones reads one hash, not the whole keyspace; the one that puts back a dead
+instance's messages removes its entry. A process of this
 host that is gone (its pid no longer exists in this pid namespace) counts
 as dead at once: a SIGKILLed child's replacement puts back what it held as
 it starts. A live process's keys are never touched, whichever daemon or
@@ -30,12 +34,12 @@ import socket
 import threading
 import time
 
-from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
 log = logging.getLogger(__name__)
 
 ALIVE_PREFIX = '_pscheduler.alive.'
+REGISTRY = '_pscheduler.instances'
 # Seconds an instance's liveness key outlives its last refresh: how soon a
 # dead process's messages come back, and how long the refreshing thread may
 # be late (a loaded host) before a live process is taken for dead.
@@ -56,20 +60,21 @@ def alive_key(instance):
     return ALIVE_PREFIX + instance
 
 
-def is_instance(owner):
-    """Whether a key suffix names an instance (not a numbered slot)."""
-    return bool(owner) and not owner.isdigit()
+def registered(client):
+    """``{instance: [queue names it fetches from]}``, as each registered."""
+    found = {}
+    for instance, raw in client.hgetall(REGISTRY).items():
+        try:
+            queues = json.loads(raw)['queues']
+        except (ValueError, TypeError, KeyError):
+            queues = []
+        found[bytes_to_str(instance)] = list(queues)
+    return found
 
 
-def unacked_owners(client):
-    """The instances that have an unacknowledged hash in Redis."""
-    prefix = kombu_redis.Channel.unacked_key + '#'
-    owners = set()
-    for key in client.scan_iter(match=prefix + '*'):
-        owner = bytes_to_str(key)[len(prefix):]
-        if is_instance(owner):
-            owners.add(owner)
-    return owners
+def forget(client, instance):
+    """Take a dead instance out of the registry (its messages are back)."""
+    client.hdel(REGISTRY, instance)
 
 
 def is_alive(client, instance):
@@ -118,12 +123,14 @@ class AliveKey:
 
     It uses a client of its own on the channel's connection pool (redis-py
     clients are thread-safe); ``channel()`` gives the consumer's current
-    channel, None while it has none.
+    channel, None while it has none; ``queues``: the names of the queues it
+    fetches from (where its fetched lists are).
     """
 
-    def __init__(self, instance, channel):
+    def __init__(self, instance, channel, queues):
         self.instance = instance
         self._channel = channel
+        self._registration = json.dumps({'queues': sorted(queues)})
         self._stopped = threading.Event()
         self._thread = None
         self._client = None
@@ -162,8 +169,12 @@ class AliveKey:
         client = self._current_client()
         if client is None:
             return
+        # Alive first, then listed: a restorer never finds it listed and
+        # not alive while it lives (nor drops it from the list for good:
+        # each refresh lists it again).
         client.set(alive_key(self.instance), json.dumps(
             {'host': host_identity(), 'pid': os.getpid()}), ex=ALIVE_TTL)
+        client.hset(REGISTRY, self.instance, self._registration)
         self.refreshed_at = time.time()
 
     def stop(self):

@@ -31,8 +31,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
 from . import instances
-from .channel import (
-    FETCHED_PREFIX, Channel, fetched_key, instance_options, slot_options)
+from .channel import Channel, fetched_key, instance_options, slot_options
 
 log = logging.getLogger(__name__)
 
@@ -177,28 +176,18 @@ def restore_dead_instances(channel, own_instance=None):
         return 0
     restored = 0
     with channel.conn_or_acquire() as client:
-        owners = instances.unacked_owners(client) | _fetched_owners(client)
-        for owner in sorted(owners - {own_instance}):
-            if instances.is_alive(client, owner):
+        for owner, queues in sorted(instances.registered(client).items()):
+            if owner == own_instance or instances.is_alive(client, owner):
                 continue
-            restored += _restore_instance(channel, client, owner)
+            restored += _restore_instance(channel, client, owner, queues)
+            instances.forget(client, owner)
     if restored:
         log.warning('restored %d message(s) left by consumer process(es) '
                     'that are gone', restored)
     return restored
 
 
-def _fetched_owners(client):
-    owners = set()
-    prefix = FETCHED_PREFIX[:-1] + '#'
-    for key in client.scan_iter(match=prefix + '*'):
-        owner = bytes_to_str(key)[len(prefix):].split('.', 1)[0]
-        if instances.is_instance(owner):
-            owners.add(owner)
-    return owners
-
-
-def _restore_instance(channel, client, owner):
+def _restore_instance(channel, client, owner, queues):
     options = instance_options(owner)
     unacked, index = options['unacked_key'], options['unacked_index_key']
     restored = 0
@@ -206,10 +195,9 @@ def _restore_instance(channel, client, owner):
         restored += _restore_entry(channel, client, unacked, index, tag)
     if not client.hlen(unacked):
         client.delete(index)
-    prefix = fetched_key('', owner)
-    for key in client.scan_iter(match=prefix + '*'):
-        key = bytes_to_str(key)
-        restored += _put_back_fetched(client, key, key[len(prefix):])
+    for queue in queues:
+        restored += _put_back_fetched(client, fetched_key(queue, owner),
+                                      queue)
     return restored
 
 
