@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 
 from pyramid.exceptions import ConfigurationError
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 
 LOOP_INTERVAL = 0.2          # how often the main loop beats, at most
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-LOCK_WAIT_LOG_INTERVAL = 10  # how often a child waiting for its store says so
+LOCK_WAIT_LOG_INTERVAL = 10
+STOP_AFTER_PROBLEM = 10      # most seconds a child with a dead thread stops  # how often a child waiting for its store says so
 PR_SET_PDEATHSIG = 1         # <linux/prctl.h>
 # Blocked by the master across the fork, unblocked by the child once its
 # own handlers are in place.
@@ -208,7 +210,7 @@ class Child:
         """
         told = None
         while not runtime.wait_ready(LOOP_INTERVAL):
-            refusal = runtime.broker_refusal
+            refusal = runtime.state.refusal
             if refusal is not None:
                 raise BootError(f'setting "scheduler.broker.url": the broker '
                                 f'refused pscheduler: {refusal}',
@@ -220,7 +222,7 @@ class Child:
                                      - runtime.seconds_since_beat())
             if self.should_stop():
                 return False
-            problem = runtime.broker_problem
+            problem = runtime.state.connection_problem
             if problem is not None and problem != told:
                 self.spec.reports.waiting(f'cannot reach the broker: '
                                           f'{problem}')
@@ -274,6 +276,9 @@ class Child:
                           self.label)
                 runtime.stop(timeout=0)
                 return exitcodes.FAILURE
+            problem = runtime.problem()
+            if problem is not None:
+                return self.exit_for(runtime, problem)
             # The heartbeat carries the runtime's own last sign of life, so
             # a consumer thread that hangs shows even while we loop on.
             self.spec.heartbeat.beat(time.time()
@@ -290,6 +295,18 @@ class Child:
         runtime.stop(timeout=timeout)
         log.info('queue %s: child %d stopped', self.label, os.getpid())
         return exitcodes.OK
+
+    def exit_for(self, runtime, problem):
+        """A thread the runtime depends on died or is stuck: exit, so that
+        the master starts a new child. The stop is bounded: a stuck thread
+        may hold what stopping waits for."""
+        log.error('queue %s: %s; exiting so that the master starts a new '
+                  'child', self.label, problem)
+        stopping = threading.Thread(target=runtime.stop, args=(0,),
+                                    daemon=True)
+        stopping.start()
+        stopping.join(STOP_AFTER_PROBLEM)
+        return exitcodes.FAILURE
 
 
 def configuration_error(exc):

@@ -19,6 +19,7 @@ import json
 import os
 import sqlite3
 import sys
+import time
 import types
 
 from pyramid_scheduler.admin import COMMANDS, send_command
@@ -188,7 +189,23 @@ def _format_status(head, result):
             f'executed {result.get("executed")}, '
             f'failed {result.get("failed")}, '
             f'missed {result.get("missed")}, '
-            f'dead letters {result.get("dead_lettered")}')
+            f'dead letters {result.get("dead_lettered")}'
+            + _format_health(result))
+
+
+def _format_health(result):
+    """Each thread's state and the last scheduler pass, when the child
+    says them (a child of a version before them does not)."""
+    threads = result.get('threads')
+    if not threads:
+        return ''
+    text = '; threads: ' + ', '.join(f'{name} {state}'
+                                     for name, state in threads.items())
+    last_pass = result.get('last_scheduler_pass')
+    if last_pass:
+        text += (f'; last scheduler pass '
+                 f'{format_duration(max(time.time() - last_pass, 0))} ago')
+    return text
 
 
 def _format_jobs(head, result):

@@ -10,6 +10,9 @@ job store database that does not exist or refuses the user.
 The errors are recognised by class name and message, without importing the
 optional clients (redis, amqp, psycopg2): the SQLite default has none.
 """
+from pyramid.exceptions import ConfigurationError
+
+from .values import redact_url
 
 # amqp.exceptions: 403 ACCESS_REFUSED (login), 530 NOT_ALLOWED (vhost).
 AMQP_REFUSALS = ('AccessRefused', 'NotAllowed')
@@ -46,6 +49,19 @@ def store_refusal(exc):
     if any(text in message.lower() for text in STORE_REFUSALS):
         return message
     return None
+
+
+def store_configuration_error(exc, settings):
+    """A ConfigurationError naming the job store's key if ``exc`` is its
+    database refusing us (see store_refusal), else None."""
+    refusal = store_refusal(exc)
+    if refusal is None:
+        return None
+    key = 'jobstore.default.class' if settings.jobstore_class else \
+        'jobstore.url'
+    return ConfigurationError(
+        f'setting "scheduler.{key}": the job store refused '
+        f'{redact_url(settings.jobstore_url)}: {refusal}')
 
 
 def one_line(exc):

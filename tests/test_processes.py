@@ -323,7 +323,7 @@ def test_messages_of_a_removed_process_killed_while_stopping_come_back(
         tmp_path, broker_for, daemons):
     """Redis: a process of a slot that a reload removes, killed before it
     hands its messages back, left them in its slot's keys, where no consumer
-    looks; the queue's next job store owner puts them back."""
+    looks; once its liveness key expires, a consumer puts them back."""
     settings = broker_for('redis')
     ini = write_ini(tmp_path / 'app.ini', settings=dict(
         settings, **{'scheduler.processes': '2'}))
@@ -346,4 +346,4 @@ def test_messages_of_a_removed_process_killed_while_stopping_come_back(
     wait_for(lambda: wanted <= set(ran(out)), 60,
              what=f'{total} jobs; ran {len(ran(out))}; log:\n'
                   f'{daemon.log()[-4000:]}')
-    assert 'left by process(es) no longer configured' in daemon.log()
+    assert 'left by consumer process(es) that are gone' in daemon.log()

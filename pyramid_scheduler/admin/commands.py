@@ -27,7 +27,7 @@ class AdminCommands:
     """Handles ``command`` messages for a runtime that owns its job stores."""
 
     def __init__(self, settings, queues, *, listeners, stats, inflight,
-                 introspection, dead_letters):
+                 introspection, dead_letters, health=None):
         self.settings = settings
         self.queues = queues
         self.listeners = listeners
@@ -35,6 +35,8 @@ class AdminCommands:
         self.inflight = inflight
         self.introspection = introspection
         self.dead_letters = dead_letters
+        # () -> {'threads': {name: state}, 'last_scheduler_pass': time}
+        self.health = health
         self._handlers = {
             'print-jobs': self._print_jobs,
             'ping': self._ping,
@@ -103,6 +105,7 @@ class AdminCommands:
             'dead_lettered': counts['dead_lettered'],
             'running': self.inflight.count,
             'pending': self.introspection.pending_count(queue),
+            **(self.health() if self.health is not None else {}),
         }
 
     def _jobs(self, queue, args, outbox):

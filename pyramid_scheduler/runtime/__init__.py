@@ -30,7 +30,7 @@ only the ones below it:
 - :mod:`.jobrunner`: running one job, its events and counters;
 - :mod:`.introspection`: reading the job stores, housekeeping;
 - :mod:`.storelock`: one runtime per job store; :mod:`.state`: the flags
-  the threads share.
+  the threads share, and the watch of their liveness (:mod:`.liveness`).
 
 A message is acknowledged only once its job is durable (stored) or done
 (async), so a runtime killed at any moment leaves its job to be redelivered.
@@ -39,9 +39,8 @@ import logging
 import threading
 import time
 
-from pyramid.exceptions import ConfigurationError
-
-from .. import exposure, refusals, transports, values
+from .. import exposure, refusals, transports
+from . import liveness
 from ..admin.commands import AdminCommands
 from ..events import Listeners
 from ..producer import Producer
@@ -53,6 +52,7 @@ from .dispatch import DeadLetterLog, Dispatcher
 from .introspection import Introspection, delete_consumed_messages
 from .jobrunner import JobRunner, Stats
 from .outbox import Outbox
+from .presence import Presence
 from .received import ReceivedCopies
 from .state import RunState
 from .storelock import StoreLock, lock_path
@@ -87,6 +87,7 @@ class Runtime:
                         for q in self.queues} if self.owns_stores else {})
         self._build_parts()
         self.consumer = None
+        self.presence = None   # on the broker, once started (presence.py)
         self._thread = None
         self._spool_drainer = None
 
@@ -110,7 +111,7 @@ class Runtime:
             commands = AdminCommands(
                 settings, queues, listeners=self.listeners, stats=self.stats,
                 inflight=self.in_flight, introspection=self.introspection,
-                dead_letters=self.dead_letter_log)
+                dead_letters=self.dead_letter_log, health=self.health)
         self.dispatcher = Dispatcher(
             settings, queues, state=self.state, acks=self.acks,
             pool=self.pool, inflight=self.in_flight, runner=self.jobs,
@@ -147,12 +148,22 @@ class Runtime:
         self.pool.start()
         if self.deferred is not None:
             self._start_deferred()
-        connection = transports.connect(self.settings, consumer_slot=self.slot)
+        # After the fork: what this process holds on the broker is its own.
+        self.presence = Presence(
+            self.settings, [q.name for q in self.kombu_queues()],
+            self.owns_stores, self.acks.held_tags)
+        connection = transports.connect(
+            self.settings, consumer_instance=self.presence.instance)
         self.consumer = QueueConsumer(
             connection, self.settings, self.queues,
             owns_stores=self.owns_stores, dispatcher=self.dispatcher,
             acks=self.acks, outbox=self.outbox, state=self.state,
-            jobs_done=self._jobs_done)
+            jobs_done=self._jobs_done, presence=self.presence)
+        self.presence.start()
+        liveness.watch_threads(self.state, self.settings.child_heartbeat_timeout,
+                               consumer=lambda: self.running, pool=self.pool,
+                               deferred=self.deferred,
+                               alive=self.presence.alive)
         self._thread = threading.Thread(target=self._consume,
                                         name='pscheduler-consumer',
                                         daemon=True)
@@ -174,15 +185,20 @@ class Runtime:
         try:
             self.deferred.start()
         except Exception as exc:
-            refusal = refusals.store_refusal(exc)
-            if refusal is None:
+            refused = refusals.store_configuration_error(exc, self.settings)
+            if refused is None:
                 raise
-            key = ('jobstore.default.class' if self.settings.jobstore_class
-                   else 'jobstore.url')
-            raise ConfigurationError(
-                f'setting "scheduler.{key}": the job store refused '
-                f'{values.redact_url(self.settings.jobstore_url)}: '
-                f'{refusal}') from exc
+            raise refused from exc
+
+    def problem(self):
+        """The first thread the runtime depends on that is dead or stuck,
+        with why; None while all are fine."""
+        return self.state.threads.problem()
+
+    def health(self):
+        """Each thread's state and the time of the last scheduler pass
+        (for ``status``)."""
+        return liveness.health(self.state, self.deferred)
 
     def _consume(self):
         try:
@@ -230,6 +246,8 @@ class Runtime:
             self._wait_drained(max(deadline - time.monotonic(), 0) + 2)
         if self.deferred is not None:
             self.deferred.close()
+        if self.presence is not None:
+            self.presence.stop()
         self.release_stores()
         log.info('stopped serving queue(s) %s', ', '.join(self.queues))
 
@@ -256,10 +274,6 @@ class Runtime:
         return not self.running
 
     @property
-    def stop_requested(self):
-        return self.state.stopping
-
-    @property
     def running(self):
         return self._thread is not None and self._thread.is_alive()
 
@@ -273,23 +287,7 @@ class Runtime:
         """True once the broker has answered (the consumer consumes)."""
         return self.state.ready.wait(timeout)
 
-    @property
-    def broker_refusal(self):
-        """Why the broker refused this runtime before it was ever ready
-        (wrong password, no such database), or None. The consumer thread
-        has ended then: no retry can help."""
-        return self.state.refusal
-
-    @property
-    def broker_problem(self):
-        """The last error of a broker not reached yet, or None."""
-        return self.state.connection_problem
-
     # --- what the owner, the admin commands and tests read -----------------
-
-    @property
-    def prefetch_count(self):
-        return self.acks.prefetch_count
 
     @property
     def inflight(self):

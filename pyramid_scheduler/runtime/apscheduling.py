@@ -27,6 +27,9 @@ from sqlalchemy.exc import IntegrityError
 
 log = logging.getLogger(__name__)
 
+# Seconds before the first retry of a failed pass over the job stores.
+FIRST_RETRY = 0.5
+
 
 class HandOvers:
     """Due runs submitted to a worker, not yet taken out of the job store.
@@ -187,14 +190,23 @@ class SafeStopScheduler(BackgroundScheduler):
     nothing due and made the due runs late.
 
     An error out of a pass (a job store write that failed, a job another
-    process removed) ends APScheduler's thread: the process would go on
-    storing deferred jobs and never run them. Here it is logged and the
-    next pass comes after ``jobstore_retry_interval``, as APScheduler does
-    when a store cannot be read.
+    process removed, a SQLite store locked past its busy timeout) ends
+    APScheduler's thread: the process would go on storing deferred jobs
+    and never run them. Here it is logged and the next pass comes after a
+    backoff: :data:`FIRST_RETRY` seconds, doubled at each failure in a row
+    up to ``jobstore_retry_interval`` (APScheduler's wait when a store
+    cannot be read), so a short outage delays the due runs by about that
+    much and a long one is not hammered.
+
+    It records when its passes start and end, for the runtime's thread
+    watch (:meth:`liveness`) and ``status``.
     """
 
     def __init__(self, hand_overs, **options):
         self._hand_overs = hand_overs
+        self._failed_passes = 0      # failed passes in a row
+        self.pass_started = None     # time.monotonic() of a pass running
+        self.last_pass_at = None     # time.time() of the last pass's end
         # time.time() of the pass the thread waits for; None: not known.
         self._next_pass_at = None
         # The job add_job is adding, in the thread adding it.
@@ -211,18 +223,43 @@ class SafeStopScheduler(BackgroundScheduler):
         with self._jobstores_lock:
             if self.state == STATE_STOPPED:
                 return None
+            self.pass_started = time.monotonic()
             try:
                 wait_seconds = super()._process_jobs()
+                self._failed_passes = 0
             except Exception:
-                log.exception('a pass over the job stores failed; the next '
-                              'one is in %ss', self.jobstore_retry_interval)
-                wait_seconds = self.jobstore_retry_interval
+                wait_seconds = self._retry_after_failure()
             finally:
+                self.pass_started = None
+                self.last_pass_at = time.time()
                 self._next_pass_at = None
                 self._hand_overs.pass_done()
             if wait_seconds is not None:
                 self._next_pass_at = time.time() + wait_seconds
             return wait_seconds
+
+    def _retry_after_failure(self):
+        self._failed_passes += 1
+        wait_seconds = min(FIRST_RETRY * 2 ** (self._failed_passes - 1),
+                           self.jobstore_retry_interval)
+        log.exception('a pass over the job stores failed (%d in a row); '
+                      'the next one is in %gs', self._failed_passes,
+                      wait_seconds)
+        return wait_seconds
+
+    def liveness(self, stuck_after):
+        """None while the scheduler's thread is fine, else what is wrong:
+        dead, or in one pass for more than ``stuck_after`` seconds."""
+        if self.state == STATE_STOPPED:
+            return None
+        thread = getattr(self, '_thread', None)
+        if thread is None or not thread.is_alive():
+            return 'APScheduler\'s thread has died'
+        started = self.pass_started
+        if started is not None and time.monotonic() - started > stuck_after:
+            return (f'one pass over the job stores has taken '
+                    f'{time.monotonic() - started:.0f}s')
+        return None
 
     def _real_add_job(self, job, jobstore_alias, replace_existing):
         # add_job and start() call this holding the job stores lock, so no

@@ -14,10 +14,9 @@ import time
 import kombu
 from kombu.mixins import ConsumerMixin
 
-from .. import naming, refusals, transports, values
+from .. import naming, refusals, values
 
 log = logging.getLogger(__name__)
-
 
 class StopReconnecting(Exception):
     """Raised out of kombu's reconnect loop when the runtime stops."""
@@ -49,10 +48,12 @@ class QueueConsumer(ConsumerMixin):
     interruptible_safety_interval = 1.0
 
     def __init__(self, connection, settings, queues, *, owns_stores,
-                 dispatcher, acks, outbox, state, jobs_done):
+                 dispatcher, acks, outbox, state, jobs_done, presence):
         """``queues``: the runtime's queue names; ``acks``: the
         acks.AckPolicy; ``state``: the state.RunState; ``jobs_done()``:
-        whether every job in flight has ended (to stop)."""
+        whether every job in flight has ended (to stop); ``presence``: the
+        presence.Presence that restores what dead consumers left."""
+        self.presence = presence
         self.connection = connection
         self.settings = settings
         self.queues = queues
@@ -94,45 +95,10 @@ class QueueConsumer(ConsumerMixin):
                         time.monotonic() - self._down_since)
             self._down_since = None
         self.channel = channel
+        self.presence.connected(channel)
         self.acks.connected(channel)
         self.outbox.use(channel)
-        self._restore(channel)
         self.state.ready.set()
-
-    def _restore(self, channel):
-        queue_names = {q.name for q in self.kombu_queues()}
-        try:
-            # At start, what a dead consumer left. After a reconnect, also
-            # what a fetch cut short by the connection loss recorded as
-            # unacknowledged without delivering it; not the messages this
-            # process holds, whose jobs wait or run here.
-            transports.restore_orphaned_messages(channel, queue_names,
-                                             keep=self.acks.held_tags())
-        except Exception:
-            log.exception('could not restore unacknowledged messages; '
-                          'they come back after the visibility timeout')
-        try:
-            # At start and after a reconnect: a fetch is never ours before
-            # we consume (a Redis outage may have cut one short).
-            transports.restore_fetched_messages(channel, queue_names)
-        except Exception:
-            log.exception('could not restore fetched messages; they come '
-                          'back when the queue\'s next consumer starts')
-        if self.owns_stores:
-            self._restore_removed_slots(channel)
-
-    def _restore_removed_slots(self, channel):
-        """What processes of this queue that are no longer configured
-        left unacknowledged (Redis; see redis_transport)."""
-        settings = self.settings
-        try:
-            transports.restore_removed_slots(channel, {
-                naming.queue_name(settings, queue): settings.processes(queue)
-                for queue in self.queues})
-        except Exception:
-            log.exception('could not restore the messages of removed '
-                          'processes; they come back when the queue has '
-                          'that many processes again')
 
     def on_message(self, message):
         """kombu's callback, for every message (consumer thread)."""
@@ -203,6 +169,7 @@ class QueueConsumer(ConsumerMixin):
     def on_iteration(self):
         self.state.beat()
         self.acks.turn()
+        self.presence.turn()
         if not self.state.stopping:
             return
         if self._consumers:

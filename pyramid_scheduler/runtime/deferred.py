@@ -90,6 +90,10 @@ class DeferredJobs:
         threads = getattr(self._pool, '_threads', ())
         return not any(thread.is_alive() for thread in threads)
 
+    def threads(self):
+        """APScheduler, and the WAL checkpointers: for the thread watch."""
+        return self._scheduler, list(self._checkpointers.values())
+
     def close(self):
         """Stop the WAL checkpointers (after the last run)."""
         for checkpointer in self._checkpointers.values():

@@ -56,6 +56,13 @@ class WorkerPool:
             self._calls.put(_STOP)
         return dropped
 
+    def liveness(self):
+        """None while every thread is alive (or the pool is shut down)."""
+        dead = sum(1 for thread in self._threads if not thread.is_alive())
+        if dead and not self._shut_down:
+            return f'{dead} of its {len(self._threads)} threads have died'
+        return None
+
     def finished(self):
         """True once every thread has ended (after :meth:`shutdown`)."""
         return not any(thread.is_alive() for thread in self._threads)

@@ -125,13 +125,14 @@ def transport_options(settings):
     return scheme_for(settings).options(settings)
 
 
-def connect(settings, consumer_slot=0, **kwargs):
+def connect(settings, consumer_slot=0, consumer_instance=None, **kwargs):
     """A new, not yet connected kombu Connection to the configured broker.
 
-    ``consumer_slot``: which of the processes serving a queue consumes on
-    it; on Redis each slot records its unacknowledged messages apart, so
-    the process that replaces a dead one restores only what that one held
-    (see transports/redis/channel.py).
+    ``consumer_instance`` (:func:`consumer_instance`): the consuming
+    process; on Redis each one records its unacknowledged messages apart,
+    so that only a dead one's are put back (transports/redis/instances.py).
+    ``consumer_slot``: the numbered slot's keys of a version before
+    instances, without an instance.
     """
     options = dict(transport_options(settings))
     options.update(kwargs.pop('transport_options', {}))
@@ -143,7 +144,10 @@ def connect(settings, consumer_slot=0, **kwargs):
     scheme = scheme_for(settings)
     if scheme.transport is not None:
         kwargs.setdefault('transport', _load(scheme.transport))
-    if scheme.slots:
+    if scheme.slots and consumer_instance:
+        options.update(
+            _redis_module('channel').instance_options(consumer_instance))
+    elif scheme.slots:
         options.update(_redis_module('channel').slot_options(consumer_slot))
     return kombu.Connection(settings.broker_url, transport_options=options,
                             connect_timeout=max(settings.send_timeout, 0.5),
@@ -213,6 +217,40 @@ def restore_removed_slots(channel, first_removed):
         return 0
     return _redis_module('restore').restore_removed_slots(channel,
                                                           first_removed)
+
+
+def consumer_instance(settings):
+    """A new id for a consuming process on a broker that records
+    unacknowledged messages per process (Redis), else None."""
+    if settings.embedded or not scheme_for(settings).slots:
+        return None
+    return _redis_module('instances').new_instance_id()
+
+
+def alive_key(instance, channel, queue_names):
+    """A not yet started thread keeping ``instance`` known alive in Redis
+    (``channel()``: the consumer's current channel; ``queue_names``: the
+    queues it fetches from)."""
+    return _redis_module('instances').AliveKey(instance, channel,
+                                               queue_names)
+
+
+def restore_dead_instances(channel, own_instance=None):
+    """Put back the Redis messages of consumer processes that are gone
+    (their liveness key expired); 0 elsewhere."""
+    if not is_redis(channel):
+        return 0
+    return _redis_module('restore').restore_dead_instances(channel,
+                                                           own_instance)
+
+
+def restore_legacy_slots(channel, queue_names):
+    """Put back the Redis messages of ``queue_names`` left under the
+    numbered slots' keys of a version before instances; 0 elsewhere."""
+    if not is_redis(channel):
+        return 0
+    return _redis_module('restore').restore_legacy_slots(channel,
+                                                         queue_names)
 
 
 def is_redis(channel):

@@ -24,13 +24,19 @@ and index, atomically, in one round trip; acknowledgements of a consumer
 turn leave in one pipeline (:meth:`Channel.basic_ack_many`). Only when the
 script finds the queue empty does the channel block in ``BRPOPLPUSH``.
 
-Several processes may serve one queue (``scheduler.processes``). Each then
-consumes in a *slot* of its own (:func:`slot_options`, given by pscheduler):
-slot 0 uses kombu's keys, slot N ``unacked#N``, ``unacked_index#N``,
-``unacked_mutex#N`` and ``_pscheduler.fetched#N.<queue>``. A process that
-starts in a slot owns what that slot's keys hold (its predecessor died or
-stopped), and restores only that, never a live sibling's messages
-(restore.py).
+Several processes may serve one queue (``scheduler.processes``), on one or
+several daemons and hosts. Each consumer process records what it holds
+under keys of its own *instance* (:func:`instance_options`, a new id each
+time a runtime starts): ``unacked#<instance>``, ``unacked_index#<instance>``,
+``unacked_mutex#<instance>`` and ``_pscheduler.fetched#<instance>.<queue>``,
+and says it is alive with a key that expires unless refreshed
+(instances.py). Whatever sits under the keys of an instance whose liveness
+key is gone belongs to a dead process, and any consumer puts it back
+(restore.py); a live process's messages are never touched, whichever daemon
+it belongs to. Before instances, slots were numbered (slot 0 with kombu's
+keys, slot N with ``unacked#N`` ...: :func:`slot_options`); a queue's job
+store owner still restores those keys, left by a daemon of a version before
+instances.
 
 Channels consuming several queues, and a ``global_keyprefix``, keep kombu's
 ``BRPOP``: the runtime gives every queue a channel of its own
@@ -89,24 +95,37 @@ return taken
 """
 
 
-def fetched_key(queue, slot=0):
-    # '#' cannot start a queue name: no slot's key is another queue's.
-    if slot:
-        return f'{FETCHED_PREFIX[:-1]}#{slot}.{queue}'
+def fetched_key(queue, owner=0):
+    """The fetched list of ``queue`` for ``owner``: an instance id, or
+    (keys of a version before instances) a slot number."""
+    # '#' cannot start a queue name: no owner's key is another queue's; an
+    # instance id holds no '.', so the first one after '#' ends it.
+    if owner:
+        return f'{FETCHED_PREFIX[:-1]}#{owner}.{queue}'
     return FETCHED_PREFIX + queue
 
 
+def _unacked_options(suffix):
+    return {'unacked_key': f'{kombu_redis.Channel.unacked_key}#{suffix}',
+            'unacked_index_key':
+                f'{kombu_redis.Channel.unacked_index_key}#{suffix}',
+            'unacked_mutex_key':
+                f'{kombu_redis.Channel.unacked_mutex_key}#{suffix}'}
+
+
 def slot_options(slot):
-    """Transport options of a consumer in ``slot``; kombu's own Redis
-    transport (rediss://) understands the ``unacked`` ones too."""
+    """Transport options of a consumer in numbered ``slot``, as a version
+    before instances used them (restore.py still reads those keys)."""
     if not slot:
         return {}
-    return {'consumer_slot': slot,
-            'unacked_key': f'{kombu_redis.Channel.unacked_key}#{slot}',
-            'unacked_index_key':
-                f'{kombu_redis.Channel.unacked_index_key}#{slot}',
-            'unacked_mutex_key':
-                f'{kombu_redis.Channel.unacked_mutex_key}#{slot}'}
+    return {'consumer_slot': slot, **_unacked_options(slot)}
+
+
+def instance_options(instance):
+    """Transport options of the consumer process ``instance``
+    (instances.new_instance_id); kombu's own Redis transport (rediss://)
+    understands the ``unacked`` ones too."""
+    return {'consumer_instance': instance, **_unacked_options(instance)}
 
 
 class QoS(kombu_redis.QoS):
@@ -164,11 +183,12 @@ class Channel(kombu_redis.Channel):
     priority_steps = [0]
     one_queue_per_channel = True
 
-    # Which of the processes serving a queue this is (see the module
-    # docstring); a transport option.
+    # Which consumer process this is (see the module docstring); transport
+    # options. A slot number only on a connection made without an instance.
     consumer_slot = 0
+    consumer_instance = None
     from_transport_options = (kombu_redis.Channel.from_transport_options
-                              + ('consumer_slot',))
+                              + ('consumer_slot', 'consumer_instance'))
 
     def __init__(self, *args, **kwargs):
         self._fetched = {}      # delivery tag -> (fetched list, raw item)
@@ -179,7 +199,7 @@ class Channel(kombu_redis.Channel):
         self.consumer_slot = int(self.consumer_slot or 0)
 
     def fetched_key(self, queue):
-        return fetched_key(queue, self.consumer_slot)
+        return fetched_key(queue, self.consumer_instance or self.consumer_slot)
 
     def basic_ack_many(self, delivery_tags):
         """Acknowledge several messages in one round trip."""

@@ -9,8 +9,14 @@ reconnects, for the slot it now owns:
 
 - :func:`restore_orphaned_messages`: the slot's unacknowledged hash;
 - :func:`restore_fetched`: the slot's fetched lists (taken, never recorded);
-- :func:`restore_removed_slots`: both, for slots beyond a queue's configured
-  number of processes (``scheduler.processes`` lowered, then a reload).
+- :func:`restore_dead_instances`: both, for every consumer instance whose
+  liveness key is gone (instances.py), whichever queue or daemon it
+  served; the runtime also calls it every few seconds;
+- :func:`restore_legacy_slots`: both, for the numbered slots' keys of a
+  version before instances (kombu's ``unacked``, ``unacked#N``), for the
+  queues of the job store owner that starts (an upgrade);
+- :func:`restore_removed_slots`: numbered slots beyond a queue's configured
+  number of processes (kept for callers of a version before instances).
 
 Each move is atomic (``MULTI`` or ``RPOPLPUSH``): a consumer killed while
 restoring loses nothing either. Callers reach these through
@@ -24,7 +30,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
-from .channel import Channel, fetched_key, slot_options
+from . import instances
+from .channel import Channel, fetched_key, instance_options, slot_options
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +159,123 @@ def restore_fetched(channel, queue_names):
                     'of %s that died before recording them', restored,
                     ', '.join(sorted(queue_names)))
     return restored
+
+
+# --- instances (see instances.py) ------------------------------------------
+
+def restore_dead_instances(channel, own_instance=None):
+    """Put back what consumer instances whose liveness key is gone left in
+    their unacknowledged hashes and fetched lists; returns how many.
+
+    Every key is checked against its owner's liveness key just before it is
+    read, and each message moves atomically (a transaction watching the
+    hash, or ``RPOPLPUSH``): two processes restoring the same dead instance
+    at once put each message back once.
+    """
+    if not isinstance(channel, kombu_redis.Channel):
+        return 0
+    restored = 0
+    with channel.conn_or_acquire() as client:
+        for owner, queues in sorted(instances.registered(client).items()):
+            if owner == own_instance or instances.is_alive(client, owner):
+                continue
+            restored += _restore_instance(channel, client, owner, queues)
+            instances.forget(client, owner)
+    if restored:
+        log.warning('restored %d message(s) left by consumer process(es) '
+                    'that are gone', restored)
+    return restored
+
+
+def _restore_instance(channel, client, owner, queues):
+    options = instance_options(owner)
+    unacked, index = options['unacked_key'], options['unacked_index_key']
+    restored = 0
+    for tag in client.hkeys(unacked):
+        restored += _restore_entry(channel, client, unacked, index, tag)
+    if not client.hlen(unacked):
+        client.delete(index)
+    for queue in queues:
+        restored += _put_back_fetched(client, fetched_key(queue, owner),
+                                      queue)
+    return restored
+
+
+def _restore_entry(channel, client, unacked, index, tag, queues=None):
+    """Move one entry of a hash not used any more back to its queue, in a
+    transaction watching the hash; 1 if this call moved it. ``queues``:
+    only if it was routed to one of them."""
+    moved = []
+
+    def move(pipe):
+        moved.clear()
+        raw = pipe.hget(unacked, tag)
+        if raw is None:
+            return   # another process put it back first
+        try:
+            message, exchange, routing_key = loads(bytes_to_str(raw))
+        except (ValueError, TypeError):
+            if queues is not None:
+                return
+            log.error('dropped an unacknowledged entry of %s that is not a '
+                      'kombu message: %.200r', unacked, raw)
+            pipe.multi()
+            pipe.hdel(unacked, tag).zrem(index, tag)
+            return
+        if queues is not None and routing_key not in queues:
+            return
+        pipe.multi()
+        pipe.hdel(unacked, tag).zrem(index, tag)
+        channel._do_restore_message(message, exchange, routing_key, pipe,
+                                    leftmost=True)
+        moved.append(tag)
+
+    client.transaction(move, unacked)
+    return len(moved)
+
+
+def restore_legacy_slots(channel, queue_names):
+    """Put back the messages of ``queue_names`` that consumers of a version
+    before instances left under numbered slots' keys: kombu's ``unacked``
+    (slot 0), ``unacked#N``, and their fetched lists. The job store owner
+    of the queues calls it when it connects: a daemon upgraded while its
+    processes held messages finds them run. Returns how many."""
+    if not isinstance(channel, kombu_redis.Channel):
+        return 0
+    restored = 0
+    with channel.conn_or_acquire() as client:
+        for slot in [0] + _slots_with_unacked(client):
+            options = slot_options(slot) or {
+                'unacked_key': kombu_redis.Channel.unacked_key,
+                'unacked_index_key': kombu_redis.Channel.unacked_index_key}
+            unacked = options['unacked_key']
+            if unacked == getattr(channel, 'unacked_key', None):
+                continue   # a connection without instance: its own hash
+            for tag, raw in client.hgetall(unacked).items():
+                if _routed_to(raw, queue_names):   # kombu's hash is shared
+                    restored += _restore_entry(
+                        channel, client, unacked,
+                        options['unacked_index_key'], tag,
+                        queues=queue_names)
+            for queue in queue_names:
+                key = fetched_key(queue, slot)
+                if key != _own_fetched_key(channel, queue):
+                    restored += _put_back_fetched(client, key, queue)
+    if restored:
+        log.warning('restored %d message(s) of %s left by a version before '
+                    'consumer instances', restored,
+                    ', '.join(sorted(queue_names)))
+    return restored
+
+
+def _own_fetched_key(channel, queue):
+    if isinstance(channel, Channel):
+        return channel.fetched_key(queue)
+    return None
+
+
+def _routed_to(raw, queue_names):
+    try:
+        return loads(bytes_to_str(raw))[2] in queue_names
+    except (ValueError, TypeError, IndexError, KeyError):
+        return False
