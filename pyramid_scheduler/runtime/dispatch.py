@@ -282,10 +282,25 @@ class Dispatcher:
         message.ack()
 
     def _on_command(self, body, message):
+        self._check_reply_to(body)
         try:
             self.commands.handle(body, self.outbox)
         finally:
             message.ack()
+
+
+    def _check_reply_to(self, body):
+        """A command answers only to a reply queue of this scheduler
+        (``<id>.reply.<request id>``, naming.py), never to another queue,
+        a job queue say, which the reply would feed junk."""
+        reply_to = body.get('reply_to')
+        prefix = naming.reply_queue_name(self.settings, '')
+        if reply_to and not (isinstance(reply_to, str)
+                             and reply_to.startswith(prefix)
+                             and len(reply_to) > len(prefix)):
+            raise InvalidJob(f'command {body.get("command")!r:.80} wants its '
+                             f'reply sent to {reply_to!r:.200}, not a reply '
+                             f'queue ({prefix}<request id>)')
 
 
 def _is_async_job(body):

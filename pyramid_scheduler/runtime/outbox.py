@@ -9,7 +9,7 @@ without a broker, gives a dispatcher an outbox of its own
 """
 import os
 
-from .. import codec, naming, wire
+from .. import codec, wire
 
 
 class Outbox:
@@ -45,11 +45,14 @@ class Outbox:
                            result=result, error=error)
         payload, content_type, encoding, headers = codec.encode(
             self.settings, reply, codec.REPLY_SERIALIZER)
-        target = naming.reply_queue(body['reply_to'])
+        # Published, never declared: the sender declared its reply queue.
+        # Declaring it here as we think it is would, on RabbitMQ, close the
+        # channel when a queue of that name exists otherwise (durable, say):
+        # its acks lost, every message redelivered, again and again.
         self._producer().publish(
-            payload, routing_key=target.name, exchange='',
+            payload, routing_key=body['reply_to'], exchange='',
             content_type=content_type, content_encoding=encoding,
-            headers=headers, declare=[target])
+            headers=headers)
 
     def _producer(self):
         return self.channel.connection.client.Producer(self.channel)
