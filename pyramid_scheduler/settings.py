@@ -194,6 +194,10 @@ OPTIONS = (
     Option('child.boot_failures', 'child_boot_failures', parse_positive_int,
            '5',
            'failed boots in a row after which pscheduler gives up'),
+    Option('max_deliveries', 'max_deliveries', parse_positive_int, '3',
+           'how many times an async job may take its process down (a crash, '
+           '``os._exit``, a SIGKILL while it runs) before its message goes '
+           'to the dead-letter queue instead of running again'),
     Option('admin.timeout', 'admin_timeout', parse_duration, '5s',
            'how long ``pscheduler --message`` waits for answers'),
 )
@@ -277,6 +281,7 @@ class SchedulerSettings:
     child_memory_limit: int
     child_heartbeat_timeout: float
     child_boot_failures: int
+    max_deliveries: int
     admin_timeout: float
     apscheduler_options: dict
     queue_settings: dict

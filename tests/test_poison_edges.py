@@ -6,6 +6,7 @@ poison in first and 10 valid jobs behind it, and counts the runs of those
 (one O_APPEND line each, tests.jobs.append_id).
 """
 import base64
+import os
 import json
 import sqlite3
 import uuid
@@ -198,3 +199,49 @@ def test_reply_to_a_durable_queue_does_not_wedge_rabbitmq(
         with kombu.Connection(settings['scheduler.broker.url']) as connection:
             for name in (durable_reply, not_a_reply):
                 connection.default_channel.queue_delete(name)
+
+
+# --- a job that takes its process down (finding 5) ---------------------------
+
+OTHERS = 400
+
+
+def exit_process(path):
+    """A job that kills its own process, as a crash in C code would."""
+    jobs.append_id(path, 'bad')
+    os._exit(70)
+
+
+def dead_count(broker, settings, ini):
+    items = dead_items(broker, settings, ini)
+    return len(items)
+
+
+@pytest.mark.parametrize('broker', ['sqlite', 'redis', 'rabbitmq'])
+def test_a_job_that_kills_its_process_is_dead_lettered_after_the_limit(
+        tmp_path, broker_for, daemons, broker):
+    settings = broker_for(broker, **{'scheduler.max_deliveries': '3'})
+    ini = write_ini(tmp_path / 'app.ini', settings=settings)
+    out = str(tmp_path / 'out')
+    daemon = daemons(ini)
+    daemon.wait_ready(['jobs'])
+    with producer(ini) as scheduler:
+        scheduler.add_async_job(exit_process, args=(out,))
+        for n in range(OTHERS):
+            scheduler.add_async_job(jobs.append_id, args=(out, f'j{n}'))
+
+    def others_ran():
+        ran = runs(out)
+        return len([job for job in ran if job != 'bad']) == OTHERS
+    wait_for(others_ran, 60, what=f'{OTHERS} jobs; ran '
+             f'{len(runs(out))}; log:\n{daemon.log()[-5000:]}')
+    wait_for(lambda: dead_count(broker, settings, ini) == 1, 20,
+             what=f'the dead letter; log:\n{daemon.log()[-5000:]}')
+    ran = runs(out)
+    assert ran['bad'] <= 3, ran['bad']
+    log = daemon.log()
+    assert 'took its process down 3 times' in log, log[-5000:]
+    doubled = sum(1 for job, count in ran.items() if job != 'bad'
+                  and count > 1)
+    print(f'{broker}: bad job ran {ran["bad"]} times; {OTHERS} others: '
+          f'{OTHERS - doubled} once, {doubled} twice or more, 0 lost')

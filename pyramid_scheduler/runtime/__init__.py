@@ -44,6 +44,7 @@ from ..admin.commands import AdminCommands
 from ..events import Listeners
 from .acks import AckPolicy
 from .consumer import QueueConsumer, kombu_queues
+from .crashes import CrashJournal, journal_directory
 from .deferred import STORED_JOB_FUNC, DeferredJobs
 from .dispatch import DeadLetterLog, Dispatcher
 from .introspection import Introspection, delete_consumed_messages
@@ -105,11 +106,13 @@ class Runtime:
                 settings, queues, listeners=self.listeners, stats=self.stats,
                 inflight=self.in_flight, introspection=self.introspection,
                 dead_letters=self.dead_letter_log)
+        self.crash_journal = CrashJournal(journal_directory(settings))
         self.dispatcher = Dispatcher(
             settings, queues, state=self.state, acks=self.acks,
             pool=self.pool, inflight=self.in_flight, runner=self.jobs,
             deferred=self.deferred, outbox=self.outbox,
-            dead_letters=self.dead_letter_log, commands=commands)
+            dead_letters=self.dead_letter_log, commands=commands,
+            crashes=self.crash_journal)
 
     # --- job store locks ---------------------------------------------------
 
@@ -141,6 +144,7 @@ class Runtime:
                         'scheduler.broker.secret is not set: anyone who can '
                         'write to the broker can run code in this process. '
                         'Set a secret, or use the json serializer')
+        self.crash_journal.open()
         self.pool.start()
         if self.deferred is not None:
             self.deferred.start()
@@ -202,6 +206,7 @@ class Runtime:
             self._wait_drained(max(deadline - time.monotonic(), 0) + 2)
         if self.deferred is not None:
             self.deferred.close()
+        self.crash_journal.close()
         self.release_stores()
         log.info('stopped serving queue(s) %s', ', '.join(self.queues))
 

@@ -19,6 +19,7 @@ from .. import codec, naming, wire
 from ..errors import InvalidJob, InvalidMessage
 from ..events import Event, JobInfo
 from ..references import check_allowed, resolve_reference
+from .crashes import NoJournal
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,14 @@ class Dispatcher:
     """
 
     def __init__(self, settings, queues, *, state, acks, pool, inflight,
-                 runner, deferred, outbox, dead_letters, commands):
+                 runner, deferred, outbox, dead_letters, commands,
+                 crashes=None):
         self._parts = dict(state=state, acks=acks, pool=pool,
                            inflight=inflight, runner=runner,
                            deferred=deferred, dead_letters=dead_letters,
-                           commands=commands)
+                           commands=commands, crashes=crashes)
+        # The crash journal (crashes.py): the delivery limit.
+        self.crashes = crashes if crashes is not None else NoJournal()
         self.settings = settings
         self.queues = queues
         self.state = state
@@ -247,6 +251,7 @@ class Dispatcher:
             raise InvalidJob(f'job function {spec["func"]} is not callable')
         job = JobInfo(spec, queue=queue)
         if spec['kind'] == 'async':
+            self._check_crashes(spec, message)
             self.inflight.add(+1)
             self.runner.notify(Event.JOB_CREATED, job)
             self.acks.expect(message)
@@ -261,11 +266,23 @@ class Dispatcher:
         # In a worker thread: the message is acknowledged once the job is
         # done, by the consumer thread (see acks).
         try:
-            self.runner.execute(job, func)
+            with self.crashes.running(job['id']):
+                self.runner.execute(job, func)
             self.runner.notify(Event.JOB_REMOVED, job)
         finally:
             self.inflight.add(-1)
             self.acks.finished(message)
+
+    def _check_crashes(self, spec, message):
+        """Refuse a job that took its process down max_deliveries times:
+        run again, it would only do it again, and starve the queue."""
+        redelivered = (message.delivery_info or {}).get('redelivered')
+        crashes = self.crashes.crashes(spec['id'], bool(redelivered))
+        limit = self.settings.max_deliveries
+        if crashes >= limit:
+            raise InvalidJob(
+                f'job {spec["id"]} ({spec["func"]}) took its process down '
+                f'{crashes} times (scheduler.max_deliveries = {limit})')
 
     def _on_job_canceled(self, body, message):
         self._check_queue(body)

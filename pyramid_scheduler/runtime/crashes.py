@@ -1,0 +1,243 @@
+"""The crash journal: how many times an async job took its process down.
+
+A job that kills its process (``os._exit``, a segfault in an extension, the
+OOM killer) is never acknowledged, so the broker hands its message out
+again, to the next process, which dies the same way: forever, with the
+queue behind it starved. The brokers cannot tell such a message apart (the
+embedded transport counts deliveries, but a message is delivered again for
+innocent reasons too: a reload, a handed-back prefetch), so each process
+keeps a *journal*: before a job runs, a line ``+<job id>``; after it ran, a
+line ``-<job id>``. A journal holds an ``flock`` for as long as its process
+lives, and the kernel drops it when the process dies, however it dies. The
+next process to start (or to receive a redelivered message) takes the lock
+of every journal nobody holds: the ids started and never finished there
+were running when their process died; each such id gets one line in the
+``crashes`` file beside the journals. :meth:`CrashJournal.crashes` counts
+them, and the dispatcher dead-letters a job that has taken its process down
+``scheduler.max_deliveries`` times instead of running it again.
+
+What this costs a job: two ``write`` calls on an ``O_APPEND`` file (no
+fsync: the page cache outlives a crashed process) and a ``stat`` of the
+crashes file at delivery. A process that stops gracefully marks the jobs it
+leaves running as finished (stopping is not their fault) and removes its
+journal. All of it lives in ``<database>.<scheduler.id>.journal/``, beside
+the embedded SQLite file, on the one host whose processes share a queue.
+"""
+import collections
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import uuid
+
+log = logging.getLogger(__name__)
+
+CRASHES = 'crashes'
+JOURNAL_SUFFIX = '.running'
+# A journal with no job running is emptied once it has grown this much.
+JOURNAL_TRIM_SIZE = 1 << 20
+
+
+def journal_directory(settings):
+    return f'{settings.database_path}.{settings.scheduler_id}.journal'
+
+
+class CrashJournal:
+    """This process' journal, and the crash counts of every process."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._pid = None        # the process whose journal _fd is
+        self._fd = None
+        self._path = None
+        self._failed = False    # the directory is not writable: no limit
+        self._running = collections.Counter()   # job id -> runs going on
+        self._written = 0
+        self._counts = collections.Counter()    # job id -> crashes
+        self._seen = None       # (size, mtime) of the crashes file read
+        self._directory_seen = None   # its mtime at our last recovery
+
+    # --- what the dispatcher asks -----------------------------------------
+
+    def crashes(self, job_id, redelivered=False):
+        """How many times ``job_id`` took a process down. ``redelivered``:
+        the broker says it was delivered before; a process that died with
+        it may not have been recovered yet."""
+        with self._lock:
+            if not self._open():
+                return 0
+            if redelivered or self._directory_changed():
+                # A process died (a redelivery), or started (a journal
+                # came): the one it replaced may have died with jobs.
+                self._recover()
+            self._refresh()
+            return self._counts[_line_id(job_id)]
+
+    @contextlib.contextmanager
+    def running(self, job_id):
+        """Journal ``job_id`` as running while the block runs."""
+        job_id = _line_id(job_id)
+        with self._lock:
+            opened = self._open()
+            if opened:
+                self._running[job_id] += 1
+                self._write(f'+{job_id}\n')
+        try:
+            yield
+        finally:
+            if opened:
+                with self._lock:
+                    self._finished(job_id)
+
+    def close(self):
+        """A graceful stop: the jobs still running are not to blame for it;
+        the journal goes."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return
+            os.close(self._fd)
+            with contextlib.suppress(OSError):
+                os.unlink(self._path)
+            self._pid = self._fd = None
+            self._running.clear()
+
+    def open(self):
+        """Start this process' journal now (at start: the sooner the dead
+        are counted, the better); False if it cannot be had."""
+        with self._lock:
+            return self._open()
+
+    # --- this process' journal ---------------------------------------------
+
+    def _open(self):
+        if self._pid == os.getpid():
+            return True
+        if self._failed:
+            return False
+        # A forked child never writes its parent's journal (nor unlocks it:
+        # the parent's descriptor is left alone).
+        self._running.clear()
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            path = os.path.join(self.directory, f'{os.getpid()}.'
+                                f'{uuid.uuid4().hex[:8]}{JOURNAL_SUFFIX}')
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._pid, self._fd, self._path = os.getpid(), fd, path
+            self._written = 0
+            self._recover()
+        except OSError as exc:
+            self._failed = True
+            log.warning('no crash journal in %s (%s): jobs that take their '
+                        'process down are not counted (scheduler.'
+                        'max_deliveries)', self.directory, exc)
+            return False
+        return True
+
+    def _write(self, line):
+        data = line.encode('utf-8', 'replace')
+        os.write(self._fd, data)
+        self._written += len(data)
+
+    def _finished(self, job_id):
+        if self._pid != os.getpid():
+            return
+        self._write(f'-{job_id}\n')
+        self._running[job_id] -= 1
+        if self._running[job_id] <= 0:
+            del self._running[job_id]
+        if not self._running and self._written > JOURNAL_TRIM_SIZE:
+            os.ftruncate(self._fd, 0)
+            self._written = 0
+
+    # --- the journals of dead processes, the crash counts -----------------
+
+    def _recover(self):
+        """Count the jobs of every journal whose process is gone."""
+        for name in os.listdir(self.directory):
+            path = os.path.join(self.directory, name)
+            if name.endswith(JOURNAL_SUFFIX) and path != self._path:
+                self._recover_one(path)
+        self._directory_seen = os.stat(self.directory).st_mtime_ns
+
+    def _directory_changed(self):
+        return os.stat(self.directory).st_mtime_ns != self._directory_seen
+
+    def _recover_one(self, path):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return   # recovered by another process meanwhile
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return   # its process lives
+            if os.fstat(fd).st_nlink == 0:
+                return   # another process recovered it before we locked
+            with os.fdopen(os.dup(fd), encoding='utf-8',
+                           errors='replace') as handle:
+                crashed = _unfinished(handle)
+            if crashed:
+                self._count(crashed, path)
+            os.unlink(path)
+        finally:
+            os.close(fd)
+
+    def _count(self, crashed, path):
+        crashes_path = os.path.join(self.directory, CRASHES)
+        with open(crashes_path, 'a', encoding='utf-8') as handle:
+            handle.write(''.join(f'{job_id}\n' for job_id in crashed))
+        self._refresh()
+        for job_id in crashed:
+            log.warning('job %s was running when its process died (journal '
+                        '%s): %d time(s) now', job_id,
+                        os.path.basename(path), self._counts[job_id])
+
+    def _refresh(self):
+        path = os.path.join(self.directory, CRASHES)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            self._counts.clear()
+            return
+        seen = (stat.st_size, stat.st_mtime_ns)
+        if seen == self._seen:
+            return
+        with open(path, encoding='utf-8', errors='replace') as handle:
+            self._counts = collections.Counter(
+                line.rstrip('\n') for line in handle if line.strip())
+        self._seen = seen
+
+
+def _unfinished(lines):
+    """The job ids started and not finished in a journal's lines."""
+    started = collections.Counter()
+    for line in lines:
+        line = line.rstrip('\n')
+        if line.startswith('+'):
+            started[line[1:]] += 1
+        elif line.startswith('-'):
+            started[line[1:]] -= 1
+    return [job_id for job_id, count in started.items() if count > 0]
+
+
+def _line_id(job_id):
+    """A job id as one journal line holds it."""
+    return str(job_id).replace('\n', ' ').replace('\r', ' ')
+
+
+class NoJournal:
+    """No delivery limit (a runtime without a journal directory)."""
+
+    def crashes(self, job_id, redelivered=False):
+        return 0
+
+    @contextlib.contextmanager
+    def running(self, job_id):
+        yield
+
+    def close(self):
+        pass
