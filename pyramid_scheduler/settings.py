@@ -23,9 +23,8 @@ from pyramid.exceptions import ConfigurationError
 from . import extras
 from .errors import InvalidQueue
 from .secretsource import load_secrets
-from .storesettings import (
-    check_stores_apart, default_jobstore_options, jobstore_arguments,
-    queue_jobstore_options)
+from .storesettings import (check_stores_apart, default_jobstore_options,
+                            jobstore_arguments, queue_jobstore_options)
 from .values import (  # noqa: F401 (the parsers were importable from here)
     DEFAULT_QUEUE, PREFIX, bad_value, parse_bool, parse_compressor,
     parse_duration, parse_grace_time, parse_list, parse_positive_int,
@@ -195,9 +194,7 @@ OPTIONS = (
            '5',
            'failed boots in a row after which pscheduler gives up'),
     Option('max_deliveries', 'max_deliveries', parse_positive_int, '3',
-           'how many times an async job may take its process down (a crash, '
-           '``os._exit``, a SIGKILL while it runs) before its message goes '
-           'to the dead-letter queue instead of running again'),
+           'crashes of its process after which an async job is dead-lettered'),
     Option('admin.timeout', 'admin_timeout', parse_duration, '5s',
            'how long ``pscheduler --message`` waits for answers'),
 )
@@ -343,8 +340,7 @@ def parse_settings(settings, here=None, import_references=True):
         **_option_fields(conf, import_references),
         secrets=load_secrets(conf),
         apscheduler_options={key: value for key, value in conf.items()
-                             if key.startswith('apscheduler.')},
-    )
+                             if key.startswith('apscheduler.')})
     check_stores_apart(parsed, conf)
     return parsed
 

@@ -251,7 +251,7 @@ class Dispatcher:
             raise InvalidJob(f'job function {spec["func"]} is not callable')
         job = JobInfo(spec, queue=queue)
         if spec['kind'] == 'async':
-            self._check_crashes(spec, message)
+            check_crashes(self.crashes, self.settings, spec, message)
             self.inflight.add(+1)
             self.runner.notify(Event.JOB_CREATED, job)
             self.acks.expect(message)
@@ -273,17 +273,6 @@ class Dispatcher:
             self.inflight.add(-1)
             self.acks.finished(message)
 
-    def _check_crashes(self, spec, message):
-        """Refuse a job that took its process down max_deliveries times:
-        run again, it would only do it again, and starve the queue."""
-        redelivered = (message.delivery_info or {}).get('redelivered')
-        crashes = self.crashes.crashes(spec['id'], bool(redelivered))
-        limit = self.settings.max_deliveries
-        if crashes >= limit:
-            raise InvalidJob(
-                f'job {spec["id"]} ({spec["func"]}) took its process down '
-                f'{crashes} times (scheduler.max_deliveries = {limit})')
-
     def _on_job_canceled(self, body, message):
         self._check_queue(body)
         queue, job_id = body['queue'], body['job_id']
@@ -299,25 +288,37 @@ class Dispatcher:
         message.ack()
 
     def _on_command(self, body, message):
-        self._check_reply_to(body)
+        check_reply_to(self.settings, body)
         try:
             self.commands.handle(body, self.outbox)
         finally:
             message.ack()
 
 
-    def _check_reply_to(self, body):
-        """A command answers only to a reply queue of this scheduler
-        (``<id>.reply.<request id>``, naming.py), never to another queue,
-        a job queue say, which the reply would feed junk."""
-        reply_to = body.get('reply_to')
-        prefix = naming.reply_queue_name(self.settings, '')
-        if reply_to and not (isinstance(reply_to, str)
-                             and reply_to.startswith(prefix)
-                             and len(reply_to) > len(prefix)):
-            raise InvalidJob(f'command {body.get("command")!r:.80} wants its '
-                             f'reply sent to {reply_to!r:.200}, not a reply '
-                             f'queue ({prefix}<request id>)')
+def check_reply_to(settings, body):
+    """A command answers only to a reply queue of this scheduler
+    (``<id>.reply.<request id>``, naming.py), never to another queue, a job
+    queue say, which the reply would feed junk."""
+    reply_to = body.get('reply_to')
+    prefix = naming.reply_queue_name(settings, '')
+    if reply_to and not (isinstance(reply_to, str)
+                         and reply_to.startswith(prefix)
+                         and len(reply_to) > len(prefix)):
+        raise InvalidJob(f'command {body.get("command")!r:.80} wants its '
+                         f'reply sent to {reply_to!r:.200}, not a reply '
+                         f'queue ({prefix}<request id>)')
+
+
+def check_crashes(crashes, settings, spec, message):
+    """Refuse a job that took its process down max_deliveries times: run
+    again, it would only do it again, and starve the queue (crashes.py)."""
+    redelivered = (message.delivery_info or {}).get('redelivered')
+    count = crashes.crashes(spec['id'], bool(redelivered))
+    limit = settings.max_deliveries
+    if count >= limit:
+        raise InvalidJob(
+            f'job {spec["id"]} ({spec["func"]}) took its process down '
+            f'{count} times (scheduler.max_deliveries = {limit})')
 
 
 def _is_async_job(body):
