@@ -17,11 +17,12 @@ them, and the dispatcher dead-letters a job that has taken its process down
 ``scheduler.max_deliveries`` times instead of running it again.
 
 What this costs a job: two ``write`` calls on an ``O_APPEND`` file (no
-fsync: the page cache outlives a crashed process) and a ``stat`` of the
-crashes file at delivery. A process that stops gracefully marks the jobs it
-leaves running as finished (stopping is not their fault) and removes its
-journal. All of it lives in ``<database>.<scheduler.id>.journal/``, beside
-the embedded SQLite file, on the one host whose processes share a queue.
+fsync: the page cache outlives a crashed process); a redelivered message
+also a look at the journals and the crashes file. A process that stops
+gracefully marks the jobs it leaves running as finished (stopping is not
+their fault) and removes its journal. All of it lives in
+``<database>.<scheduler.id>.journal/``, beside the embedded SQLite file, on
+the one host whose processes share a queue.
 """
 import collections
 import contextlib
@@ -57,21 +58,25 @@ class CrashJournal:
         self._written = 0
         self._counts = collections.Counter()    # job id -> crashes
         self._seen = None       # (size, mtime) of the crashes file read
-        self._directory_seen = None   # its mtime at our last recovery
 
     # --- what the dispatcher asks -----------------------------------------
 
     def crashes(self, job_id, redelivered=False):
-        """How many times ``job_id`` took a process down. ``redelivered``:
-        the broker says it was delivered before; a process that died with
-        it may not have been recovered yet."""
+        """How many times ``job_id`` took a process down.
+
+        Only a message the broker marks ``redelivered`` can have: one whose
+        process died comes back so marked on every transport (RabbitMQ
+        requeues it so; the embedded transport counts its deliveries;
+        Redis restores it from the unacknowledged hash so). The first
+        delivery costs nothing here; a redelivery reads the journals of the
+        processes that died since (one may not be recovered yet).
+        """
+        if not redelivered:
+            return 0
         with self._lock:
             if not self._open():
                 return 0
-            if redelivered or self._directory_changed():
-                # A process died (a redelivery), or started (a journal
-                # came): the one it replaced may have died with jobs.
-                self._recover()
+            self._recover()
             self._refresh()
             return self._counts[_line_id(job_id)]
 
@@ -160,10 +165,6 @@ class CrashJournal:
             path = os.path.join(self.directory, name)
             if name.endswith(JOURNAL_SUFFIX) and path != self._path:
                 self._recover_one(path)
-        self._directory_seen = os.stat(self.directory).st_mtime_ns
-
-    def _directory_changed(self):
-        return os.stat(self.directory).st_mtime_ns != self._directory_seen
 
     def _recover_one(self, path):
         try:
