@@ -180,6 +180,8 @@ OPTIONS = (
            '5',
            'failed boots in a row (a child\'s own failures, not kills from '
            'outside) after which pscheduler gives up'),
+    Option('max_deliveries', 'max_deliveries', parse_positive_int, '3',
+           'crashes of its process after which an async job is dead-lettered'),
     Option('admin.timeout', 'admin_timeout', parse_duration, '5s',
            'how long ``pscheduler --message`` waits for answers'),
 )

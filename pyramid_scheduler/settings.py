@@ -24,9 +24,8 @@ from .options import (  # noqa: F401 (OPTIONS was importable from here)
     DEFAULT_DATABASE_NAME, KNOWN_KEYS, OPTIONS, Option, find_option)
 from .references import AllowedModules, valid_module_entry
 from .secretsource import load_secrets
-from .storesettings import (
-    check_stores_apart, default_jobstore_options, jobstore_arguments,
-    queue_jobstore_options)
+from .storesettings import (check_stores_apart, default_jobstore_options,
+                            jobstore_arguments, queue_jobstore_options)
 from .values import (  # noqa: F401 (the parsers were importable from here)
     DEFAULT_QUEUE, PREFIX, bad_value, parse_bool, parse_compressor,
     parse_duration, parse_grace_time, parse_list, parse_positive_int,
@@ -107,6 +106,7 @@ class SchedulerSettings:
     child_memory_limit: int
     child_heartbeat_timeout: float
     child_boot_failures: int
+    max_deliveries: int
     admin_timeout: float
     apscheduler_options: dict
     queue_settings: dict
@@ -171,8 +171,7 @@ def parse_settings(settings, here=None, import_references=True,
         allowed_modules=_allowed_modules(conf, app_package),
         secrets=load_secrets(conf),
         apscheduler_options={key: value for key, value in conf.items()
-                             if key.startswith('apscheduler.')},
-    )
+                             if key.startswith('apscheduler.')})
     check_stores_apart(parsed, conf)
     return parsed
 

@@ -47,6 +47,7 @@ from ..producer import Producer
 from ..spool import SpoolDrainer
 from .acks import AckPolicy
 from .consumer import QueueConsumer, kombu_queues
+from .crashes import CrashJournal, journal_directory
 from .deferred import STORED_JOB_FUNC, DeferredJobs
 from .dispatch import DeadLetterLog, Dispatcher
 from .introspection import Introspection, delete_consumed_messages
@@ -112,12 +113,13 @@ class Runtime:
                 settings, queues, listeners=self.listeners, stats=self.stats,
                 inflight=self.in_flight, introspection=self.introspection,
                 dead_letters=self.dead_letter_log, health=self.health)
+        self.crash_journal = CrashJournal(journal_directory(settings))
         self.dispatcher = Dispatcher(
             settings, queues, state=self.state, acks=self.acks,
             pool=self.pool, inflight=self.in_flight, runner=self.jobs,
             deferred=self.deferred, outbox=self.outbox,
             dead_letters=self.dead_letter_log, commands=commands,
-            received=ReceivedCopies(settings))
+            received=ReceivedCopies(settings), crashes=self.crash_journal)
 
     # --- job store locks ---------------------------------------------------
 
@@ -145,6 +147,7 @@ class Runtime:
         if not all(lock.held for lock in self._locks.values()):
             raise RuntimeError('acquire_stores() before start()')
         exposure.warn_if_pickle_unsigned(self.settings)
+        self.crash_journal.open()
         self.pool.start()
         if self.deferred is not None:
             self._start_deferred()
@@ -248,6 +251,7 @@ class Runtime:
             self.deferred.close()
         if self.presence is not None:
             self.presence.stop()
+        self.crash_journal.close()
         self.release_stores()
         log.info('stopped serving queue(s) %s', ', '.join(self.queues))
 

@@ -19,6 +19,7 @@ from .. import codec, naming, wire
 from ..errors import InvalidJob, InvalidMessage
 from ..events import Event, JobInfo
 from ..references import check_allowed, resolve_reference
+from .crashes import NoJournal
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,14 @@ class Dispatcher:
 
     def __init__(self, settings, queues, *, state, acks, pool, inflight,
                  runner, deferred, outbox, dead_letters, commands,
-                 received=None):
+                 received=None, crashes=None):
         self._parts = dict(state=state, acks=acks, pool=pool,
                            inflight=inflight, runner=runner,
                            deferred=deferred, dead_letters=dead_letters,
-                           commands=commands, received=received)
+                           commands=commands, received=received,
+                           crashes=crashes)
+        # The crash journal (crashes.py): the delivery limit.
+        self.crashes = crashes if crashes is not None else NoJournal()
         self.settings = settings
         self.queues = queues
         self.state = state
@@ -256,6 +260,7 @@ class Dispatcher:
             raise InvalidJob(f'job function {spec["func"]} is not callable')
         job = JobInfo(spec, queue=queue)
         if spec['kind'] == 'async':
+            check_crashes(self.crashes, self.settings, spec, message)
             self.inflight.add(+1)
             self.runner.notify(Event.JOB_CREATED, job)
             self.acks.expect(message)
@@ -270,7 +275,8 @@ class Dispatcher:
         # In a worker thread: the message is acknowledged once the job is
         # done, by the consumer thread (see acks).
         try:
-            self.runner.execute(job, func)
+            with self.crashes.running(job['id']):
+                self.runner.execute(job, func)
             self.runner.notify(Event.JOB_REMOVED, job)
         finally:
             self.inflight.add(-1)
@@ -291,10 +297,37 @@ class Dispatcher:
         message.ack()
 
     def _on_command(self, body, message):
+        check_reply_to(self.settings, body)
         try:
             self.commands.handle(body, self.outbox)
         finally:
             message.ack()
+
+
+def check_reply_to(settings, body):
+    """A command answers only to a reply queue of this scheduler
+    (``<id>.reply.<request id>``, naming.py), never to another queue, a job
+    queue say, which the reply would feed junk."""
+    reply_to = body.get('reply_to')
+    prefix = naming.reply_queue_name(settings, '')
+    if reply_to and not (isinstance(reply_to, str)
+                         and reply_to.startswith(prefix)
+                         and len(reply_to) > len(prefix)):
+        raise InvalidJob(f'command {body.get("command")!r:.80} wants its '
+                         f'reply sent to {reply_to!r:.200}, not a reply '
+                         f'queue ({prefix}<request id>)')
+
+
+def check_crashes(crashes, settings, spec, message):
+    """Refuse a job that took its process down max_deliveries times: run
+    again, it would only do it again, and starve the queue (crashes.py)."""
+    redelivered = (message.delivery_info or {}).get('redelivered')
+    count = crashes.crashes(spec['id'], bool(redelivered))
+    limit = settings.max_deliveries
+    if count >= limit:
+        raise InvalidJob(
+            f'job {spec["id"]} ({spec["func"]}) took its process down '
+            f'{count} times (scheduler.max_deliveries = {limit})')
 
 
 def _is_async_job(body):

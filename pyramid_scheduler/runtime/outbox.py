@@ -17,6 +17,8 @@ handled inside the wait.
 """
 import os
 
+from kombu.transport import virtual
+
 from .. import codec, naming, wire
 
 
@@ -53,11 +55,19 @@ class Outbox:
                            result=result, error=error)
         payload, content_type, encoding, headers = codec.encode(
             self.settings, reply, codec.REPLY_SERIALIZER)
+        # On RabbitMQ published, never declared: the sender declared its
+        # reply queue, and declaring it here as we think it is would close
+        # the channel when a queue of that name exists otherwise (durable,
+        # say): its acks lost, every message redelivered, again and again.
+        # A virtual transport (SQLite, Redis) closes nothing: there the
+        # declare stays, so that the embedded broker's housekeeping drops a
+        # reply its sender no longer waited for (an auto-delete queue).
         target = naming.reply_queue(body['reply_to'])
         self._producer().publish(
             payload, routing_key=target.name, exchange='',
             content_type=content_type, content_encoding=encoding,
-            headers=headers, declare=[target])
+            headers=headers, declare=[target] if isinstance(
+                self.channel, virtual.Channel) else [])
 
     def _producer(self):
         return self.channel.connection.client.Producer(self.channel)

@@ -53,6 +53,8 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
+from ..envelopes import dead_letter_queue_for, envelope_problem
+
 log = logging.getLogger(__name__)
 
 FETCHED_PREFIX = '_pscheduler.fetched.'
@@ -302,7 +304,15 @@ class Channel(kombu_redis.Channel):
                             exc_info=True)
 
     def _deliver_recorded(self, queue, item):
-        payload = loads(bytes_to_str(item))
+        payload, problem = _parse(item)
+        if problem is not None:
+            # Lua read its tag and route, and recorded it; kombu cannot
+            # make a message of it all the same.
+            tag = _recorded_tag(payload)
+            self._dead_letter(queue, item, problem, lambda pipe: pipe.zrem(
+                self.unacked_index_key, tag).hdel(self.unacked_key, tag)
+                if tag is not None else pipe)
+            raise Empty()
         tag = payload['properties']['delivery_tag']
         self._recorded.add(tag)
         self.connection._deliver(payload, queue)
@@ -313,21 +323,30 @@ class Channel(kombu_redis.Channel):
             self.qos._remove_from_indices(tag).execute()
 
     def _deliver_fetched(self, queue, key, item):
-        try:
-            payload = loads(bytes_to_str(item))
-            tag = payload['properties']['delivery_tag']
-        except Exception:
-            # kombu would drop it too (its BRPOP already had); say so.
-            log.error('dropped a message of %s that is not a kombu message: '
-                      '%.200r', queue, item)
-            self._unfetch(key, item)
-            raise Empty() from None
+        payload, problem = _parse(item)
+        if problem is not None:
+            self._dead_letter(queue, item, problem,
+                              lambda pipe: pipe.lrem(key, 1, item))
+            raise Empty()
+        tag = payload['properties']['delivery_tag']
         self._fetched[tag] = (key, item)
         self.connection._deliver(payload, queue)
         if self._fetched.pop(tag, None) is not None:
             # Not recorded as unacknowledged: consumed without acks, or
             # handed back to the queue (no consumer for it any more).
             self._unfetch(key, item)
+
+    def _dead_letter(self, queue, item, problem, take_out):
+        """Move an item kombu cannot make a message of, as it is, to the
+        queue's dead-letter queue, and out of where it was (``take_out``
+        adds that to the transaction): the runtime, which dead-letters
+        what it cannot read, never gets it, and it must not stop the
+        messages behind it."""
+        target = dead_letter_queue_for(queue)
+        with self.conn_or_acquire() as client:
+            take_out(client.pipeline().lpush(target, item)).execute()
+        log.error('rejected a message from %s: not a kombu message (%s); '
+                  'moved to %s as it is: %.200r', queue, problem, target, item)
 
     def _unfetch(self, key, item):
         with self.conn_or_acquire() as client:
@@ -336,3 +355,24 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+def _parse(item):
+    """``(payload, None)``, or ``(None, why it is not a kombu envelope)``:
+    what kombu needs to make a message, and to record it as
+    unacknowledged (its exchange and routing key)."""
+    try:
+        payload = loads(bytes_to_str(item))
+    except Exception as exc:
+        return None, f'not JSON: {type(exc).__name__}'
+    return payload, envelope_problem(payload, needs_route=True)
+
+
+def _recorded_tag(payload):
+    """The delivery tag Lua recorded a message under, if Python reads it
+    too (it may not: cjson and Python's json differ at the edges)."""
+    try:
+        tag = payload['properties']['delivery_tag']
+    except (TypeError, KeyError):
+        return None
+    return tag if isinstance(tag, str) else None

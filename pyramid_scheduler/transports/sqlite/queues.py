@@ -17,6 +17,8 @@ import uuid
 from queue import Empty
 
 from . import leases
+from ..envelopes import (
+    dead_letter_queue_for, envelope_problem, is_dead_letter_queue)
 from .database import (
     HAS_RETURNING, MESSAGE_TABLE, QUEUE_TABLE, UNLEASE, Database,
     ensure_database)
@@ -145,13 +147,24 @@ class Queues:
 
     def received(self, queue, rows):
         """The payloads of leased ``rows``, each remembered by its
-        delivery tag (given one if it has none) for :meth:`settle`."""
-        return [self._payload(row_id, queue, text, deliveries)
-                for row_id, text, deliveries in rows]
+        delivery tag (given one if it has none) for :meth:`settle`.
 
-    def _payload(self, row_id, queue, text, deliveries):
-        payload = json.loads(text)
-        properties = payload.setdefault('properties', {})
+        A row that is not a kombu envelope is not among them: it goes to
+        the dead-letter queue (:meth:`_dead_letter`), and the rows behind it
+        are delivered.
+        """
+        payloads = []
+        for row_id, text, deliveries in rows:
+            payload, problem = _parse(text)
+            if problem is None:
+                payloads.append(
+                    self._payload(row_id, queue, payload, deliveries))
+            else:
+                self._dead_letter(row_id, queue, text, problem)
+        return payloads
+
+    def _payload(self, row_id, queue, payload, deliveries):
+        properties = payload['properties']
         tag = properties.get('delivery_tag')
         if tag is None:
             tag = properties['delivery_tag'] = uuid.uuid4().hex
@@ -159,6 +172,27 @@ class Queues:
             properties.setdefault('delivery_info', {})['redelivered'] = True
         self._leased[tag] = (row_id, queue)
         return payload
+
+    def _dead_letter(self, row_id, queue, text, problem):
+        """Move a leased row that is not a kombu envelope, text unchanged,
+        to the queue's dead-letter queue (the runtime, which dead-letters
+        what it cannot read, never gets it: kombu fails to make a message
+        of it first).
+
+        A row of a dead-letter queue stays where it is, leased until this
+        connection closes: whoever reads that queue gets the rows behind it.
+        """
+        if is_dead_letter_queue(queue):
+            log.error('a message of %s is not a kombu message (%s): '
+                      'skipped; %.200r', queue, problem, text)
+            return
+        target = dead_letter_queue_for(queue)
+        self.declare(target)
+        self._run(f'UPDATE {MESSAGE_TABLE} SET queue = ?, {UNLEASE} '
+                  'WHERE id = ? AND lease_token = ?',
+                  (target, row_id, self.token))
+        log.error('rejected a message from %s: not a kombu message (%s); '
+                  'moved to %s as it is: %.200r', queue, problem, target, text)
 
     def settle(self, delivery_tags, delete):
         """Delete (ack) or make visible again (requeue, restore) our rows.
@@ -208,3 +242,12 @@ class Queues:
             self._db.close()
         self._db = None
         self._leased = {}
+
+
+def _parse(text):
+    """``(payload, None)``, or ``(None, why it is not a kombu envelope)``."""
+    try:
+        payload = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        return None, f'not JSON: {exc}'
+    return payload, envelope_problem(payload, needs_tag=False)

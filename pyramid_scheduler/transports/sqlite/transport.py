@@ -12,6 +12,7 @@ options.
 """
 import os
 import sqlite3
+from queue import Empty
 
 from kombu.transport import virtual
 
@@ -151,7 +152,10 @@ class SQLiteTransport(virtual.Transport):
         queues = self.queues
         rows = queues.lease_rows(queue, limit)
         self._waiter.flags.dirty = True  # there may be more
-        return queues.received(queue, rows)
+        payloads = queues.received(queue, rows)
+        if not payloads:
+            raise Empty()  # only rows that were dead-lettered
+        return payloads
 
     def settle(self, delivery_tags, delete):
         """Delete (ack) or make visible again (requeue, restore) our rows,

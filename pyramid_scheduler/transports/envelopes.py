@@ -1,0 +1,80 @@
+"""Is an item of a virtual transport's queue a kombu envelope at all?
+
+kombu's virtual transports (the embedded SQLite one, Redis) keep each
+message as a JSON *envelope*: ``{"body", "headers", "content-type",
+"properties": {"delivery_tag", "delivery_info", "body_encoding"}}``. An item
+that is not one (a row inserted by hand, a raw ``LPUSH``, a message of
+another program) makes kombu raise while it builds the message, before the
+runtime, which dead-letters what it cannot read, ever sees it; the error
+then looks like a broken connection, the batch goes back, and the same item
+stops the queue again at the next try.
+
+So the transports check every item with :func:`envelope_problem` first, and
+move one that is not an envelope to the dead-letter queue in their own terms
+(its text kept, an ERROR logged): the queue behind it goes on.
+"""
+import binascii
+
+# The runtime's queue names (naming.py): ``<id>.<queue>`` and its admin and
+# store queues share the dead-letter queue ``<id>.<queue>.dead``.
+_SUFFIXES = ('.admin', '.store')
+DEAD_SUFFIX = '.dead'
+
+
+def dead_letter_queue_for(queue):
+    """The dead-letter queue of the broker queue ``queue`` (naming.py)."""
+    for suffix in _SUFFIXES:
+        if queue.endswith(suffix):
+            queue = queue[:-len(suffix)]
+            break
+    return queue + DEAD_SUFFIX
+
+
+def is_dead_letter_queue(queue):
+    return queue.endswith(DEAD_SUFFIX)
+
+
+def envelope_problem(payload, needs_tag=True, needs_route=False):
+    """Why kombu cannot make a message of ``payload`` (decoded JSON), or
+    None.
+
+    ``needs_tag``: it must carry its delivery tag (the embedded transport
+    gives one to an envelope that has none); ``needs_route``: its
+    ``delivery_info`` must name an exchange and routing key (what the Redis
+    transport records of an unacknowledged message).
+    """
+    if not isinstance(payload, dict):
+        return f'not a JSON object but {type(payload).__name__}'
+    properties = payload.get('properties')
+    if not isinstance(properties, dict):
+        return 'no "properties" object'
+    tag = properties.get('delivery_tag')
+    if not isinstance(tag, str) and (needs_tag or tag is not None):
+        return 'no string "delivery_tag"'
+    problem = _fields_problem(payload, properties)
+    if problem is None and needs_route:
+        info = properties['delivery_info']
+        if not isinstance(info, dict) or not all(
+                isinstance(info.get(key), str)
+                for key in ('exchange', 'routing_key')):
+            problem = 'no "exchange" and "routing_key" in "delivery_info"'
+    return problem
+
+
+def _fields_problem(payload, properties):
+    for key, kind in (('headers', dict), ('body', str),
+                      ('content-type', str), ('content-encoding', str)):
+        if payload.get(key) is not None and not isinstance(payload[key], kind):
+            return f'"{key}" is not a {kind.__name__}'
+    info = properties.get('delivery_info')
+    if info is not None and not isinstance(info, dict):
+        return '"delivery_info" is not an object'
+    encoding = properties.get('body_encoding')
+    if payload.get('body') and encoding is not None:
+        if encoding != 'base64':
+            return f'unknown body encoding {encoding!r:.40}'
+        try:
+            binascii.a2b_base64(payload['body'])
+        except (binascii.Error, ValueError):
+            return 'body is not base64'
+    return None
