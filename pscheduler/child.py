@@ -219,7 +219,7 @@ class Child:
                 raise BootError('the job runtime stopped before its broker '
                                 'answered')
             self.spec.heartbeat.beat(time.time()
-                                     - runtime.seconds_since_beat())
+                                     - runtime.state.seconds_since_beat())
             if self.should_stop():
                 return False
             problem = runtime.state.connection_problem
@@ -282,7 +282,7 @@ class Child:
             # The heartbeat carries the runtime's own last sign of life, so
             # a consumer thread that hangs shows even while we loop on.
             self.spec.heartbeat.beat(time.time()
-                                     - runtime.seconds_since_beat())
+                                     - runtime.state.seconds_since_beat())
             self.signals.wait(LOOP_INTERVAL)
         return self.drain(runtime)
 

@@ -281,12 +281,6 @@ class Runtime:
     def running(self):
         return self._thread is not None and self._thread.is_alive()
 
-    def beat(self):
-        self.state.beat()
-
-    def seconds_since_beat(self):
-        return self.state.seconds_since_beat()
-
     def wait_ready(self, timeout):
         """True once the broker has answered (the consumer consumes)."""
         return self.state.ready.wait(timeout)
