@@ -220,7 +220,10 @@ def dead_count(broker, settings, ini):
 @pytest.mark.parametrize('broker', ['sqlite', 'redis', 'rabbitmq'])
 def test_a_job_that_kills_its_process_is_dead_lettered_after_the_limit(
         tmp_path, broker_for, daemons, broker):
-    settings = broker_for(broker, **{'scheduler.max_deliveries': '3'})
+    # exit_process lives in this module, outside tests.jobs (default-deny).
+    settings = broker_for(broker, **{
+        'scheduler.max_deliveries': '3',
+        'scheduler.allowed_modules': 'tests.jobs tests.test_poison_edges'})
     ini = write_ini(tmp_path / 'app.ini', settings=settings)
     out = str(tmp_path / 'out')
     daemon = daemons(ini)
