@@ -290,8 +290,9 @@ def build_spec(settings, kind, func, args=None, kwargs=None, queue=None,
     if kind != 'async':
         trigger_obj = build_trigger(kind, fields, timezone)
         _check_not_too_late(kind, trigger_obj, fields, options, settings, now)
+    given_id = options.pop('id', None)
     spec = {
-        'id': options.pop('id', None) or new_job_id(),
+        'id': given_id or new_job_id(),
         'kind': kind,
         'func': ref,
         'args': args,
@@ -300,6 +301,11 @@ def build_spec(settings, kind, func, args=None, kwargs=None, queue=None,
         'options': options,
         'created_at': time.time(),
     }
+    if given_id and kind == 'async':
+        # An async job with an id of its own is unique while queued or
+        # running (runtime.records); this token tells a redelivery of this
+        # very job from a second job with the same id.
+        spec['unique'] = new_job_id()
     return queue, spec
 
 

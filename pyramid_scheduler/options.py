@@ -10,8 +10,9 @@ import textwrap
 
 from .values import (
     DEFAULT_QUEUE, PREFIX, parse_bool, parse_compressor, parse_duration,
-    parse_grace_time, parse_list, parse_positive_int, parse_queues,
-    parse_serializer, parse_size, parse_text, parse_timezone, resolve_dotted)
+    parse_grace_time, parse_list, parse_positive_duration, parse_positive_int,
+    parse_queues, parse_serializer, parse_size, parse_text, parse_timezone,
+    resolve_dotted)
 
 DEFAULT_ID = 'pyramid_scheduler'
 # With a secret, a signed message older than this is refused (a replay);
@@ -182,6 +183,10 @@ OPTIONS = (
            'outside) after which pscheduler gives up'),
     Option('max_deliveries', 'max_deliveries', parse_positive_int, '3',
            'crashes of its process after which an async job is dead-lettered'),
+    Option('results.ttl', 'results_ttl', parse_positive_duration, '1d',
+           'how long the status record of a finished job (its state, result '
+           'or error: ``scheduler.job_status``) is kept; older ones are '
+           'deleted by housekeeping'),
     Option('admin.timeout', 'admin_timeout', parse_duration, '5s',
            'how long ``pscheduler --message`` waits for answers'),
 )

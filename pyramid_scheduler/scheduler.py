@@ -5,6 +5,7 @@ from .errors import InvalidJob
 from .events import Listeners
 from .jobs import CRON_FIELDS, INTERVAL_FIELDS, build_spec
 from .producer import AfterCommitSender, Producer
+from .status import PENDING_STATES, JobId
 
 
 class Scheduler:
@@ -21,6 +22,7 @@ class Scheduler:
         self.settings = None
         self.producer = None
         self._sender = None
+        self._status = None   # the status table, on first use
         # Combined mode, or a script that runs jobs itself (start()).
         self._in_process = InProcessRunner(self.make_runtime, self.shutdown)
         if settings is not None:
@@ -104,9 +106,14 @@ class Scheduler:
         settings = self._require_settings()
         queue, spec = build_spec(settings, kind, func, args, kwargs, queue,
                                  trigger, options)
+        if 'unique' in spec and \
+                self.status_table().state_of(spec['id']) in PENDING_STATES:
+            # Checked again where the job is received (runtime.records):
+            # this answers the usual case without sending anything.
+            return JobId(spec['id'], added=False)
         targets = self._job_queues if kind == 'async' else self._store_queues
         self._send(wire.job_created(queue, spec), targets[queue])
-        return spec['id']
+        return JobId(spec['id'])
 
     def cancel_job(self, job_id, queue=None):
         """Cancel a deferred job, on ``queue`` or on every queue."""
@@ -115,6 +122,30 @@ class Scheduler:
         for name in queues:
             self._send(wire.job_canceled(name, job_id),
                        self._store_queues[name])
+
+    # --- what became of a job ---------------------------------------------
+
+    def job_status(self, job_id):
+        """The :class:`~pyramid_scheduler.status.JobStatus` of ``job_id``
+        (state, attempts, times, result, error), or None if it has no
+        record: unknown, older than ``scheduler.results.ttl``, or sent so
+        recently that no runtime has received it yet."""
+        return self.status_table().get(job_id)
+
+    def wait(self, job_id, timeout=None):
+        """The job's status once it has ended (succeeded, failed or
+        canceled); ``TimeoutError`` if it has not within ``timeout`` s."""
+        from .statusdb import wait_until_done
+        return wait_until_done(self.status_table(), job_id, timeout)
+
+    def status_table(self):
+        """The job status table (statusdb.StatusTable), opened on first
+        use: SQLAlchemy costs a process that never asks a third of a
+        second to import."""
+        if self._status is None:
+            from .statusdb import StatusTable
+            self._status = StatusTable(self._require_settings())
+        return self._status
 
     def _send(self, body, target):
         self._sender.send(lambda: self.producer.publish(
@@ -171,6 +202,8 @@ class Scheduler:
             self._sender.close()
         if self.producer is not None:
             self.producer.close()
+        if self._status is not None:
+            self._status.close()
 
     # 0.3.x names
     startConsumer = start

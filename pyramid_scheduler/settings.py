@@ -107,6 +107,7 @@ class SchedulerSettings:
     child_heartbeat_timeout: float
     child_boot_failures: int
     max_deliveries: int
+    results_ttl: float
     admin_timeout: float
     apscheduler_options: dict
     queue_settings: dict

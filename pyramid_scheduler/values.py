@@ -51,6 +51,14 @@ def parse_duration(key, value):
     return seconds
 
 
+def parse_positive_duration(key, value):
+    """A duration above zero."""
+    seconds = parse_duration(key, value)
+    if seconds <= 0:
+        raise bad_value(key, value, 'a duration above zero (such as "1d")')
+    return seconds
+
+
 def parse_grace_time(key, value):
     """A duration in whole seconds, at least 1 (what APScheduler takes)."""
     seconds = parse_duration(key, value)

@@ -123,3 +123,17 @@ def read_ids(path):
             if len(parts) == 3:  # a line being written is skipped
                 runs.append((parts[0], int(parts[1]), float(parts[2])))
     return runs
+
+
+# --- used by the job status tests (tests/test_status.py) ---------------------
+
+def record_when_released(path, gate, value, timeout=60):
+    """Record ``value`` once the file ``gate`` exists, and return it: a job
+    that stays running until the test lets it end."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f'{gate} never appeared')
+        time.sleep(0.02)
+    record(path, value)
+    return value

@@ -136,6 +136,9 @@ def described(message, scheduler_id):
         if key == 'request_id':
             assert re.fullmatch('[0-9a-f]{32}|golden-request', value)
             return '<request_id>'
+        if key == 'unique':
+            assert re.fullmatch('[0-9a-f]{32}', value)
+            return '<token>'
         if isinstance(value, str):
             value = value.replace(scheduler_id, '<id>')
             if request_id:

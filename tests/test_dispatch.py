@@ -14,6 +14,7 @@ from pyramid_scheduler.events import Listeners
 from pyramid_scheduler.runtime import acks as acks_module, dispatch
 from pyramid_scheduler.runtime.acks import ACK_BATCH, ACK_DELAY, AckPolicy
 from pyramid_scheduler.runtime.dispatch import DeadLetterLog, Dispatcher
+from pyramid_scheduler.runtime.records import Records
 from pyramid_scheduler.runtime.jobrunner import JobRunner, Stats
 from pyramid_scheduler.runtime.outbox import Outbox
 from pyramid_scheduler.runtime.state import RunState
@@ -75,7 +76,8 @@ def make_dispatcher(settings, channel, deferred=None, commands=None):
     return Dispatcher(
         settings, ('jobs',), state=RunState(), acks=AckPolicy(1),
         pool=None, inflight=InFlight(),
-        runner=JobRunner(settings, None, Listeners(), stats),
+        runner=JobRunner(settings, None, Listeners(), stats,
+                         Records(settings)),
         deferred=deferred, outbox=Outbox(settings, channel),
         dead_letters=DeadLetterLog(), commands=commands)
 

@@ -55,6 +55,7 @@ from .jobrunner import JobRunner, Stats
 from .outbox import Outbox
 from .presence import Presence
 from .received import ReceivedCopies
+from .records import Records
 from .state import RunState
 from .storelock import StoreLock, lock_path
 from .workers import InFlight, WorkerPool
@@ -98,8 +99,9 @@ class Runtime:
         self.acks = AckPolicy(self.worker_count)
         self.in_flight = InFlight()
         self.pool = WorkerPool(self.worker_count, 'pscheduler-job')
+        self.records = Records(settings, prune=self.owns_stores)
         self.jobs = JobRunner(settings, self.registry, self.listeners,
-                              self.stats)
+                              self.stats, self.records)
         self.outbox = Outbox(settings)
         self.dead_letter_log = DeadLetterLog()
         self.deferred = self.introspection = commands = None
@@ -148,6 +150,7 @@ class Runtime:
             raise RuntimeError('acquire_stores() before start()')
         exposure.warn_if_pickle_unsigned(self.settings)
         self.crash_journal.open()
+        self.records.start()
         self.pool.start()
         if self.deferred is not None:
             self._start_deferred()
@@ -251,6 +254,7 @@ class Runtime:
             self.deferred.close()
         if self.presence is not None:
             self.presence.stop()
+        self.records.stop()
         self.crash_journal.close()
         self.release_stores()
         log.info('stopped serving queue(s) %s', ', '.join(self.queues))

@@ -23,7 +23,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from sqlalchemy import select
 
-from .. import transports
+from .. import status, transports
 from ..errors import InvalidJob
 from ..events import Event, JobInfo
 from ..jobs import build_trigger, check_options
@@ -278,13 +278,16 @@ class DeferredJobs:
         _check_store_of(aps_job, queue)
         job = JobInfo(spec, queue=queue)
         now = datetime.datetime.now(datetime.timezone.utc)
-        for run_time in run_times:
+        for number, run_time in enumerate(run_times, 1):
+            # What the job's status record reads after this run.
+            then = (status.SUCCEEDED if last_run and number == len(run_times)
+                    else status.SCHEDULED)
             late = (now - run_time).total_seconds()
             grace = aps_job.misfire_grace_time
             if grace is not None and late > grace:
-                self._runner.missed(job, run_time, late)
+                self._runner.missed(job, run_time, late, then)
                 continue
-            self._runner.execute(job, scheduled_run_time=run_time)
+            self._runner.execute(job, then=then, scheduled_run_time=run_time)
         if last_run:
             self._runner.notify(Event.JOB_REMOVED, job)
 

@@ -17,9 +17,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .. import codec, naming, wire
 from ..errors import InvalidJob, InvalidMessage
-from ..events import Event, JobInfo
-from ..references import check_allowed, resolve_reference
 from .crashes import NoJournal
+from .jobmessages import JobMessages
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +81,7 @@ class Dispatcher:
         self.inflight = inflight
         self.runner = runner
         self.stats = runner.stats
+        self.records = runner.records
         self.deferred = deferred
         self.outbox = outbox
         self.dead_letters = dead_letters
@@ -89,9 +89,13 @@ class Dispatcher:
         # Drops second copies of an outbox entry (received.ReceivedCopies).
         self.received = received
         self._failures = {}   # message body -> handling failures in a row
+        # Jobs and cancels (jobmessages.py); commands (the admin's).
+        self.job_messages = JobMessages(
+            settings, queues, runner=runner, inflight=inflight, acks=acks,
+            pool=pool, deferred=deferred, crashes=self.crashes)
         self._routes = {
-            wire.JOB_CREATED: self._on_job_created,
-            wire.JOB_CANCELED: self._on_job_canceled,
+            wire.JOB_CREATED: self.job_messages.on_job_created,
+            wire.JOB_CANCELED: self.job_messages.on_job_canceled,
             wire.COMMAND: self._on_command,
         }
 
@@ -238,64 +242,6 @@ class Dispatcher:
         log.debug('passed a %s message on to %s', body['type'], target.name)
         message.ack()
 
-    def _check_queue(self, body):
-        if body['queue'] not in self.queues:
-            raise InvalidJob(f'message for queue {body["queue"]!r} arrived at '
-                             f'a runtime serving {", ".join(self.queues)}')
-
-    def _on_job_created(self, body, message):
-        self._check_queue(body)
-        spec = body['job']
-        queue = body['queue']
-        # A function that may not run (outside the application's package
-        # and scheduler.allowed_modules, or in a guarded module of the
-        # standard library: a forged or stale message) is refused before
-        # its module is even imported, and one
-        # that no longer imports (or names no callable) would fail at every
-        # run: both go to the dead-letter queue, where an operator sees
-        # them, and never run.
-        check_allowed(spec['func'], self.settings.allowed_modules)
-        func = resolve_reference(spec['func'])
-        if not callable(func):
-            raise InvalidJob(f'job function {spec["func"]} is not callable')
-        job = JobInfo(spec, queue=queue)
-        if spec['kind'] == 'async':
-            check_crashes(self.crashes, self.settings, spec, message)
-            self.inflight.add(+1)
-            self.runner.notify(Event.JOB_CREATED, job)
-            self.acks.expect(message)
-            self.pool.submit(self._run_async, job, message, func)
-            return
-        prepared = self.deferred.prepare(queue, spec)
-        self.runner.notify(Event.JOB_CREATED, job)
-        self.deferred.store(prepared)
-        message.ack()
-
-    def _run_async(self, job, message, func):
-        # In a worker thread: the message is acknowledged once the job is
-        # done, by the consumer thread (see acks).
-        try:
-            with self.crashes.running(job['id']):
-                self.runner.execute(job, func)
-            self.runner.notify(Event.JOB_REMOVED, job)
-        finally:
-            self.inflight.add(-1)
-            self.acks.finished(message)
-
-    def _on_job_canceled(self, body, message):
-        self._check_queue(body)
-        queue, job_id = body['queue'], body['job_id']
-        if not isinstance(job_id, str) or not job_id:
-            raise InvalidJob(f'job id to cancel must be a non-empty string, '
-                             f'not {job_id!r:.80}')
-        spec = self.deferred.remove(queue, job_id)
-        if spec is not None:
-            info = JobInfo(spec, queue=queue)
-            listeners = self.runner.listeners
-            listeners.notify(Event(Event.JOB_CANCELED, job=info, queue=queue))
-            listeners.notify(Event(Event.JOB_REMOVED, job=info, queue=queue))
-        message.ack()
-
     def _on_command(self, body, message):
         check_reply_to(self.settings, body)
         try:
@@ -316,18 +262,6 @@ def check_reply_to(settings, body):
         raise InvalidJob(f'command {body.get("command")!r:.80} wants its '
                          f'reply sent to {reply_to!r:.200}, not a reply '
                          f'queue ({prefix}<request id>)')
-
-
-def check_crashes(crashes, settings, spec, message):
-    """Refuse a job that took its process down max_deliveries times: run
-    again, it would only do it again, and starve the queue (crashes.py)."""
-    redelivered = (message.delivery_info or {}).get('redelivered')
-    count = crashes.crashes(spec['id'], bool(redelivered))
-    limit = settings.max_deliveries
-    if count >= limit:
-        raise InvalidJob(
-            f'job {spec["id"]} ({spec["func"]}) took its process down '
-            f'{count} times (scheduler.max_deliveries = {limit})')
 
 
 def _is_async_job(body):

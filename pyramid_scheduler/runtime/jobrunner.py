@@ -9,6 +9,7 @@ import threading
 import time
 import traceback
 
+from .. import status
 from ..events import Event
 from ..execution import run_job
 
@@ -34,17 +35,24 @@ class Stats:
 
 
 class JobRunner:
-    """Runs jobs with the app's registry and fires their events."""
+    """Runs jobs with the app's registry, notes their status records and
+    fires their events."""
 
-    def __init__(self, settings, registry, listeners, stats):
+    def __init__(self, settings, registry, listeners, stats, records):
         self.settings = settings
         self.registry = registry
         self.listeners = listeners
         self.stats = stats
+        self.records = records
 
-    def execute(self, job, func=None, **extra):
-        """Run ``job`` (a JobInfo) once; its failure is logged, not raised."""
+    def execute(self, job, func=None, then=status.SUCCEEDED, **extra):
+        """Run ``job`` (a JobInfo) once; its failure is logged, not raised.
+
+        ``then`` is the state its record takes if the run succeeds:
+        ``scheduled`` for a periodic job with runs to come.
+        """
         started = time.time()
+        self.records.running(job, job.get('attempt', 1))
         try:
             retval = run_job(job, registry=self.registry,
                              delegator=self.settings.delegator,
@@ -54,16 +62,25 @@ class JobRunner:
             self.stats.add('failed')
             log.error('job %s (%s) failed', job['id'], job['func'],
                       exc_info=True)
+            formatted = traceback.format_exc()
+            self.records.failed(job, describe(exc), formatted,
+                                status.FAILED if then == status.SUCCEEDED
+                                else then)
             self.notify(Event.JOB_FAILED, job, exception=exc,
-                        traceback=traceback.format_exc(), **extra)
+                        traceback=formatted, **extra)
             return
+        self.records.succeeded(job, retval, then)
         self.stats.add('executed')
         log.debug('job %s (%s) done in %.3fs', job['id'], job['func'],
                   time.time() - started)
         self.notify(Event.JOB_EXECUTED, job, retval=retval, **extra)
 
-    def missed(self, job, run_time, late):
+    def missed(self, job, run_time, late, then=status.SUCCEEDED):
         self.stats.add('missed')
+        self.records.failed(
+            job, f'missed its run time {run_time.isoformat()} by {late:.1f}s, '
+            'more than its misfire grace time', None,
+            status.FAILED if then == status.SUCCEEDED else then)
         log.warning('job %s (%s) missed its run time %s by %.1fs, more than '
                     'its misfire grace time; not run', job['id'], job['func'],
                     run_time.isoformat(), late)
@@ -74,3 +91,8 @@ class JobRunner:
         if self.listeners.wants(type_):
             self.listeners.notify(Event(type_, job=job, queue=job['queue'],
                                         **params))
+
+
+def describe(exc):
+    """``'ValueError: bad input'``: the error a status record shows."""
+    return f'{type(exc).__name__}: {exc}'

@@ -1,0 +1,346 @@
+"""The job status table, in the job store database (``scheduler.jobstore.url``,
+the embedded SQLite file by default): one row per job id.
+
+Written by the runtimes (in batches: runtime.records) and read by anyone
+with the settings (``scheduler.job_status``, the failed-job registry). Its
+values are plain columns, except the result and the job spec (for requeue),
+kept as the configured serializer makes them.
+"""
+import logging
+import os
+import threading
+import time
+
+import sqlalchemy as sa
+from kombu import serialization
+from sqlalchemy.exc import IntegrityError
+
+from . import status as st
+
+log = logging.getLogger(__name__)
+
+# As the APScheduler job store's id column (deferred.MAX_JOB_ID_LENGTH).
+ID_LENGTH = 191
+# A long traceback is cut: the record is for people, and rows stay small.
+MAX_TEXT = 20000
+# Columns a later write fills only where it has a value (see upsert).
+KEPT_COLUMNS = ('queue', 'func', 'kind', 'created', 'started', 'finished',
+                'result', 'result_type', 'error', 'traceback', 'spec',
+                'spec_type', 'attempts', 'token')
+
+
+def table_name(settings):
+    return f'{settings.scheduler_id}_job_status'.replace('.', '_')
+
+
+def define_table(name):
+    return sa.Table(
+        name, sa.MetaData(),
+        sa.Column('job_id', sa.String(ID_LENGTH), primary_key=True),
+        sa.Column('queue', sa.String(ID_LENGTH)),
+        sa.Column('func', sa.Text),
+        sa.Column('kind', sa.String(16)),
+        sa.Column('state', sa.String(16), nullable=False, index=True),
+        sa.Column('attempts', sa.Integer),
+        sa.Column('created', sa.Float),
+        sa.Column('started', sa.Float),
+        sa.Column('finished', sa.Float),
+        sa.Column('updated', sa.Float, nullable=False, index=True),
+        sa.Column('result', sa.LargeBinary),
+        sa.Column('result_type', sa.String(100)),
+        sa.Column('error', sa.Text),
+        sa.Column('traceback', sa.Text),
+        sa.Column('spec', sa.LargeBinary),
+        sa.Column('spec_type', sa.String(100)),
+        # The unique token of the async job that took the id (jobs.py).
+        sa.Column('token', sa.String(64)))
+
+
+def encode(value, serializer):
+    """``(content type, bytes)`` of ``value``, or ``(None, None)`` if the
+    serializer cannot take it back unchanged enough to be worth keeping."""
+    try:
+        content_type, _, data = serialization.dumps(value, serializer)
+    except Exception:
+        return None, None
+    if isinstance(data, str):
+        data = data.encode('utf-8')
+    return content_type, data
+
+
+def decode(data, content_type):
+    if data is None or content_type is None:
+        return None
+    try:
+        return serialization.loads(bytes(data), content_type, 'utf-8',
+                                   accept=[content_type])
+    except Exception:
+        log.warning('could not decode a stored %s value', content_type)
+        return None
+
+
+class StatusTable:
+    """The table of one scheduler id; an engine per process (made on first
+    use, again after a fork)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.table = define_table(table_name(settings))
+        self._engine = None
+        self._pid = None
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self):
+        if self._engine is None or self._pid != os.getpid():
+            with self._lock:
+                if self._engine is None or self._pid != os.getpid():
+                    self._engine = self._make_engine()
+                    self._pid = os.getpid()
+        return self._engine
+
+    def _make_engine(self):
+        url = self.settings.jobstore_url
+        options = {}
+        if url.startswith('sqlite'):
+            # The embedded file is shared with the broker's rows: wait
+            # for its write lock rather than fail.
+            options['connect_args'] = {'timeout': 30}
+        else:
+            options['pool_pre_ping'] = True
+        engine = sa.create_engine(url, **options)
+        if engine.dialect.name == 'sqlite':
+            sa.event.listen(engine, 'connect', _sqlite_pragmas)
+        try:
+            self.table.create(engine, checkfirst=True)
+        except sa.exc.DBAPIError:
+            # Another process made it between the check and the create.
+            if not sa.inspect(engine).has_table(self.table.name):
+                raise
+        return engine
+
+    def close(self):
+        if self._engine is not None and self._pid == os.getpid():
+            self._engine.dispose()
+        self._engine = None
+
+    # --- reading ---------------------------------------------------------
+
+    def get(self, job_id):
+        """The :class:`~.status.JobStatus` of ``job_id``, or None."""
+        with self.engine.connect() as connection:
+            row = connection.execute(self.table.select().where(
+                self.table.c.job_id == job_id)).mappings().first()
+        return None if row is None else to_status(row)
+
+    def state_of(self, job_id):
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(self.table.c.state).where(
+                self.table.c.job_id == job_id)).scalar()
+
+    def spec_of(self, job_id):
+        """``(queue, spec)`` kept for ``job_id`` (for requeue), or None."""
+        columns = self.table.c
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(
+                columns.queue, columns.spec, columns.spec_type).where(
+                columns.job_id == job_id)).first()
+        if row is None or row.spec is None:
+            return None
+        return row.queue, decode(row.spec, row.spec_type)
+
+    def in_state(self, state, queue=None, limit=100):
+        """Records in ``state`` (of ``queue``), newest first."""
+        query = self.table.select().where(self.table.c.state == state)
+        if queue is not None:
+            query = query.where(self.table.c.queue == queue)
+        query = query.order_by(self.table.c.updated.desc()).limit(limit)
+        with self.engine.connect() as connection:
+            return [to_status(row) for row in
+                    connection.execute(query).mappings()]
+
+    def canceled_since(self, since):
+        """Ids canceled (updated) at or after ``since`` (epoch)."""
+        columns = self.table.c
+        with self.engine.connect() as connection:
+            return set(connection.execute(sa.select(columns.job_id).where(
+                columns.state == st.CANCELED,
+                columns.updated >= since)).scalars())
+
+    # --- writing ---------------------------------------------------------
+
+    def upsert(self, rows):
+        """Write ``rows`` (dicts with ``job_id``, ``state`` and any other
+        columns) in one transaction. A row's missing or None columns keep
+        what the record had; a canceled record stays canceled (a late
+        ``queued`` from a runtime must not bring it back)."""
+        if not rows:
+            return
+        now = time.time()
+        full = [_full_row(row, now) for row in rows]
+        with self.engine.begin() as connection:
+            _relax_commit(connection)
+            if connection.dialect.name in ('sqlite', 'postgresql'):
+                connection.execute(self._upsert_statement(connection), full)
+            else:
+                for row in full:
+                    self._upsert_one(connection, row)
+
+    def _upsert_statement(self, connection):
+        if connection.dialect.name == 'sqlite':
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        statement = insert(self.table)
+        excluded, current = statement.excluded, self.table.c
+        changes = {name: sa.func.coalesce(excluded[name], current[name])
+                   for name in KEPT_COLUMNS}
+        changes['state'] = excluded.state
+        changes['updated'] = excluded.updated
+        return statement.on_conflict_do_update(
+            index_elements=['job_id'], set_=changes,
+            where=current.state != st.CANCELED)
+
+    def _upsert_one(self, connection, row):
+        columns = self.table.c
+        values = {name: value for name, value in row.items()
+                  if value is not None and name != 'job_id'}
+        done = connection.execute(self.table.update().where(
+            columns.job_id == row['job_id'],
+            columns.state != st.CANCELED).values(**values)).rowcount
+        if not done and self.state_of_in(connection, row['job_id']) is None:
+            connection.execute(self.table.insert().values(**row))
+
+    def state_of_in(self, connection, job_id):
+        return connection.execute(sa.select(self.table.c.state).where(
+            self.table.c.job_id == job_id)).scalar()
+
+    def claim(self, row):
+        """Take ``row['job_id']`` for a unique async job; True if taken.
+
+        Free: no record, or a final one. A canceled record made after the
+        job was added (``row['created']``) canceled this very job: not
+        free. A pending record with the same token is this job again (a
+        redelivery): taken. Atomic across processes: of two claims of one
+        id, one wins.
+        """
+        row = _full_row(row, time.time())
+        for _ in range(3):
+            try:
+                with self.engine.begin() as connection:
+                    taken = self._claim_in(connection, row)
+                if taken is not None:
+                    return taken
+            except IntegrityError:
+                pass   # another process inserted it first: look again
+        return False
+
+    def _claim_in(self, connection, row):
+        columns = self.table.c
+        current = connection.execute(sa.select(
+            columns.state, columns.token, columns.updated).where(
+            columns.job_id == row['job_id'])).first()
+        if current is None:
+            connection.execute(self.table.insert().values(**row))
+            return True
+        if current.state in st.PENDING_STATES:
+            return current.token == row['token']
+        if current.state == st.CANCELED and \
+                current.updated >= (row['created'] or 0):
+            return False
+        updated = connection.execute(self.table.update().where(
+            columns.job_id == row['job_id'],
+            columns.state == current.state,
+            columns.updated == current.updated).values(**row)).rowcount
+        return True if updated else None
+
+    def cancel(self, job_id, queue):
+        """Cancel a job not started: its record reads ``canceled`` (one is
+        made if the job has not reached a runtime yet). The state it had,
+        or None (no record); a started or ended job is left as it is."""
+        columns = self.table.c
+        now = time.time()
+        with self.engine.begin() as connection:
+            state = self.state_of_in(connection, job_id)
+            if state is None:
+                connection.execute(self.table.insert().values(
+                    job_id=job_id, queue=queue, state=st.CANCELED,
+                    updated=now, finished=now, attempts=0))
+            elif state in (st.QUEUED, st.SCHEDULED, st.RETRYING):
+                connection.execute(self.table.update().where(
+                    columns.job_id == job_id).values(
+                    state=st.CANCELED, updated=now, finished=now))
+        return state
+
+    def delete_finished_before(self, horizon):
+        """Delete final records last updated before ``horizon``; how many."""
+        columns = self.table.c
+        with self.engine.begin() as connection:
+            return connection.execute(self.table.delete().where(
+                columns.state.in_(sorted(st.FINAL_STATES)),
+                columns.updated < horizon)).rowcount
+
+    def delete_in_state(self, state, queue=None):
+        """Delete the records in ``state`` (of ``queue``); how many."""
+        query = self.table.delete().where(self.table.c.state == state)
+        if queue is not None:
+            query = query.where(self.table.c.queue == queue)
+        with self.engine.begin() as connection:
+            return connection.execute(query).rowcount
+
+
+def _full_row(row, now):
+    full = {name: None for name in KEPT_COLUMNS}
+    full.update(row)
+    full['updated'] = now
+    for name in ('error', 'traceback'):
+        if isinstance(full[name], str) and len(full[name]) > MAX_TEXT:
+            full[name] = full[name][:MAX_TEXT] + '\n[cut]'
+    return full
+
+
+def to_status(row):
+    return st.JobStatus(
+        id=row['job_id'], queue=row['queue'], func=row['func'],
+        kind=row['kind'], state=row['state'], attempts=row['attempts'] or 0,
+        created=st.aware(row['created']), started=st.aware(row['started']),
+        finished=st.aware(row['finished']),
+        result=decode(row['result'], row['result_type']),
+        error=row['error'] or None, traceback=row['traceback'] or None)
+
+
+def _relax_commit(connection):
+    # A record lost in a power cut is worth less than a flush per batch;
+    # SQLite gets the same from synchronous=NORMAL (_sqlite_pragmas).
+    if connection.dialect.name == 'postgresql':
+        connection.exec_driver_sql('SET LOCAL synchronous_commit TO OFF')
+
+
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute('PRAGMA journal_mode=WAL')
+        cursor.execute('PRAGMA synchronous=NORMAL')
+    finally:
+        cursor.close()
+
+
+def wait_until_done(table, job_id, timeout, first_poll=0.02, max_poll=0.5):
+    """Poll ``job_id``'s record until it is final; the JobStatus, or
+    TimeoutError after ``timeout`` seconds (None: no limit). Polling: the
+    record is written by another process, in batches (runtime.records)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    poll = first_poll
+    while True:
+        found = table.get(job_id)
+        if found is not None and found.done:
+            return found
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                state = 'no record' if found is None else found.state
+                raise TimeoutError(f'job {job_id} did not end within '
+                                   f'{timeout}s (now: {state})')
+            poll = min(poll, remaining)
+        time.sleep(poll)
+        poll = min(poll * 2, max_poll)

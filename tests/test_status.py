@@ -1,0 +1,114 @@
+"""Job status records, unique ids and canceling a queued async job, on a
+real daemon and each broker (issue 15).
+
+Each daemon has one worker thread: a job held by a gate file keeps the
+jobs behind it queued (received, waiting for the worker), so every state
+can be seen as it is, then each end.
+"""
+import datetime
+
+import pytest
+
+from pyramid_scheduler import status
+from tests import jobs
+from tests.daemon_helpers import producer, wait_for, write_ini
+
+BROKERS = ('sqlite', 'redis', 'rabbitmq')
+
+
+def start_daemon(tmp_path, daemons, broker_for, broker, **settings):
+    values = broker_for(broker, **{'scheduler.executor.size': '1'})
+    values.update(settings)
+    ini = write_ini(tmp_path / 'app.ini', settings=values)
+    daemon = daemons(ini)
+    daemon.wait_ready(['jobs'])
+    return ini, daemon
+
+
+def state_of(scheduler, job_id, state, daemon, timeout=30):
+    def reached():
+        found = scheduler.job_status(job_id)
+        return found if found is not None and found.state == state else None
+    return wait_for(reached, timeout, what=f'job {job_id} {state}; now '
+                    f'{scheduler.job_status(job_id)}; log:\n{daemon.log()}')
+
+
+def values(path):
+    return [record['values'][0] for record in jobs.read_records(path)]
+
+
+def assert_aware(*moments):
+    for moment in moments:
+        assert isinstance(moment, datetime.datetime)
+        assert moment.utcoffset() == datetime.timedelta(0)
+
+
+@pytest.mark.parametrize('broker', BROKERS)
+def test_every_state_of_a_job_then_its_end(tmp_path, broker_for, daemons,
+                                           broker):
+    ini, daemon = start_daemon(tmp_path, daemons, broker_for, broker)
+    out, gate = str(tmp_path / 'out'), str(tmp_path / 'gate')
+    with producer(ini) as scheduler:
+        held = scheduler.add_async_job(jobs.record_when_released,
+                                       args=(out, gate, 'held'))
+        state_of(scheduler, held, status.RUNNING, daemon)
+        waiting = scheduler.add_async_job(jobs.echo, args=(out, 'waiting'))
+        canceled = scheduler.add_async_job(jobs.echo, args=(out, 'canceled'))
+        failing = scheduler.add_async_job(jobs.fail, args=('boom',))
+        state_of(scheduler, canceled, status.QUEUED, daemon)
+        scheduler.cancel_job(canceled)
+        state_of(scheduler, canceled, status.CANCELED, daemon)
+        later = datetime.datetime.now(datetime.timezone.utc) + \
+            datetime.timedelta(hours=1)
+        dated = scheduler.add_date_job(jobs.echo, later, args=(out, 'date'))
+        state_of(scheduler, dated, status.SCHEDULED, daemon)
+        with pytest.raises(TimeoutError):
+            scheduler.wait(dated, timeout=0.3)
+        open(gate, 'w').close()
+
+        done = scheduler.wait(waiting, timeout=30)
+        assert (done.state, done.result, done.attempts) == (
+            status.SUCCEEDED, 'waiting', 1)
+        assert (done.id, done.queue, done.func, done.kind) == (
+            waiting, 'jobs', 'tests.jobs:echo', 'async')
+        assert_aware(done.created, done.started, done.finished)
+        assert done.created <= done.started <= done.finished
+        assert done.error is None and done.traceback is None
+
+        failed = scheduler.wait(failing, timeout=30)
+        assert failed.state == status.FAILED
+        assert failed.error == 'RuntimeError: boom'
+        assert 'raise RuntimeError(message)' in failed.traceback
+        assert scheduler.wait(held, timeout=30).result == 'held'
+        assert scheduler.wait(canceled, timeout=1).state == status.CANCELED
+        assert scheduler.job_status('no-such-job') is None
+    assert sorted(values(out)) == ['held', 'waiting']
+
+
+@pytest.mark.parametrize('broker', BROKERS)
+def test_a_second_job_with_the_id_of_a_pending_one_is_not_run(
+        tmp_path, broker_for, daemons, broker):
+    ini, daemon = start_daemon(tmp_path, daemons, broker_for, broker)
+    out, gate = str(tmp_path / 'out'), str(tmp_path / 'gate')
+    with producer(ini) as scheduler:
+        # Both sent before any record exists: the runtime tells them apart.
+        first = scheduler.add_async_job(jobs.record_when_released,
+                                        args=(out, gate, 'first'), id='once')
+        second = scheduler.add_async_job(jobs.record_when_released,
+                                         args=(out, gate, 'second'), id='once')
+        assert first == second == 'once' and first.added and second.added
+        state_of(scheduler, 'once', status.RUNNING, daemon)
+        # Now the producer sees it pending and sends nothing.
+        third = scheduler.add_async_job(jobs.echo, args=(out, 'third'),
+                                        id='once')
+        assert third == 'once' and third.added is False
+        open(gate, 'w').close()
+        assert scheduler.wait('once', timeout=30).result == 'first'
+        wait_for(lambda: daemon.log_count('not run: a job with this id') >= 1,
+                 what='the second job refused')
+        # Ended, the id is free again.
+        again = scheduler.add_async_job(jobs.echo, args=(out, 'again'),
+                                        id='once')
+        assert again.added
+        wait_for(lambda: 'again' in values(out), what='the job run again')
+    assert sorted(values(out)) == ['again', 'first']
