@@ -294,7 +294,7 @@ class _Runner:
     def __init__(self):
         self.executed = []
 
-    def execute(self, job, scheduled_run_time=None):
+    def execute(self, job, then=None, scheduled_run_time=None):
         self.executed.append((job.queue, scheduled_run_time))
 
     def notify(self, type_, job, **params):
