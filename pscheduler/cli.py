@@ -62,7 +62,8 @@ def build_parser():
         '-q', '--queue', metavar='NAME', dest='queues', action='append',
         default=[],
         help='serve only this queue (repeatable; default: every queue in '
-             'scheduler.queues)')
+             'scheduler.queues); with --run: the job\'s queue (once; '
+             'default: the first of scheduler.queues)')
     parser.add_argument(
         '--reload', action='store_true',
         help='restart when the code or CONFIG_URI changes (development)')

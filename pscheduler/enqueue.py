@@ -23,7 +23,7 @@ from pyramid_scheduler.errors import InvalidJob, InvalidQueue
 from pyramid_scheduler.jobs import build_spec
 
 from . import exitcodes
-from .child import configuration_error
+from .child import configuration_error, one_line
 from .config import get_loader, load_config
 from .exitcodes import ExitError
 from .message import send_failure
@@ -92,9 +92,11 @@ def load_scheduler(config):
                         f'{configuration_error(exc)}',
                         exitcodes.CONFIG) from exc
     except Exception as exc:
+        # Not pscheduler's failure (exit 1): what the ini names does not
+        # load (an import error, most often), and no retry will fix it.
         raise ExitError(f'{where} could not be loaded: '
-                        f'{type(exc).__name__}: {exc}',
-                        exitcodes.FAILURE) from exc
+                        f'{type(exc).__name__}: {one_line(exc)}',
+                        exitcodes.CONFIG) from exc
     scheduler = getattr(getattr(app, 'registry', None), 'scheduler', None)
     if scheduler is None or scheduler.settings is None:
         raise ExitError(

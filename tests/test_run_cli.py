@@ -118,3 +118,32 @@ def test_an_unreachable_broker_is_the_exit_code_of_message(tmp_path, capsys):
     assert captured.out == ''
     assert 'the job was not sent' in captured.err
     assert 'could not be reached within 1s' in captured.err
+
+
+@pytest.mark.parametrize('app, code, expected', [
+    ('tests.apps.noscheduler:main', exitcodes.NO_SCHEDULER,
+     'does not include pyramid_scheduler'),
+    ('tests.apps.broken:main', exitcodes.CONFIG,
+     "could not be loaded: ModuleNotFoundError: No module named "
+     "'pscheduler_test_module_that_does_not_exist'"),
+])
+def test_an_application_that_cannot_send_jobs(tmp_path, capsys, app, code,
+                                              expected):
+    ini = write_ini(tmp_path / 'app.ini', app=app, logging=False)
+    assert run_in_process(ini, '--run', 'tests.jobs:record') == code
+    [line] = capsys.readouterr().err.splitlines()
+    assert expected in line, line
+
+
+def test_never_runs_jobs_even_combined_and_told_to(tmp_path, capsys,
+                                                   monkeypatch):
+    from pyramid_scheduler import CONSUME_ENV
+    from pyramid_scheduler.scheduler import Scheduler
+    started = []
+    monkeypatch.setattr(Scheduler, 'start', lambda self, *a, **k:
+                        started.append(self))
+    monkeypatch.setenv(CONSUME_ENV, '1')
+    ini = write_ini(tmp_path / 'app.ini', logging=False,
+                    settings={'scheduler.combined': 'true'})
+    assert run_in_process(ini, '--run', 'tests.jobs:record') == 0
+    assert started == []
