@@ -39,6 +39,12 @@ admin commands (--message TEXT, TEXT = "COMMAND [key=value ...]"):
   {', '.join(message.COMMANDS)}
   e.g. --message ping, --message 'jobs offset=50 limit=10'
 
+send one job (--run FUNC, as registry.scheduler.add_async_job would):
+  --run myapp.jobs:send --args '["x", 2]' --kwargs '{{"a": 1}}' [-q QUEUE]
+  [--id JOBID] app.ini
+  loads the application, checks the job as the web app does (allowed
+  modules, arguments, queue), sends it at once and prints its id on stdout
+
 exit codes:
 {exitcodes.describe()}
 """
@@ -56,7 +62,8 @@ def build_parser():
         '-q', '--queue', metavar='NAME', dest='queues', action='append',
         default=[],
         help='serve only this queue (repeatable; default: every queue in '
-             'scheduler.queues)')
+             'scheduler.queues); with --run: the job\'s queue (once; '
+             'default: the first of scheduler.queues)')
     parser.add_argument(
         '--reload', action='store_true',
         help='restart when the code or CONFIG_URI changes (development)')
@@ -71,10 +78,16 @@ def build_parser():
     parser.add_argument(
         '--restart-interval', metavar='SECONDS', type=float, default=5,
         help='seconds to wait before such a restart (default: %(default)g)')
-    parser.add_argument(
+    actions = parser.add_mutually_exclusive_group()
+    actions.add_argument(
         '--message', metavar='TEXT',
         help='send an admin command to the running children, print their '
              'answers and exit')
+    actions.add_argument(
+        '--run', metavar='FUNC',
+        help='send one job calling FUNC ("package.module:function"), print '
+             'its id and exit; -q QUEUE (once) picks its queue')
+    add_run_arguments(parser)
     parser.add_argument(
         '--json', action='store_true',
         help='with --message: print the answers as JSON')
@@ -92,18 +105,39 @@ def build_parser():
     return parser
 
 
+def add_run_arguments(parser):
+    parser.add_argument(
+        '--args', metavar='JSON', default=None,
+        help='with --run: the positional arguments, a JSON list')
+    parser.add_argument(
+        '--kwargs', metavar='JSON', default=None,
+        help='with --run: the keyword arguments, a JSON object')
+    parser.add_argument(
+        '--id', metavar='JOBID', dest='job_id', default=None,
+        help='with --run: the job\'s id (default: a new random one)')
+
+
+def check_combinations(parser, args):
+    if (args.json or args.timeout is not None) and args.message is None:
+        parser.error('--json and --timeout go with --message')
+    if args.run is None and (args.args, args.kwargs, args.job_id) != (
+            None, None, None):
+        parser.error('--args, --kwargs and --id go with --run')
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.json or args.timeout is not None) and args.message is None:
-        parser.error('--json and --timeout go with --message')
+    check_combinations(parser, args)
+    client = args.message is not None or args.run is not None
     try:
         args.loader = get_loader(args.config_uri)
         setup_logging(args.loader,
-                      logging.WARNING if args.message is not None
-                      else logging.INFO)
+                      logging.WARNING if client else logging.INFO)
         if args.message is not None:
             return send_message(args)
+        if args.run is not None:
+            return send_job(args)
         # Checked before --reload and --pidfile: a mistake is reported on
         # stderr at once, whatever the logging configuration says.
         config = load_daemon_config(args)
@@ -132,6 +166,13 @@ def send_message(args):
                          args.loader)
     return message.run(config, args.message, timeout=args.timeout,
                        as_json=args.json)
+
+
+def send_job(args):
+    # Imported here: the daemon's master must not import the job machinery
+    # (nor the application, which --run loads).
+    from . import enqueue
+    return enqueue.run(args, sys.stdout)
 
 
 def load_daemon_config(args):

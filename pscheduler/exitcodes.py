@@ -17,16 +17,19 @@ BOOT_FAILED = 20
 START_FAILED = 21
 
 MEANINGS = (
-    (OK, 'stopped on request (SIGTERM/SIGINT), or --message answered'),
+    (OK, 'stopped on request (SIGTERM/SIGINT), --message answered, or\n'
+         '--run sent its job'),
     (FAILURE, 'unexpected error in pscheduler itself (traceback in the log)'),
-    (USAGE, 'bad command line, e.g. a --queue that is not configured or\n'
-            'a --message argument the command does not take'),
+    (USAGE, 'bad command line, e.g. a --queue that is not configured,\n'
+            'a --message argument the command does not take, or a --run\n'
+            'job refused (its function, --args, --kwargs or --id)'),
     (CONFIG, 'the ini file cannot be read or a scheduler.* setting is\n'
              'invalid, found by the master or by a child (a dotted name\n'
              'that does not import, a broker or job store refusing the\n'
              'password or database)'),
     (NO_ANSWER, '--message: a queue did not answer within the timeout, or\n'
-                '--message could not be sent (broker down, disk full)'),
+                '--message could not be sent (broker down, disk full);\n'
+                '--run: the job could not be sent (the same causes)'),
     (COMMAND_ERROR, '--message: a queue answered with an error (e.g. an '
                     'unknown command)'),
     (NO_SCHEDULER, 'the application does not include pyramid_scheduler'),

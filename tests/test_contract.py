@@ -556,16 +556,19 @@ def test_import_paths_used_from_outside():
 
 EXIT_CODES = """\
 exit codes:
-    0  stopped on request (SIGTERM/SIGINT), or --message answered
+    0  stopped on request (SIGTERM/SIGINT), --message answered, or
+       --run sent its job
     1  unexpected error in pscheduler itself (traceback in the log)
-    2  bad command line, e.g. a --queue that is not configured or
-       a --message argument the command does not take
+    2  bad command line, e.g. a --queue that is not configured,
+       a --message argument the command does not take, or a --run
+       job refused (its function, --args, --kwargs or --id)
     3  the ini file cannot be read or a scheduler.* setting is
        invalid, found by the master or by a child (a dotted name
        that does not import, a broker or job store refusing the
        password or database)
     4  --message: a queue did not answer within the timeout, or
-       --message could not be sent (broker down, disk full)
+       --message could not be sent (broker down, disk full);
+       --run: the job could not be sent (the same causes)
     5  --message: a queue answered with an error (e.g. an unknown command)
    10  the application does not include pyramid_scheduler
    11  the application is configured scheduler.combined = true

@@ -40,11 +40,17 @@ OVERSIZE_CLASSES = set()
 
 # The only pscheduler modules that may import pyramid_scheduler, and what
 # from: the master process reads settings without importing the
-# application; only the --message client speaks the admin protocol.
+# application; only the --message client speaks the admin protocol; the
+# --run client (never imported by the master) loads the application and
+# builds and sends a job as the facade does.
 PSCHEDULER_MAY_IMPORT = {
     'pscheduler.config': {'pyramid_scheduler.settings',
                           'pyramid_scheduler.errors'},
     'pscheduler.message': {'pyramid_scheduler.admin'},
+    'pscheduler.enqueue': {'pyramid_scheduler', 'pyramid_scheduler.naming',
+                           'pyramid_scheduler.wire',
+                           'pyramid_scheduler.errors',
+                           'pyramid_scheduler.jobs'},
 }
 
 # What the transports must not know about: they are plumbing under both the
