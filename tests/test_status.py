@@ -6,12 +6,17 @@ jobs behind it queued (received, waiting for the worker), so every state
 can be seen as it is, then each end.
 """
 import datetime
+import os
+import signal
+import time
 
 import pytest
 
 from pyramid_scheduler import status
+from pyramid_scheduler.runtime.records import Records
+from pyramid_scheduler.settings import parse_settings
 from tests import jobs
-from tests.daemon_helpers import producer, wait_for, write_ini
+from tests.daemon_helpers import PG_URL, producer, wait_for, write_ini
 
 BROKERS = ('sqlite', 'redis', 'rabbitmq')
 
@@ -43,10 +48,15 @@ def assert_aware(*moments):
         assert moment.utcoffset() == datetime.timedelta(0)
 
 
-@pytest.mark.parametrize('broker', BROKERS)
+@pytest.mark.parametrize('broker,store', [
+    ('sqlite', 'sqlite'), ('redis', 'sqlite'), ('rabbitmq', 'sqlite'),
+    ('redis', 'postgresql')])
 def test_every_state_of_a_job_then_its_end(tmp_path, broker_for, daemons,
-                                           broker):
-    ini, daemon = start_daemon(tmp_path, daemons, broker_for, broker)
+                                           broker, store):
+    extra = {'scheduler.jobstore.url': PG_URL} if store == 'postgresql' \
+        else {}
+    ini, daemon = start_daemon(tmp_path, daemons, broker_for, broker,
+                               **extra)
     out, gate = str(tmp_path / 'out'), str(tmp_path / 'gate')
     with producer(ini) as scheduler:
         held = scheduler.add_async_job(jobs.record_when_released,
@@ -112,3 +122,45 @@ def test_a_second_job_with_the_id_of_a_pending_one_is_not_run(
         assert again.added
         wait_for(lambda: 'again' in values(out), what='the job run again')
     assert sorted(values(out)) == ['again', 'first']
+
+
+@pytest.mark.parametrize('broker', BROKERS)
+def test_a_unique_job_redelivered_after_a_kill_runs_again(
+        tmp_path, broker_for, daemons, broker):
+    # Its record reads queued or running with its own token: the same job
+    # again (its process died), not a second job of its id: it runs.
+    ini, daemon = start_daemon(tmp_path, daemons, broker_for, broker)
+    out = str(tmp_path / 'ids')
+    with producer(ini) as scheduler:
+        scheduler.add_async_job(jobs.append_id, args=(out, 'once', 120),
+                                id='kept')
+        wait_for(lambda: jobs.read_ids(out), what='the job to start')
+        [(_, pid, _)] = jobs.read_ids(out)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: len(jobs.read_ids(out)) == 2, timeout=60,
+                 what=f'the job to run again; log:\n{daemon.log()}')
+        assert jobs.read_ids(out)[1][1] != pid
+        state_of(scheduler, 'kept', status.RUNNING, daemon)
+
+
+def test_final_records_older_than_the_ttl_are_deleted(tmp_path):
+    settings = parse_settings({'scheduler.results.ttl': '1h'},
+                              here=str(tmp_path))
+    records = Records(settings, prune=True)
+    job = jobs_info('old')
+    records.running(job)
+    records.succeeded(job, 1)
+    records.queued(jobs_info('pending'))
+    records.flush()
+    assert records.prune(time.time() + 1800) == 0
+    assert records.prune(time.time() + 3601) == 1
+    assert records.table.get('old') is None
+    assert records.table.get('pending').state == status.QUEUED
+    records.stop()
+
+
+def jobs_info(job_id):
+    from pyramid_scheduler.events import JobInfo
+    return JobInfo({'id': job_id, 'kind': 'async', 'func': 'tests.jobs:noop',
+                    'args': [], 'kwargs': {}, 'trigger': {}, 'options': {},
+                    'created_at': time.time()}, queue='jobs')
