@@ -129,7 +129,12 @@ class Records:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.flush()
+        try:
+            self.flush()
+        except Exception:
+            # A stopping runtime must still release its stores: the
+            # records are what is lost (as in a crash), not the jobs.
+            log.exception('could not write the last job status records')
         self.table.close()
 
     def _loop(self):
