@@ -17,7 +17,9 @@ with a connection is made here, after the fork. It then
    SignalQueue, as in the master: the wait ends at once) or the
    master's death, then drains: no new messages, running jobs finish.
 """
+import contextlib
 import ctypes
+import functools
 import dataclasses
 import logging
 import os
@@ -141,6 +143,8 @@ class Child:
         if self.should_stop():
             return None
         runtime = scheduler.make_runtime([self.queue], slot=self.spec.slot)
+        runtime.limits.on_hard_limit = functools.partial(
+            exit_past_hard_time_limit, self.spec.reports)
         if not self.acquire_store(runtime):
             return None
         try:
@@ -307,6 +311,15 @@ class Child:
         stopping.start()
         stopping.join(STOP_AFTER_PROBLEM)
         return exitcodes.FAILURE
+
+
+def exit_past_hard_time_limit(reports, reason):
+    """A job ran past its hard time limit (its record says so already,
+    runtime.timelimits): tell the master why, and end this process now,
+    from the watchdog thread; the master starts a new child at once."""
+    with contextlib.suppress(OSError):
+        reports.failed(reason)
+    os._exit(exitcodes.HARD_TIME_LIMIT)
 
 
 def configuration_error(exc):

@@ -13,6 +13,7 @@ NO_ANSWER = 4
 COMMAND_ERROR = 5
 NO_SCHEDULER = 10
 COMBINED = 11
+HARD_TIME_LIMIT = 12
 BOOT_FAILED = 20
 START_FAILED = 21
 
@@ -34,6 +35,9 @@ MEANINGS = (
                     'unknown command)'),
     (NO_SCHEDULER, 'the application does not include pyramid_scheduler'),
     (COMBINED, 'the application is configured scheduler.combined = true'),
+    (HARD_TIME_LIMIT, 'a child only, never pscheduler: a job ran longer '
+                      'than its\nhard_time_limit; the master starts a new '
+                      'child at once'),
     (BOOT_FAILED, 'a child failed to start scheduler.child.boot_failures\n'
                   'times in a row (application import error, ...)'),
     (START_FAILED, 'the --pidfile names a running pscheduler or cannot be '

@@ -12,6 +12,9 @@ when the slot's next child starts, and when to give up.
   a dotted name that does not import, a broker or job store refusing the
   password or database) gives up at once with its code and one-line
   reason: retrying cannot help.
+- One that ends itself with exit code 12 (a job ran longer than its
+  ``hard_time_limit``: pyramid_scheduler.runtime.timelimits) is replaced
+  at once, and counts toward no limit.
 - One stopped from outside before ``ready`` (SIGKILL, SIGTERM or SIGINT
   from someone else: an operator, the OOM killer, a test) did not fail:
   it is replaced after the backoff and counts toward no limit. Killing
@@ -47,6 +50,8 @@ def after_unexpected_exit(slot, child, code, now):
     """Schedule ``slot``'s next child after ``child`` exited with ``code``
     unasked; a GiveUp if there must be none."""
     outcome = describe_exit(code)
+    if code == exitcodes.HARD_TIME_LIMIT and child.stop_reason is None:
+        return after_hard_time_limit(slot, child, now)
     if child.ready:
         return after_crash(slot, child, outcome, now)
     if stopped_from_outside(child, code):
@@ -58,6 +63,16 @@ def stopped_from_outside(child, code):
     """Someone else than the master stopped ``child`` (the master's own
     kill of a silent child is that child's failure)."""
     return child.stop_reason is None and code in STOPPED_FROM_OUTSIDE
+
+
+def after_hard_time_limit(slot, child, now):
+    """The child ended itself: a job ran past its hard time limit. Not a
+    crash of the child, nor a boot failure: its replacement starts now."""
+    slot.start_after = now
+    log.error('child %d serving queue %s ended itself: %s (exit code %d); '
+              'starting a new one now', child.pid, slot.label,
+              child.error or 'a job ran longer than its hard_time_limit',
+              exitcodes.HARD_TIME_LIMIT)
 
 
 def after_crash(slot, child, outcome, now):

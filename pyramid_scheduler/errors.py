@@ -24,3 +24,13 @@ class BrokerUnavailable(SchedulerError, ConnectionError):
 
 class AdminTimeout(SchedulerError, TimeoutError):
     """No (or not every) pscheduler child answered an admin command in time."""
+
+
+class JobTimeout(Exception):
+    """Raised inside a job that runs longer than its ``time_limit`` (see
+    "Time limits" in README.rst). An ordinary Exception, not a
+    SchedulerError: it ends the job as any error of its own would (a job
+    may catch it to clean up)."""
+
+    def __str__(self):
+        return super().__str__() or 'the job ran longer than its time_limit'

@@ -21,7 +21,9 @@ from .triggers import WallClockCronTrigger, WallClockIntervalTrigger
 
 KINDS = ('async', 'date', 'interval', 'cron')
 JOB_OPTIONS = ('id', 'name', 'misfire_grace_time', 'coalesce',
-               'max_instances')
+               'max_instances', 'time_limit', 'hard_time_limit')
+# Options the runtime applies around a run; APScheduler never sees them.
+RUNTIME_OPTIONS = ('time_limit', 'hard_time_limit')
 INTERVAL_FIELDS = ('weeks', 'days', 'hours', 'minutes', 'seconds')
 CRON_FIELDS = ('year', 'month', 'day', 'week', 'day_of_week', 'hour',
                'minute', 'second')
@@ -217,6 +219,41 @@ def check_options(options, kind):
             raise InvalidJob(f'{name} must be a positive whole number, not '
                              f'{value!r}')
     _check_text_option(options, 'name')
+    check_time_limits(options)
+
+
+def check_time_limits(options, time_limit=None, hard_time_limit=None):
+    """``time_limit`` and ``hard_time_limit``: positive seconds, the hard
+    one above the soft one; ``time_limit`` and ``hard_time_limit`` given
+    here are the defaults of the settings (scheduler.time_limit, ...)."""
+    for name in RUNTIME_OPTIONS:
+        value = options.get(name)
+        if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or value <= 0):
+            raise InvalidJob(f'{name} must be a positive number of seconds '
+                             f'(such as 30 or 0.5), not {value!r:.80}')
+    soft = options.get('time_limit', time_limit)
+    hard = options.get('hard_time_limit', hard_time_limit)
+    if soft is not None and hard is not None and hard <= soft:
+        raise InvalidJob(
+            f'hard_time_limit ({hard:g}s{_origin(options, "hard_time_limit")}'
+            f') must be greater than time_limit ({soft:g}s'
+            f'{_origin(options, "time_limit")}): the soft limit raises '
+            'JobTimeout in the job first, the hard one replaces its process '
+            'if that did not end it; pass a larger hard_time_limit or a '
+            'smaller time_limit')
+
+
+def _origin(options, name):
+    return '' if name in options else f', from scheduler.{name}'
+
+
+def scheduler_options(options):
+    """A job's options as APScheduler takes them (without those the
+    runtime applies: RUNTIME_OPTIONS)."""
+    return {name: value for name, value in options.items()
+            if name not in RUNTIME_OPTIONS}
 
 
 # Options a kind of job would accept and ignore: refused, with what to do.
@@ -273,6 +310,7 @@ def build_spec(settings, kind, func, args=None, kwargs=None, queue=None,
     options = {k: v for k, v in (options or {}).items() if v is not None}
     check_options(options, kind)
     check_honoured(options, kind)
+    check_time_limits(options, settings.time_limit, settings.hard_time_limit)
     ref = func_reference(func)
     check_allowed(ref, settings.allowed_modules)
     args, kwargs = normalize_args(args, kwargs)

@@ -183,6 +183,15 @@ OPTIONS = (
            'outside) after which pscheduler gives up'),
     Option('max_deliveries', 'max_deliveries', parse_positive_int, '3',
            'crashes of its process after which an async job is dead-lettered'),
+    Option('time_limit', 'time_limit', parse_positive_duration, None,
+           'the ``time_limit`` of jobs added without one: a job running '
+           'longer gets ``JobTimeout`` raised in its thread (see "Time '
+           'limits")'),
+    Option('hard_time_limit', 'hard_time_limit', parse_positive_duration,
+           None,
+           'the ``hard_time_limit`` of jobs added without one: a job running '
+           'longer fails and its process is replaced (see "Time limits"); '
+           'above ``scheduler.time_limit``'),
     Option('results.ttl', 'results_ttl', parse_positive_duration, '1d',
            'how long the status record of a finished job (its state, result '
            'or error: ``scheduler.job_status``) is kept; older ones are '

@@ -107,6 +107,8 @@ class SchedulerSettings:
     child_heartbeat_timeout: float
     child_boot_failures: int
     max_deliveries: int
+    time_limit: float
+    hard_time_limit: float
     results_ttl: float
     admin_timeout: float
     apscheduler_options: dict
@@ -174,7 +176,16 @@ def parse_settings(settings, here=None, import_references=True,
         apscheduler_options={key: value for key, value in conf.items()
                              if key.startswith('apscheduler.')})
     check_stores_apart(parsed, conf)
+    check_time_limit_defaults(parsed)
     return parsed
+
+
+def check_time_limit_defaults(parsed):
+    soft, hard = parsed.time_limit, parsed.hard_time_limit
+    if soft is not None and hard is not None and hard <= soft:
+        raise bad_value('hard_time_limit', f'{hard:g}s',
+                        f'a duration above scheduler.time_limit ({soft:g}s): '
+                        'the soft limit comes first')
 
 
 def _option_fields(conf, import_references):

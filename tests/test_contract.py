@@ -483,7 +483,7 @@ def test_public_names():
     from pyramid_scheduler import api, errors
     assert api.__all__ == ['BrokerUnavailable', 'ConfigurationError', 'Event',
                            'InvalidJob', 'InvalidMessage', 'InvalidQueue',
-                           'SchedulerError']
+                           'JobTimeout', 'SchedulerError']
     assert pyramid_scheduler.CONSUME_ENV == 'PYRAMID_SCHEDULER_CONSUME'
     assert callable(pyramid_scheduler.includeme)
     assert pyramid_scheduler.Scheduler
@@ -495,6 +495,8 @@ def test_public_names():
         if name != 'Event':
             assert issubclass(getattr(api, name), Exception)
     assert issubclass(api.InvalidJob, api.SchedulerError)
+    # A job's own failure (it may be retried), not a scheduler error.
+    assert not issubclass(api.JobTimeout, api.SchedulerError)
     Event = api.Event
     assert (Event.MESSAGE, Event.JOB_CREATED, Event.JOB_EXECUTED,
             Event.JOB_FAILED, Event.JOB_MISSED, Event.JOB_CANCELED,
@@ -572,6 +574,8 @@ exit codes:
     5  --message: a queue answered with an error (e.g. an unknown command)
    10  the application does not include pyramid_scheduler
    11  the application is configured scheduler.combined = true
+   12  a child only, never pscheduler: a job ran longer than its
+       hard_time_limit; the master starts a new child at once
    20  a child failed to start scheduler.child.boot_failures
        times in a row (application import error, ...)
    21  the --pidfile names a running pscheduler or cannot be written

@@ -18,6 +18,7 @@ from pyramid_scheduler.runtime.records import Records
 from pyramid_scheduler.runtime.jobrunner import JobRunner, Stats
 from pyramid_scheduler.runtime.outbox import Outbox
 from pyramid_scheduler.runtime.state import RunState
+from pyramid_scheduler.runtime.timelimits import TimeLimits
 from pyramid_scheduler.runtime.workers import InFlight
 from pyramid_scheduler.settings import parse_settings
 
@@ -73,11 +74,12 @@ def settings(tmp_path):
 
 def make_dispatcher(settings, channel, deferred=None, commands=None):
     stats = Stats()
+    records = Records(settings)
     return Dispatcher(
         settings, ('jobs',), state=RunState(), acks=AckPolicy(1),
         pool=None, inflight=InFlight(),
-        runner=JobRunner(settings, None, Listeners(), stats,
-                         Records(settings)),
+        runner=JobRunner(settings, None, Listeners(), stats, records,
+                         TimeLimits(settings, records)),
         deferred=deferred, outbox=Outbox(settings, channel),
         dead_letters=DeadLetterLog(), commands=commands)
 

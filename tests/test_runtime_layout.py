@@ -32,6 +32,7 @@ SIBLINGS = {
     'records': set(),
     'state': set(),
     'storelock': set(),
+    'timelimits': set(),
     'walcheckpoint': set(),
     'workers': set(),
 }

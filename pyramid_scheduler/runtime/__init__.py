@@ -58,6 +58,7 @@ from .received import ReceivedCopies
 from .records import Records
 from .state import RunState
 from .storelock import StoreLock, lock_path
+from .timelimits import TimeLimits
 from .workers import InFlight, WorkerPool
 
 __all__ = ['Runtime', 'STORED_JOB_FUNC', 'delete_consumed_messages']
@@ -100,8 +101,9 @@ class Runtime:
         self.in_flight = InFlight()
         self.pool = WorkerPool(self.worker_count, 'pscheduler-job')
         self.records = Records(settings, prune=self.owns_stores)
+        self.limits = TimeLimits(settings, self.records)   # time limits
         self.jobs = JobRunner(settings, self.registry, self.listeners,
-                              self.stats, self.records)
+                              self.stats, self.records, self.limits)
         self.outbox = Outbox(settings)
         self.dead_letter_log = DeadLetterLog()
         self.deferred = self.introspection = commands = None
@@ -150,8 +152,8 @@ class Runtime:
             raise RuntimeError('acquire_stores() before start()')
         exposure.warn_if_pickle_unsigned(self.settings)
         self.crash_journal.open()
-        self.records.start()
-        self.pool.start()
+        for part in (self.records, self.limits, self.pool):
+            part.start()
         if self.deferred is not None:
             self._start_deferred()
         # After the fork: what this process holds on the broker is its own.
@@ -169,7 +171,7 @@ class Runtime:
         liveness.watch_threads(self.state, self.settings.child_heartbeat_timeout,
                                consumer=lambda: self.running, pool=self.pool,
                                deferred=self.deferred,
-                               alive=self.presence.alive)
+                               alive=self.presence.alive, limits=self.limits)
         self._thread = threading.Thread(target=self._consume,
                                         name='pscheduler-consumer',
                                         daemon=True)
@@ -254,6 +256,7 @@ class Runtime:
             self.deferred.close()
         if self.presence is not None:
             self.presence.stop()
+        self.limits.stop()
         self.records.stop()
         self.crash_journal.close()
         self.release_stores()

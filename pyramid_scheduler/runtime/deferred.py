@@ -26,7 +26,7 @@ from sqlalchemy import select
 from .. import status, transports
 from ..errors import InvalidJob
 from ..events import Event, JobInfo
-from ..jobs import build_trigger, check_options
+from ..jobs import build_trigger, check_options, scheduler_options
 from .apscheduling import (
     HandingOverJobStore, HandOvers, RuntimeExecutor, SafeStopScheduler)
 from .dueruns import DeferredWorkers, DueRuns
@@ -115,7 +115,7 @@ class DeferredJobs:
             # Options APScheduler would refuse (TypeError) go to the
             # dead-letter queue, not back to the broker to fail forever.
             check_options(spec['options'], spec['kind'])
-            options = dict(spec['options'])
+            options = scheduler_options(spec['options'])
             name = options.pop('name', None) or spec['func']
             if not isinstance(spec['id'], str) or not 0 < len(
                     spec['id']) <= MAX_JOB_ID_LENGTH:

@@ -13,6 +13,7 @@ import logging
 
 from ..errors import InvalidJob
 from ..events import Event, JobInfo
+from ..jobs import check_time_limits
 from ..references import check_allowed, resolve_reference
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class JobMessages:
             raise InvalidJob(f'job function {spec["func"]} is not callable')
         job = JobInfo(spec, queue=queue)
         if spec['kind'] == 'async':
-            check_crashes(self.crashes, self.settings, spec, message)
+            self._check_redelivery(job, message)
             if not self._take_id(job):
                 message.ack()
                 return
@@ -69,6 +70,24 @@ class JobMessages:
         self.deferred.store(prepared)
         self.records.scheduled(job)
         message.ack()
+
+    def _check_redelivery(self, job, message):
+        """Refuse a job with bad time limits, one that took its process
+        down too often, or whose record says it passed its hard time limit
+        (timelimits.py)."""
+        # Values the runtime would choke on (a foreign producer): refused.
+        check_time_limits(job.get('options') or {})
+        redelivered = bool((message.delivery_info or {}).get('redelivered'))
+        limits = self.runner.limits
+        try:
+            check_crashes(self.crashes, job, redelivered,
+                          limits.max_deliveries(job),
+                          self.settings.max_deliveries)
+        except InvalidJob as exc:
+            # In the failed registry, with the reason.
+            self.records.failed(job, f'InvalidJob: {exc}', None)
+            raise
+        limits.check_redelivery(job, redelivered)
 
     def _take_id(self, job):
         """Note an async job queued; False for a second job of a unique
@@ -115,13 +134,15 @@ class JobMessages:
         message.ack()
 
 
-def check_crashes(crashes, settings, spec, message):
-    """Refuse a job that took its process down max_deliveries times: run
-    again, it would only do it again, and starve the queue (crashes.py)."""
-    redelivered = (message.delivery_info or {}).get('redelivered')
-    count = crashes.crashes(spec['id'], bool(redelivered))
-    limit = settings.max_deliveries
-    if count >= limit:
-        raise InvalidJob(
-            f'job {spec["id"]} ({spec["func"]}) took its process down '
-            f'{count} times (scheduler.max_deliveries = {limit})')
+def check_crashes(crashes, spec, redelivered, limit, max_deliveries):
+    """Refuse a job that took its process down ``limit`` times
+    (scheduler.max_deliveries, or fewer for a job with a hard time limit):
+    run again, it would only do it again, and starve the queue
+    (crashes.py)."""
+    count = crashes.crashes(spec['id'], redelivered)
+    if count < limit:
+        return
+    why = (f'scheduler.max_deliveries = {limit}' if limit == max_deliveries
+           else f'at most {limit} for a job with a hard_time_limit')
+    raise InvalidJob(f'job {spec["id"]} ({spec["func"]}) took its process '
+                     f'down {count} times ({why})')

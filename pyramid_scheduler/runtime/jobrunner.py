@@ -38,12 +38,14 @@ class JobRunner:
     """Runs jobs with the app's registry, notes their status records and
     fires their events."""
 
-    def __init__(self, settings, registry, listeners, stats, records):
+    def __init__(self, settings, registry, listeners, stats, records,
+                 limits):
         self.settings = settings
         self.registry = registry
         self.listeners = listeners
         self.stats = stats
         self.records = records
+        self.limits = limits      # timelimits.TimeLimits
 
     def execute(self, job, func=None, then=status.SUCCEEDED, **extra):
         """Run ``job`` (a JobInfo) once; its failure is logged, not raised.
@@ -54,10 +56,13 @@ class JobRunner:
         started = time.time()
         self.records.running(job, job.get('attempt', 1))
         try:
-            retval = run_job(job, registry=self.registry,
-                             delegator=self.settings.delegator,
-                             allowed_modules=self.settings.allowed_modules,
-                             func=func)
+            # Inside the try: a JobTimeout that lands as the block ends
+            # is this run's failure too.
+            with self.limits.applied(job, then):
+                retval = run_job(job, registry=self.registry,
+                                 delegator=self.settings.delegator,
+                                 allowed_modules=self.settings.allowed_modules,
+                                 func=func)
         except Exception as exc:
             self.stats.add('failed')
             log.error('job %s (%s) failed', job['id'], job['func'],

@@ -4,21 +4,25 @@
 a check for each: the consumer thread (alive, and turning: it beats at each
 turn), the async jobs' worker pool, APScheduler's thread (alive, and not in
 one pass over the job stores longer than ``stuck_after``), the WAL
-checkpointers of SQLite job stores, and, on Redis, the thread keeping the
-consumer instance's liveness key. A thread in one step longer than a
+checkpointers of SQLite job stores, the watchdog of the jobs' time limits
+(timelimits.py), and, on Redis, the thread keeping the consumer
+instance's liveness key. A thread in one step longer than a
 child's heartbeat timeout is stuck: that is how long the master waits for
 a silent child too.
 """
 
 
-def watch_threads(state, stuck_after, *, consumer, pool, deferred, alive):
+def watch_threads(state, stuck_after, *, consumer, pool, deferred, alive,
+                  limits):
     """``consumer()``: whether the consumer thread runs; ``deferred``:
     the DeferredJobs (None without job stores); ``alive``: the Redis
-    liveness key's thread, or None."""
+    liveness key's thread, or None; ``limits``: the TimeLimits whose
+    watchdog thread enforces the jobs' time limits."""
     watch = state.threads.watch
     watch('consumer', lambda: _consumer_liveness(state, consumer,
                                                  stuck_after))
     watch('worker pool', pool.liveness)
+    watch('time limits', lambda: _running(limits))
     if deferred is not None:
         scheduler, checkpointers = deferred.threads()
         watch('scheduler', lambda: scheduler.liveness(stuck_after))

@@ -39,6 +39,9 @@ class Records:
         self.table = StatusTable(settings)
         self._prune = prune
         self._lock = threading.Lock()
+        # One write at a time: a note written at once (write_now) never
+        # lands before an older one the writer thread is writing.
+        self._write_lock = threading.Lock()
         self._pending = {}       # job id -> columns to write
         self._canceled = set()
         self._wake = threading.Event()
@@ -152,17 +155,23 @@ class Records:
 
     def flush(self):
         """Write the notes taken so far (one transaction)."""
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        rows = [self._encoded(row) for row in pending.values()]
-        try:
-            self.table.upsert(rows)
-        except Exception:
-            self._put_back(pending)
-            raise
-        self.last_flush = time.time()
+        with self._write_lock:
+            with self._lock:
+                pending, self._pending = self._pending, {}
+            if not pending:
+                return
+            rows = [self._encoded(row) for row in pending.values()]
+            try:
+                self.table.upsert(rows)
+            except Exception:
+                self._put_back(pending)
+                raise
+            self.last_flush = time.time()
+
+    def write_now(self):
+        """Write the notes now, in this thread: a decision that must
+        outlive the process (a job past its hard time limit)."""
+        self.flush()
 
     def _encoded(self, row):
         row = dict(row)
