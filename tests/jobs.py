@@ -137,3 +137,15 @@ def record_when_released(path, gate, value, timeout=60):
         time.sleep(0.02)
     record(path, value)
     return value
+
+
+# --- used by the time limit tests (tests/test_time_limits.py) ----------------
+
+def busy(path, job_id, seconds):
+    """Append ``job_id`` (as :func:`append_id`), then run Python bytecode
+    for ``seconds``: a job the soft time limit can interrupt."""
+    append_id(path, job_id)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return job_id

@@ -265,6 +265,27 @@ def test_the_loop_sleeps_until_the_next_restart_is_due(world):
         world.clock() + 0.1)
 
 
+def test_a_child_past_a_hard_time_limit_is_replaced_at_once(world, caplog):
+    # Exit code 12: a job ran past its hard_time_limit (runtime.timelimits).
+    # Neither a crash (no backoff, none grows) nor a boot failure.
+    master = make_master(world)
+    [child] = start_ready(world, master)
+    for _ in range(3):
+        child.report_failed('job j1 (m:f) ran longer than its '
+                            'hard_time_limit of 2s')
+        assert crash(world, master, child,
+                     code=exitcodes.HARD_TIME_LIMIT) == 0
+        master.turn()
+        child = replacement(world, child)
+        child.report_ready()
+        master.turn()
+    assert master.slots['jobs', 0].boot_failures == 0
+    assert crash(world, master, child) == pytest.approx(0.1)
+    assert not master.stopping
+    assert ('ended itself: job j1 (m:f) ran longer than its hard_time_limit '
+            'of 2s (exit code 12); starting a new one now') in caplog.text
+
+
 # --- boot failures -----------------------------------------------------------
 
 def fail_to_boot(world, master, code=exitcodes.BOOT_FAILED, error='boom'):

@@ -56,7 +56,7 @@ class JobMessages:
             raise InvalidJob(f'job function {spec["func"]} is not callable')
         job = JobInfo(spec, queue=queue)
         if spec['kind'] == 'async':
-            self._check_redelivery(job, message)
+            self._check_receipt(job, message)
             if not self._take_id(job):
                 message.ack()
                 return
@@ -71,7 +71,7 @@ class JobMessages:
         self.records.scheduled(job)
         message.ack()
 
-    def _check_redelivery(self, job, message):
+    def _check_receipt(self, job, message):
         """Refuse a job with bad time limits, one that took its process
         down too often, or whose record says it passed its hard time limit
         (timelimits.py)."""
