@@ -45,7 +45,7 @@ def runs_of(path, job_id):
 
 # --- the soft limit ----------------------------------------------------------
 
-def test_a_job_past_its_time_limit_fails_with_job_timeout_and_the_child_serves_on(
+def test_past_time_limit_a_job_fails_with_job_timeout_and_the_child_serves_on(
         tmp_path, broker_for, daemons):
     # scheduler.time_limit is the default of the job added without one; a
     # date job's run is limited as an async job is.
@@ -82,7 +82,7 @@ def test_a_job_past_its_time_limit_fails_with_job_timeout_and_the_child_serves_o
 # --- the hard limit ----------------------------------------------------------
 
 @pytest.mark.parametrize('broker', BROKERS)
-def test_a_job_past_its_hard_time_limit_replaces_the_child_and_never_runs_again(
+def test_a_job_past_its_hard_time_limit_replaces_its_child_never_runs_again(
         tmp_path, broker_for, daemons, broker):
     ini, daemon, child, values = start_daemon(tmp_path, daemons,
                                               broker_for, broker)

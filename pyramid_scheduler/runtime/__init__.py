@@ -14,7 +14,9 @@ job or command it receives on to the store queue. Its threads:
   so workers queue their acknowledgements for it);
 - APScheduler's thread wakes deferred jobs from the persistent job stores;
 - two bounded pools of worker threads run the jobs: one for async jobs, one
-  for deferred runs, so a due run never waits behind prefetched async jobs.
+  for deferred runs, so a due run never waits behind prefetched async jobs;
+- the watchdog of the jobs' time limits (timelimits.py), and the writer of
+  their status records (records.py).
 
 :class:`Runtime` is the composition root and the lifecycle (acquire the
 job store locks, start, stop, drain, beat, ready); the parts, each calling
@@ -27,7 +29,8 @@ only the ones below it:
 - :mod:`.deferred`: APScheduler, the job stores and the due runs, with
   :mod:`.apscheduling`, :mod:`.dueruns` and :mod:`.walcheckpoint`;
 - :mod:`.workers`: the async jobs' threads and the count of jobs in flight;
-- :mod:`.jobrunner`: running one job, its events and counters;
+- :mod:`.jobrunner`: running one job, its events and counters, under its
+  time limits (:mod:`.timelimits`: a watchdog thread);
 - :mod:`.introspection`: reading the job stores, housekeeping;
 - :mod:`.storelock`: one runtime per job store; :mod:`.state`: the flags
   the threads share, and the watch of their liveness (:mod:`.liveness`).
