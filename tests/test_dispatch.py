@@ -13,6 +13,7 @@ from pyramid_scheduler.errors import InvalidJob
 from pyramid_scheduler.events import Listeners
 from pyramid_scheduler.runtime import acks as acks_module, dispatch
 from pyramid_scheduler.runtime.acks import ACK_BATCH, ACK_DELAY, AckPolicy
+from pyramid_scheduler.runtime.crashes import NoJournal
 from pyramid_scheduler.runtime.dispatch import DeadLetterLog, Dispatcher
 from pyramid_scheduler.runtime.records import Records
 from pyramid_scheduler.runtime.jobrunner import JobRunner, Stats
@@ -79,7 +80,7 @@ def make_dispatcher(settings, channel, deferred=None, commands=None):
         settings, ('jobs',), state=RunState(), acks=AckPolicy(1),
         pool=None, inflight=InFlight(),
         runner=JobRunner(settings, None, Listeners(), stats, records,
-                         TimeLimits(settings, records)),
+                         TimeLimits(settings, records, NoJournal())),
         deferred=deferred, outbox=Outbox(settings, channel),
         dead_letters=DeadLetterLog(), commands=commands)
 

@@ -84,10 +84,14 @@ def test_past_time_limit_a_job_fails_with_job_timeout_and_the_child_serves_on(
 @pytest.mark.parametrize('broker', BROKERS)
 def test_a_job_past_its_hard_time_limit_replaces_its_child_never_runs_again(
         tmp_path, broker_for, daemons, broker):
-    ini, daemon, child, values = start_daemon(tmp_path, daemons,
-                                              broker_for, broker)
+    ini, daemon, child, values = start_daemon(
+        tmp_path, daemons, broker_for, broker,
+        **{'scheduler.executor.size': '2'})
     out = str(tmp_path / 'out')
     with producer(ini) as scheduler:
+        # Cut short with its child, not to blame: it runs again.
+        neighbour = scheduler.add_async_job(jobs.append_id,
+                                            args=(out, 'neighbour', 3))
         # time.sleep is C code: the soft limit could not end it.
         stuck = scheduler.add_async_job(jobs.append_id,
                                         args=(out, 'stuck', 60),
@@ -108,14 +112,19 @@ def test_a_job_past_its_hard_time_limit_replaces_its_child_never_runs_again(
         wait_for(lambda: len(dead_items(broker, values, ini)) == 1, 30,
                  what=f'the dead letter; log:\n{daemon.log()}')
         assert scheduler.job_status(stuck).error == failed.error
+        assert scheduler.wait(neighbour, timeout=30).state == \
+            status.SUCCEEDED
     assert runs_of(out, 'stuck') == [child]
     assert runs_of(out, 'after') == [replaced]
+    assert runs_of(out, 'neighbour') == [child, replaced]
     log = daemon.log()
     assert 'ended itself: job %s (tests.jobs:append_id) ran longer than its ' \
         'hard_time_limit of 2s (exit code 12); starting a new one now' \
         % stuck in log, log
     assert 'not run again (its record reads failed)' in log, log
-    # Not a crash (no backoff), not a boot failure.
+    # Not a crash of the child (no backoff), nor of its jobs (the crash
+    # journal counts none), nor a boot failure.
+    assert 'when its process died' not in log, log
     assert 'failed to start' not in log, log
     assert 'starting a new one in' not in log, log
 
@@ -226,9 +235,16 @@ class NotedRecords:
         self.written += 1
 
 
+class Journal:
+    closed = False
+
+    def close(self):
+        self.closed = True
+
+
 def limits_for(tmp_path):
     limits = TimeLimits(parse_settings({}, here=str(tmp_path)),
-                        NotedRecords())
+                        NotedRecords(), Journal())
     limits.start()
     return limits
 
@@ -277,3 +293,5 @@ def test_the_hard_limit_writes_the_record_then_calls_the_owner(tmp_path):
     assert noted[0] == 'j1' and noted[2] == status.FAILED
     assert noted[1].startswith(timelimits.HARD_LIMIT_ERROR + ': ')
     assert limits.records.written == 1
+    # Written, the record refuses the job: no crash is counted.
+    assert limits.crashes.closed

@@ -104,7 +104,8 @@ class Runtime:
         self.in_flight = InFlight()
         self.pool = WorkerPool(self.worker_count, 'pscheduler-job')
         self.records = Records(settings, prune=self.owns_stores)
-        self.limits = TimeLimits(settings, self.records)   # time limits
+        self.crash_journal = CrashJournal(journal_directory(settings))
+        self.limits = TimeLimits(settings, self.records, self.crash_journal)
         self.jobs = JobRunner(settings, self.registry, self.listeners,
                               self.stats, self.records, self.limits)
         self.outbox = Outbox(settings)
@@ -120,7 +121,6 @@ class Runtime:
                 settings, queues, listeners=self.listeners, stats=self.stats,
                 inflight=self.in_flight, introspection=self.introspection,
                 dead_letters=self.dead_letter_log, health=self.health)
-        self.crash_journal = CrashJournal(journal_directory(settings))
         self.dispatcher = Dispatcher(
             settings, queues, state=self.state, acks=self.acks,
             pool=self.pool, inflight=self.in_flight, runner=self.jobs,

@@ -19,7 +19,9 @@ wakes every :data:`CHECK_INTERVAL` and acts on the deadlines passed:
   acknowledged, is delivered again: :meth:`TimeLimits.check_redelivery`
   refuses it (dead-lettered), and a job with a hard limit is refused after
   two crashes of its process even if its record was not written
-  (:meth:`TimeLimits.max_deliveries`, with the crash journal). In combined
+  (:meth:`TimeLimits.max_deliveries`, with the crash journal, which counts
+  the jobs of a process that ends so only then: the jobs cut short with
+  it are not to blame). In combined
   mode (no ``exit_code``: a web process has no master to replace it) the
   hard limit is only logged.
 
@@ -72,9 +74,10 @@ class Watch:
 class TimeLimits:
     """The deadlines of the running jobs, and the thread that enforces them."""
 
-    def __init__(self, settings, records):
+    def __init__(self, settings, records, crashes):
         self.settings = settings
         self.records = records
+        self.crashes = crashes     # crashes.CrashJournal
         # Set by the owner before start: called with the reason, it ends
         # the process (a pscheduler child); None: combined mode.
         self.on_hard_limit = None
@@ -203,7 +206,11 @@ class TimeLimits:
             return
         log.error('%s; its record reads failed, and this process ends so '
                   'that a new one takes its place', reason)
-        self._record_failure(watch, _stack_of(watch.thread_id))
+        if self._record_failure(watch, _stack_of(watch.thread_id)):
+            # As a graceful stop does: the jobs cut short with it are not
+            # to blame, and this one is refused by its record. Unwritten,
+            # the journal counts it (max_deliveries), and them with it.
+            self.crashes.close()
         for handler in logging.getLogger().handlers:
             with contextlib.suppress(Exception):
                 handler.flush()
@@ -211,24 +218,29 @@ class TimeLimits:
 
     def _record_failure(self, watch, stack):
         """Write the failure at once, from another thread (bounded: a
-        database that hangs must not keep the process alive)."""
+        database that hangs must not keep the process alive); True once
+        written."""
         error = (f'{HARD_LIMIT_ERROR}: the job ran longer than its '
                  f'hard_time_limit of {watch.hard:g}s; its process was '
                  'replaced')
         state = status.FAILED if watch.then == status.SUCCEEDED \
             else watch.then
         self.records.failed(watch.job, error, stack, state)
-        writer = threading.Thread(target=self._write_now, daemon=True,
+        written = threading.Event()
+        writer = threading.Thread(target=self._write_now, args=(written,),
+                                  daemon=True,
                                   name='pscheduler-time-limit-record')
         writer.start()
-        writer.join(RECORD_TIMEOUT)
+        return written.wait(RECORD_TIMEOUT)
 
-    def _write_now(self):
+    def _write_now(self, written):
         try:
             self.records.write_now()
         except Exception:
             log.exception('could not write the record of a job past its '
                           'hard time limit')
+        else:
+            written.set()
 
     # --- what the receipt of a job asks ---------------------------------
 
