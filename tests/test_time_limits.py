@@ -55,9 +55,7 @@ def test_past_time_limit_a_job_fails_with_job_timeout_and_the_child_serves_on(
     out = str(tmp_path / 'out')
     with producer(ini) as scheduler:
         looping = scheduler.add_async_job(jobs.busy, args=(out, 'loop', 30))
-        soon = datetime.datetime.now(datetime.timezone.utc) + \
-            datetime.timedelta(seconds=1)
-        dated = scheduler.add_date_job(jobs.busy, soon,
+        dated = scheduler.add_date_job(jobs.busy, in_seconds(1),
                                        args=(out, 'dated', 30),
                                        time_limit=1.5)
         failed = scheduler.wait(looping, timeout=20)
@@ -127,6 +125,33 @@ def test_a_job_past_its_hard_time_limit_replaces_its_child_never_runs_again(
     assert 'when its process died' not in log, log
     assert 'failed to start' not in log, log
     assert 'starting a new one in' not in log, log
+
+
+def test_a_date_job_past_its_hard_time_limit_is_not_run_again(
+        tmp_path, broker_for, daemons):
+    # A deferred run is started once (runtime.dueruns): the new child
+    # does not start it again.
+    ini, daemon, child, _ = start_daemon(tmp_path, daemons, broker_for,
+                                         'sqlite')
+    out = str(tmp_path / 'out')
+    with producer(ini) as scheduler:
+        dated = scheduler.add_date_job(jobs.append_id, in_seconds(0.5),
+                                       args=(out, 'dated', 60),
+                                       hard_time_limit=1)
+        failed = scheduler.wait(dated, timeout=30)
+        assert failed.state == status.FAILED
+        assert failed.error.startswith('HardTimeLimit: '), failed.error
+        wait_for(lambda: daemon.child_pids().get('jobs') not in (None, child),
+                 30, what=f'a new child; log:\n{daemon.log()}')
+        later = scheduler.add_date_job(jobs.append_id, in_seconds(1),
+                                       args=(out, 'later'))
+        assert scheduler.wait(later, timeout=30).state == status.SUCCEEDED
+    assert runs_of(out, 'dated') == [child]
+
+
+def in_seconds(seconds):
+    return datetime.datetime.now(datetime.timezone.utc) + \
+        datetime.timedelta(seconds=seconds)
 
 
 def test_a_job_with_a_hard_limit_is_dead_lettered_after_two_crashes(
@@ -236,7 +261,8 @@ class NotedRecords:
 
 
 class Journal:
-    closed = False
+    def __init__(self):
+        self.closed = False
 
     def close(self):
         self.closed = True
@@ -295,3 +321,17 @@ def test_the_hard_limit_writes_the_record_then_calls_the_owner(tmp_path):
     assert limits.records.written == 1
     # Written, the record refuses the job: no crash is counted.
     assert limits.crashes.closed
+
+
+def test_in_combined_mode_the_hard_limit_is_only_logged(tmp_path, caplog):
+    # No owner to end the process (a web process): no record either, the
+    # job goes on and ends as it ends.
+    limits = limits_for(tmp_path)
+    try:
+        with limits.applied(job(hard_time_limit=0.2)):
+            wait_for(lambda: 'is not replaced' in caplog.text, 5,
+                     what='the hard limit logged')
+    finally:
+        limits.stop()
+    assert limits.records.failures == [] and limits.records.written == 0
+    assert not limits.crashes.closed
