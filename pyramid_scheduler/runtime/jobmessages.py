@@ -2,8 +2,9 @@
 
 :class:`JobMessages` is what the dispatcher (dispatch.py) calls for a
 decoded ``job_created`` or ``job_canceled`` message of one of its queues.
-An async job is checked (allowed, importable, not a repeat offender of the
-crash journal, not a second job of a unique id) and handed to the worker
+An async job is checked (allowed, importable, valid time limits, not a
+repeat offender of the crash journal nor past its hard time limit before
+(timelimits.py), not a second job of a unique id) and handed to the worker
 pool; its message is acknowledged once it ran (acks.py). A deferred job
 goes into its queue's job store. Each step is noted in the job's status
 record (records.py). A message that cannot succeed raises InvalidJob: the
