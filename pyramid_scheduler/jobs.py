@@ -17,11 +17,15 @@ from tzlocal import get_localzone
 
 from .errors import InvalidJob
 from .references import check_allowed, func_reference
+from .retrypolicy import (RETRY_OPTIONS, check_retry_options,
+                          prepare_retry_options)
 from .triggers import WallClockCronTrigger, WallClockIntervalTrigger
 
 KINDS = ('async', 'date', 'interval', 'cron')
 JOB_OPTIONS = ('id', 'name', 'misfire_grace_time', 'coalesce',
-               'max_instances')
+               'max_instances') + RETRY_OPTIONS
+# Options the runtime applies itself: never handed to APScheduler.
+RUNTIME_OPTIONS = RETRY_OPTIONS
 INTERVAL_FIELDS = ('weeks', 'days', 'hours', 'minutes', 'seconds')
 CRON_FIELDS = ('year', 'month', 'day', 'week', 'day_of_week', 'hour',
                'minute', 'second')
@@ -217,6 +221,13 @@ def check_options(options, kind):
             raise InvalidJob(f'{name} must be a positive whole number, not '
                              f'{value!r}')
     _check_text_option(options, 'name')
+    check_retry_options(options)
+
+
+def scheduler_options(options):
+    """A job's options that APScheduler takes (a copy)."""
+    return {key: value for key, value in options.items()
+            if key not in RUNTIME_OPTIONS}
 
 
 # Options a kind of job would accept and ignore: refused, with what to do.
@@ -271,6 +282,7 @@ def build_spec(settings, kind, func, args=None, kwargs=None, queue=None,
     """Validate a job and return ``(queue, spec)``; raises InvalidJob."""
     queue = settings.check_queue(queue)
     options = {k: v for k, v in (options or {}).items() if v is not None}
+    prepare_retry_options(options)
     check_options(options, kind)
     check_honoured(options, kind)
     ref = func_reference(func)

@@ -107,6 +107,9 @@ class SchedulerSettings:
     child_heartbeat_timeout: float
     child_boot_failures: int
     max_deliveries: int
+    retries: int
+    retry_backoff: float
+    retry_backoff_max: float
     results_ttl: float
     admin_timeout: float
     apscheduler_options: dict

@@ -27,7 +27,8 @@ only the ones below it:
 - :mod:`.deferred`: APScheduler, the job stores and the due runs, with
   :mod:`.apscheduling`, :mod:`.dueruns` and :mod:`.walcheckpoint`;
 - :mod:`.workers`: the async jobs' threads and the count of jobs in flight;
-- :mod:`.jobrunner`: running one job, its events and counters;
+- :mod:`.jobrunner`: running one job, its events and counters, with
+  :mod:`.retries` (retrying a failed run) and :mod:`.records` (status);
 - :mod:`.introspection`: reading the job stores, housekeeping;
 - :mod:`.storelock`: one runtime per job store; :mod:`.state`: the flags
   the threads share, and the watch of their liveness (:mod:`.liveness`).
@@ -56,6 +57,7 @@ from .outbox import Outbox
 from .presence import Presence
 from .received import ReceivedCopies
 from .records import Records
+from .retries import Retries
 from .state import RunState
 from .storelock import StoreLock, lock_path
 from .workers import InFlight, WorkerPool
@@ -100,8 +102,9 @@ class Runtime:
         self.in_flight = InFlight()
         self.pool = WorkerPool(self.worker_count, 'pscheduler-job')
         self.records = Records(settings, prune=self.owns_stores)
+        self.retries = Retries(settings, self.records)
         self.jobs = JobRunner(settings, self.registry, self.listeners,
-                              self.stats, self.records)
+                              self.stats, self.records, self.retries)
         self.outbox = Outbox(settings)
         self.dead_letter_log = DeadLetterLog()
         self.deferred = self.introspection = commands = None
@@ -110,7 +113,7 @@ class Runtime:
             self.deferred = DeferredJobs(
                 settings, queues, self.worker_count, self.jobs, self.in_flight,
                 housekeeping=self.introspection.housekeeping)
-            self.introspection.deferred = self.deferred
+            self.introspection.deferred = self.retries.deferred = self.deferred
             commands = AdminCommands(
                 settings, queues, listeners=self.listeners, stats=self.stats,
                 inflight=self.in_flight, introspection=self.introspection,
@@ -255,6 +258,7 @@ class Runtime:
         if self.presence is not None:
             self.presence.stop()
         self.records.stop()
+        self.retries.close()
         self.crash_journal.close()
         self.release_stores()
         log.info('stopped serving queue(s) %s', ', '.join(self.queues))

@@ -39,6 +39,9 @@ class Records:
         self.table = StatusTable(settings)
         self._prune = prune
         self._lock = threading.Lock()
+        # One flush at a time: a worker's (a retry's record, written at
+        # once) must not race the writer thread's older batch.
+        self._flush_lock = threading.Lock()
         self._pending = {}       # job id -> columns to write
         self._canceled = set()
         self._wake = threading.Event()
@@ -152,17 +155,18 @@ class Records:
 
     def flush(self):
         """Write the notes taken so far (one transaction)."""
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        rows = [self._encoded(row) for row in pending.values()]
-        try:
-            self.table.upsert(rows)
-        except Exception:
-            self._put_back(pending)
-            raise
-        self.last_flush = time.time()
+        with self._flush_lock:
+            with self._lock:
+                pending, self._pending = self._pending, {}
+            if not pending:
+                return
+            rows = [self._encoded(row) for row in pending.values()]
+            try:
+                self.table.upsert(rows)
+            except Exception:
+                self._put_back(pending)
+                raise
+            self.last_flush = time.time()
 
     def _encoded(self, row):
         row = dict(row)
