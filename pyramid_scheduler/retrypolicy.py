@@ -87,10 +87,14 @@ def _exception_class(item):
 
 
 def _resolve(name):
-    if ':' in name:
-        return resolve_reference(name)
     module, _, attribute = name.rpartition('.')
-    return resolve_reference(f'{module or "builtins"}:{attribute}')
+    reference = name if ':' in name else f'{module or "builtins"}:{attribute}'
+    try:
+        return resolve_reference(reference)
+    except InvalidJob as exc:
+        raise InvalidJob(f'retry_on: cannot find the exception class '
+                         f'{name!r} ({exc}); pass the class, or its dotted '
+                         f'name such as "requests.exceptions.Timeout"') from exc
 
 
 def _canonical_name(cls):
