@@ -207,10 +207,13 @@ def test_cancel_of_a_retrying_job_removes_its_retry(tmp_path, broker_for,
     with producer(ini) as scheduler:
         job_id = scheduler.add_async_job(
             jobs.fail_times, args=(counter, 1, 'never'), retries=1,
-            retry_delay=60)
+            retry_delay=60, id='flaky-once')
         state_of(scheduler, job_id, status.RETRYING, daemon)
         wait_for(lambda: retry_stored(ini, scheduler_id, job_id),
                  what='the retry stored')
+        # Its id stays taken while it is retrying.
+        again = scheduler.add_async_job(jobs.noop, id='flaky-once')
+        assert again == job_id and again.added is False
         scheduler.cancel_job(job_id)
         canceled = ended(scheduler, job_id, daemon)
         assert canceled.state == status.CANCELED and canceled.attempts == 1

@@ -114,6 +114,8 @@ class JobRunner:
 
     def missed(self, job, run_time, late, then=status.SUCCEEDED):
         self.stats.add('missed')
+        if job.get('of_kind') in PERIODIC_KINDS:
+            then = status.SCHEDULED   # a retry of a periodic job
         self.records.failed(
             job, f'missed its run time {run_time.isoformat()} by {late:.1f}s, '
             'more than its misfire grace time', None,

@@ -19,6 +19,7 @@ import datetime
 import hashlib
 import logging
 import random
+import threading
 
 from .. import naming, status, wire
 from ..errors import Retry
@@ -137,6 +138,7 @@ class Retries:
         self.records = records
         self.deferred = None
         self._producer = None   # made on first use (after the fork)
+        self._producer_lock = threading.Lock()
 
     def plan(self, job, exc):
         return plan_retry(job, exc, self.settings)
@@ -154,8 +156,9 @@ class Retries:
         return spec
 
     def _send(self, queue, spec):
-        if self._producer is None:
-            self._producer = Producer(self.settings)
+        with self._producer_lock:
+            if self._producer is None:
+                self._producer = Producer(self.settings)
         target = naming.store_queue(self.settings, queue)
         self._producer.publish(wire.job_created(queue, spec), target.name,
                                declare=[target])
