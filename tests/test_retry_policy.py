@@ -211,3 +211,43 @@ def test_good_retry_options_pass_on_receipt():
                               'retry_on': ['builtins.OSError']}, 'cron')
     job_module.check_options({'retry_delay': 0, 'retry_backoff': False},
                              'async')
+
+
+# --- before a run --------------------------------------------------------------
+
+class _Store:
+    """The job store and status table a Retries object asks."""
+
+    def __init__(self, stored=(), state=None):
+        self.stored = {job_id: {'id': job_id} for job_id in stored}
+        self.state = state
+        self.table = self
+
+    def state_of(self, job_id):
+        return self.state
+
+    def get_job(self, job_id, queue=None):
+        return self.stored.get(job_id)
+
+    def remove(self, queue, job_id):
+        return self.stored.pop(job_id)
+
+
+def test_a_retry_of_a_job_canceled_since_does_not_run():
+    store = _Store(state='canceled')
+    runtime = retries.Retries(settings(), records=store)
+    assert runtime.before_run(job(attempt=2)) is False
+    store.state = 'retrying'
+    assert runtime.before_run(job(attempt=2)) is True
+
+
+def test_the_next_tick_of_a_periodic_job_drops_its_pending_retry():
+    store = _Store(stored=['j1', 'j1.retry'])
+    runtime = retries.Retries(settings(), records=store)
+    runtime.deferred = store
+    assert runtime.before_run(job(kind='interval')) is True
+    assert list(store.stored) == ['j1']
+    # A date job keeps it (none of its runs is a tick).
+    store.stored['j1.retry'] = {}
+    assert runtime.before_run(job(kind='date')) is True
+    assert 'j1.retry' in store.stored

@@ -85,8 +85,8 @@ class JobRunner:
         formatted = traceback.format_exc()
         if self._retried(job, exc, formatted, extra):
             return status.RETRYING
-        log.error('job %s (%s) failed', job['id'], job['func'],
-                  exc_info=exc)
+        log.error('job %s (%s) failed (attempt %d)', id_of(job), job['func'],
+                  job.get('attempt', 1), exc_info=exc)
         state = status.FAILED if then == status.SUCCEEDED else then
         self.records.failed(job, describe(exc), formatted, state)
         self.notify(Event.JOB_FAILED, job, exception=exc,
@@ -103,10 +103,10 @@ class JobRunner:
             self.retries.store(job, plan)
         except Exception:
             log.exception('job %s (%s): could not keep its retry; it fails',
-                          job['id'], job['func'])
+                          id_of(job), job['func'])
             return False
-        log.warning('job %s (%s) failed (attempt %d), retried in %.1fs: %s',
-                    job['id'], job['func'], plan.attempt - 1, plan.delay,
+        log.warning('job %s (%s) failed (attempt %d), retried in %.3fs: %s',
+                    id_of(job), job['func'], plan.attempt - 1, plan.delay,
                     describe(exc))
         self.notify(Event.JOB_RETRY, job, exception=exc, traceback=formatted,
                     attempt=plan.attempt - 1, countdown=plan.delay, **extra)
@@ -130,6 +130,11 @@ class JobRunner:
         if self.listeners.wants(type_):
             self.listeners.notify(Event(type_, job=as_seen(job),
                                         queue=job['queue'], **params))
+
+
+def id_of(job):
+    """The job's id (a retry's is its job's)."""
+    return job.get('retry_of') or job['id']
 
 
 def as_seen(job):
