@@ -52,6 +52,19 @@ def check_retry_options(options):
         _check_names(options['retry_on'])
 
 
+def check_retry_fields(spec):
+    """On receipt: a retry's ``retry_of`` and ``attempt`` (runtime/retries.py
+    makes them) are what the runtime will compare and count with."""
+    if 'retry_of' not in spec and 'attempt' not in spec:
+        return
+    retry_of, attempt = spec.get('retry_of'), spec.get('attempt')
+    if not isinstance(retry_of, str) or not retry_of or isinstance(
+            attempt, bool) or not isinstance(attempt, int) or attempt < 2:
+        raise InvalidJob(f'a retry needs retry_of (the id of its job) and '
+                         f'attempt (a whole number of at least 2), not '
+                         f'{retry_of!r:.80} and {attempt!r:.40}')
+
+
 def _is_seconds(value):
     return not isinstance(value, bool) and isinstance(
         value, (int, float)) and math.isfinite(value) and value >= 0

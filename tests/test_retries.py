@@ -69,6 +69,8 @@ def test_a_job_failing_twice_then_succeeding_runs_three_times(
     assert (done.state, done.result, done.attempts) == (
         status.SUCCEEDED, 'done', 3)
     assert done.error is None
+    assert (done.id, done.kind, done.func) == (
+        job_id, 'async', 'tests.jobs:fail_times')
     times = jobs.run_times(counter)
     assert len(times) == 3
     assert all(later - earlier >= 0.2 for earlier, later in
@@ -206,6 +208,30 @@ def test_a_retry_survives_a_restart_of_the_daemon(tmp_path, broker_for,
     assert len(jobs.run_times(counter)) == 2
 
 
+@pytest.mark.parametrize('broker', BROKERS)
+def test_a_job_failing_while_the_daemon_stops_is_retried_after_it(
+        tmp_path, broker_for, daemons, broker):
+    """Its runtime's APScheduler has stopped: the retry goes to the store
+    queue, for the next owner of the job store."""
+    ini, daemon, _ = start_daemon(tmp_path, daemons, broker_for, broker)
+    counter = str(tmp_path / 'runs')
+    with producer(ini) as scheduler:
+        job_id = scheduler.add_async_job(
+            jobs.fail_times, args=(counter, 1, 'after', 'Flaky', 1.5),
+            retries=1, retry_delay=0.2)
+        state_of(scheduler, job_id, status.RUNNING, daemon)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait_exit() == 0
+        assert scheduler.job_status(job_id).state == status.RETRYING
+        again = daemons(ini)
+        again.wait_ready(['jobs'])
+        done = ended(scheduler, job_id, again)
+    assert (done.state, done.attempts, done.result) == (
+        status.SUCCEEDED, 2, 'after')
+    assert len(jobs.run_times(counter)) == 2
+    assert f'job {job_id}: its retry sent to' in daemon.log()
+
+
 def test_cancel_of_a_retrying_job_removes_its_retry(tmp_path, broker_for,
                                                     daemons):
     ini, daemon, scheduler_id = start_daemon(tmp_path, daemons, broker_for)
@@ -273,6 +299,7 @@ def test_retries_across_two_processes_of_a_queue(tmp_path, broker_for,
         daemon.child_pids()['jobs #2']
     runs = [jobs.run_pids(counter) for counter in counters]
     assert {first for first, _ in runs} == {owner, other}, runs
+    assert 'its retry sent to' in daemon.log()
     # Retries run from the job store, which the first slot alone owns.
     assert {second for _, second in runs} == {owner}, runs
 

@@ -251,3 +251,15 @@ def test_the_next_tick_of_a_periodic_job_drops_its_pending_retry():
     store.stored['j1.retry'] = {}
     assert runtime.before_run(job(kind='date')) is True
     assert 'j1.retry' in store.stored
+
+
+@pytest.mark.parametrize('fields', [
+    {'retry_of': 'j1'}, {'attempt': 2}, {'retry_of': '', 'attempt': 2},
+    {'retry_of': 'j1', 'attempt': 1}, {'retry_of': 'j1', 'attempt': '2'},
+    {'retry_of': ['j1'], 'attempt': 2}])
+def test_a_retry_without_its_fields_is_refused_on_receipt(fields):
+    from pyramid_scheduler.retrypolicy import check_retry_fields
+    with pytest.raises(InvalidJob, match='a retry needs retry_of'):
+        check_retry_fields({'id': 'x', **fields})
+    check_retry_fields({'id': 'x'})
+    check_retry_fields({'id': 'x.retry', 'retry_of': 'x', 'attempt': 2})

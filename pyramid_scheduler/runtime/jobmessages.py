@@ -16,6 +16,7 @@ from .. import status
 from ..events import Event, JobInfo
 from ..jobs import check_options
 from ..references import check_allowed, resolve_reference
+from ..retrypolicy import check_retry_fields
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class JobMessages:
         func = resolve_reference(spec['func'])
         if not callable(func):
             raise InvalidJob(f'job function {spec["func"]} is not callable')
+        check_retry_fields(spec)
         job = JobInfo(spec, queue=queue)
         if spec['kind'] == 'async':
             check_options(spec['options'], 'async')

@@ -74,7 +74,8 @@ class Records:
 
     def _note(self, job, state, **columns):
         row = {'job_id': job_id_of(job), 'queue': job.queue,
-               'func': job.func, 'kind': job.kind, 'state': state}
+               'func': job.func, 'kind': job.get('of_kind') or job.kind,
+               'state': state}   # a retry's: its job's kind (retries.py)
         row.update(columns)
         with self._lock:
             before = self._pending.get(row['job_id'])

@@ -149,11 +149,21 @@ class Retries:
         the next batch); its spec. Raises if it could not be kept."""
         self.records.flush()
         spec = retry_spec(job, plan)
-        if self.deferred is not None:
+        if self._can_store():
             self.deferred.store(self.deferred.prepare(job.queue, spec))
         else:
             self._send(job.queue, spec)
         return spec
+
+    def _can_store(self):
+        """Whether this runtime stores retries itself: it owns the job
+        stores, and APScheduler still runs (a stopped one would keep the
+        job in memory, lost at exit: a job failing while the runtime
+        drains sends its retry to the store queue, for the next owner)."""
+        if self.deferred is None:
+            return False
+        scheduler, _ = self.deferred.threads()
+        return scheduler is not None and scheduler.running
 
     def _send(self, queue, spec):
         with self._producer_lock:
@@ -162,6 +172,8 @@ class Retries:
         target = naming.store_queue(self.settings, queue)
         self._producer.publish(wire.job_created(queue, spec), target.name,
                                declare=[target])
+        log.info('job %s: its retry sent to %s, whose consumer owns the '
+                 'job store', spec['retry_of'], target.name)
 
     def before_run(self, job):
         """False if this run must not happen: a retry of a job canceled
