@@ -20,6 +20,9 @@ from tests.daemon_helpers import (
 
 BROKERS = ('sqlite', 'redis', 'rabbitmq')
 
+# Each starts a daemon (or a combined-mode app): not in the fast lane.
+pytestmark = pytest.mark.slow
+
 
 def start_daemon(tmp_path, daemons, broker_for, broker='sqlite',
                  children=('jobs',), **settings):
