@@ -34,3 +34,19 @@ class JobTimeout(Exception):
 
     def __str__(self):
         return super().__str__() or 'the job ran longer than its time_limit'
+class Retry(Exception):
+    """Raised by a job to be run again after ``countdown`` seconds (None:
+    the delay its retry options give). It counts against the job's
+    ``retries``; a job with none (0) gets ``RETRY_EXCEPTION_RETRIES`` (3)
+    for it. See "Retries" in README.rst."""
+
+    def __init__(self, countdown=None, reason=None):
+        if countdown is not None and (
+                isinstance(countdown, bool)
+                or not isinstance(countdown, (int, float))
+                or not 0 <= countdown < float('inf')):
+            raise ValueError(f'Retry(countdown=...) takes seconds (a number '
+                             f'of at least 0) or None, not {countdown!r}')
+        super().__init__(reason or 'the job asked to be retried')
+        self.countdown = countdown
+        self.reason = reason

@@ -37,12 +37,16 @@ class Event(_AttributeDict):
     JOB_CREATED = 'job.created'
     JOB_EXECUTED = 'job.executed'
     JOB_FAILED = 'job.failed'
+    # A run failed and another is stored (instead of JOB_FAILED): has
+    # ``exception``, ``traceback``, ``attempt`` (the run that failed) and
+    # ``countdown`` (seconds until the next).
+    JOB_RETRY = 'job.retry'
     JOB_MISSED = 'job.missed'
     JOB_CANCELED = 'job.canceled'
     JOB_REMOVED = 'job.removed'
 
     ALL = (MESSAGE, JOB_CREATED, JOB_EXECUTED, JOB_FAILED, JOB_MISSED,
-           JOB_CANCELED, JOB_REMOVED)
+           JOB_CANCELED, JOB_REMOVED, JOB_RETRY)
 
     def __init__(self, type, **params):
         super().__init__(params, type=type)

@@ -17,13 +17,17 @@ from tzlocal import get_localzone
 
 from .errors import InvalidJob
 from .references import check_allowed, func_reference
+from .retrypolicy import (RETRY_OPTIONS, check_retry_options,
+                          prepare_retry_options)
 from .triggers import WallClockCronTrigger, WallClockIntervalTrigger
 
 KINDS = ('async', 'date', 'interval', 'cron')
+TIME_LIMIT_OPTIONS = ('time_limit', 'hard_time_limit')
 JOB_OPTIONS = ('id', 'name', 'misfire_grace_time', 'coalesce',
-               'max_instances', 'time_limit', 'hard_time_limit')
-# Options the runtime applies around a run; APScheduler never sees them.
-RUNTIME_OPTIONS = ('time_limit', 'hard_time_limit')
+                'max_instances') + TIME_LIMIT_OPTIONS + RETRY_OPTIONS
+# Options the runtime applies itself, around a run: APScheduler never sees
+# them.
+RUNTIME_OPTIONS = TIME_LIMIT_OPTIONS + RETRY_OPTIONS
 INTERVAL_FIELDS = ('weeks', 'days', 'hours', 'minutes', 'seconds')
 CRON_FIELDS = ('year', 'month', 'day', 'week', 'day_of_week', 'hour',
                'minute', 'second')
@@ -220,13 +224,14 @@ def check_options(options, kind):
                              f'{value!r}')
     _check_text_option(options, 'name')
     check_time_limits(options)
+    check_retry_options(options)
 
 
 def check_time_limits(options, time_limit=None, hard_time_limit=None):
     """``time_limit`` and ``hard_time_limit``: positive seconds, the hard
     one above the soft one; ``time_limit`` and ``hard_time_limit`` given
     here are the defaults of the settings (scheduler.time_limit, ...)."""
-    for name in RUNTIME_OPTIONS:
+    for name in TIME_LIMIT_OPTIONS:
         value = options.get(name)
         if value is not None and (
                 isinstance(value, bool) or not isinstance(value, (int, float))
@@ -308,6 +313,7 @@ def build_spec(settings, kind, func, args=None, kwargs=None, queue=None,
     """Validate a job and return ``(queue, spec)``; raises InvalidJob."""
     queue = settings.check_queue(queue)
     options = {k: v for k, v in (options or {}).items() if v is not None}
+    prepare_retry_options(options)
     check_options(options, kind)
     check_honoured(options, kind)
     check_time_limits(options, settings.time_limit, settings.hard_time_limit)

@@ -9,10 +9,10 @@ import dataclasses
 import textwrap
 
 from .values import (
-    DEFAULT_QUEUE, PREFIX, parse_bool, parse_compressor, parse_duration,
-    parse_grace_time, parse_list, parse_positive_duration, parse_positive_int,
-    parse_queues, parse_serializer, parse_size, parse_text, parse_timezone,
-    resolve_dotted)
+    DEFAULT_QUEUE, PREFIX, parse_bool, parse_compressor, parse_count,
+    parse_duration, parse_grace_time, parse_list, parse_positive_duration,
+    parse_positive_int, parse_queues, parse_serializer, parse_size,
+    parse_text, parse_timezone, resolve_dotted)
 
 DEFAULT_ID = 'pyramid_scheduler'
 # With a secret, a signed message older than this is refused (a replay);
@@ -192,6 +192,14 @@ OPTIONS = (
            'the ``hard_time_limit`` of jobs added without one: a job running '
            'longer fails and its process is replaced (see "Time limits"); '
            'above ``scheduler.time_limit``'),
+    Option('retry.retries', 'retries', parse_count, '0',
+           'how many times a failed run is tried again, for jobs that do not '
+           'say (their ``retries`` option); see "Retries"'),
+    Option('retry.backoff', 'retry_backoff', parse_duration, '1s',
+           'the base of the exponential backoff between retries: retry n '
+           'waits a random time between 0 and base x 2^(n-1)'),
+    Option('retry.backoff_max', 'retry_backoff_max', parse_duration, '10m',
+           'the most a backoff delay between retries may be'),
     Option('results.ttl', 'results_ttl', parse_positive_duration, '1d',
            'how long the status record of a finished job (its state, result '
            'or error: ``scheduler.job_status``) is kept; older ones are '

@@ -109,6 +109,9 @@ class SchedulerSettings:
     max_deliveries: int
     time_limit: float
     hard_time_limit: float
+    retries: int
+    retry_backoff: float
+    retry_backoff_max: float
     results_ttl: float
     admin_timeout: float
     apscheduler_options: dict

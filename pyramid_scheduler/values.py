@@ -98,6 +98,17 @@ def parse_positive_int(key, value):
     return number
 
 
+def parse_count(key, value):
+    """A whole number of at least 0."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise bad_value(key, value, 'a whole number of at least 0')
+    return number
+
+
 def parse_list(key, value):
     """Space- or newline-separated words -> a tuple."""
     return tuple(aslist(value))

@@ -3,6 +3,7 @@
 A file (not memory) because jobs run in other processes (pscheduler
 children) as often as in the test process itself.
 """
+import builtins
 import json
 import os
 import time
@@ -149,3 +150,54 @@ def busy(path, job_id, seconds):
     while time.monotonic() < end:
         pass
     return job_id
+# --- used by the retry tests (tests/test_retries.py) -------------------------
+
+class Flaky(Exception):
+    """What :func:`fail_times` raises: a class retry_on can name."""
+
+
+def count_run(counter):
+    """Append this run's time to the file ``counter`` (one O_APPEND write);
+    the number of runs so far, this one included."""
+    fd = os.open(counter, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f'{time.time():.6f} {os.getpid()}\n'.encode())
+    finally:
+        os.close(fd)
+    return len(run_times(counter))
+
+
+def run_times(counter):
+    """The times of the runs :func:`count_run` counted, in order."""
+    return [float(line.split()[0]) for line in _lines(counter)]
+
+
+def run_pids(counter):
+    return [int(line.split()[1]) for line in _lines(counter)]
+
+
+def _lines(counter):
+    if not os.path.exists(counter):
+        return []
+    with open(counter, encoding='utf-8') as handle:
+        return [line for line in handle if line.endswith('\n')]
+
+
+def fail_times(counter, times, value, error='Flaky', pause=0):
+    """Fail the first ``times`` runs (raising ``error``: ``'Flaky'`` or a
+    builtin exception's name, after ``pause`` seconds), then return
+    ``value``."""
+    runs = count_run(counter)
+    if runs <= times:
+        time.sleep(pause)
+        cls = Flaky if error == 'Flaky' else getattr(builtins, error)
+        raise cls(f'run {runs} of {times} failing')
+    return value
+
+
+def retry_once(counter, countdown, value):
+    """Raise Retry(countdown) at the first run; return ``value`` after."""
+    from pyramid_scheduler.api import Retry
+    if count_run(counter) == 1:
+        raise Retry(countdown=countdown, reason='not yet')
+    return value

@@ -483,7 +483,7 @@ def test_public_names():
     from pyramid_scheduler import api, errors
     assert api.__all__ == ['BrokerUnavailable', 'ConfigurationError', 'Event',
                            'InvalidJob', 'InvalidMessage', 'InvalidQueue',
-                           'JobTimeout', 'SchedulerError']
+                           'JobTimeout', 'Retry', 'SchedulerError']
     assert pyramid_scheduler.CONSUME_ENV == 'PYRAMID_SCHEDULER_CONSUME'
     assert callable(pyramid_scheduler.includeme)
     assert pyramid_scheduler.Scheduler
@@ -500,9 +500,13 @@ def test_public_names():
     Event = api.Event
     assert (Event.MESSAGE, Event.JOB_CREATED, Event.JOB_EXECUTED,
             Event.JOB_FAILED, Event.JOB_MISSED, Event.JOB_CANCELED,
-            Event.JOB_REMOVED) == (
+            Event.JOB_REMOVED, Event.JOB_RETRY) == (
         'message', 'job.created', 'job.executed', 'job.failed', 'job.missed',
-        'job.canceled', 'job.removed')
+        'job.canceled', 'job.removed', 'job.retry')
+    assert Event.ALL == (Event.MESSAGE, Event.JOB_CREATED, Event.JOB_EXECUTED,
+                         Event.JOB_FAILED, Event.JOB_MISSED,
+                         Event.JOB_CANCELED, Event.JOB_REMOVED,
+                         Event.JOB_RETRY)
     event = Event(Event.MESSAGE, message='ping')
     assert event == {'type': 'message', 'message': 'ping'}
     assert event.message == 'ping' and event.type == 'message'

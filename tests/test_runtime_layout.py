@@ -30,6 +30,7 @@ SIBLINGS = {
     'presence': set(),
     'received': set(),
     'records': set(),
+    'retries': set(),
     'state': set(),
     'storelock': set(),
     'timelimits': set(),

@@ -30,7 +30,8 @@ only the ones below it:
   :mod:`.apscheduling`, :mod:`.dueruns` and :mod:`.walcheckpoint`;
 - :mod:`.workers`: the async jobs' threads and the count of jobs in flight;
 - :mod:`.jobrunner`: running one job, its events and counters, under its
-  time limits (:mod:`.timelimits`: a watchdog thread);
+  time limits (:mod:`.timelimits`: a watchdog thread), with :mod:`.retries`
+  (retrying a failed run) and :mod:`.records` (status);
 - :mod:`.introspection`: reading the job stores, housekeeping;
 - :mod:`.storelock`: one runtime per job store; :mod:`.state`: the flags
   the threads share, and the watch of their liveness (:mod:`.liveness`).
@@ -59,6 +60,7 @@ from .outbox import Outbox
 from .presence import Presence
 from .received import ReceivedCopies
 from .records import Records
+from .retries import Retries
 from .state import RunState
 from .storelock import StoreLock, lock_path
 from .timelimits import TimeLimits
@@ -70,6 +72,16 @@ log = logging.getLogger(__name__)
 
 # How often a stopping runtime wakes its consumer thread to look again.
 STOP_CHECK_INTERVAL = 0.05
+
+
+def build_job_runner(settings, registry, listeners, stats, crash_journal,
+                     owns_stores):
+    """The runner of jobs, with what it writes to and answers to: the
+    status records, the time limits and the retries."""
+    records = Records(settings, prune=owns_stores)
+    limits = TimeLimits(settings, records, crash_journal)
+    return JobRunner(settings, registry, listeners, stats, records, limits,
+                     Retries(settings, records))
 
 
 class Runtime:
@@ -103,11 +115,12 @@ class Runtime:
         self.acks = AckPolicy(self.worker_count)
         self.in_flight = InFlight()
         self.pool = WorkerPool(self.worker_count, 'pscheduler-job')
-        self.records = Records(settings, prune=self.owns_stores)
         self.crash_journal = CrashJournal(journal_directory(settings))
-        self.limits = TimeLimits(settings, self.records, self.crash_journal)
-        self.jobs = JobRunner(settings, self.registry, self.listeners,
-                              self.stats, self.records, self.limits)
+        self.jobs = build_job_runner(settings, self.registry, self.listeners,
+                                     self.stats, self.crash_journal,
+                                     self.owns_stores)
+        self.records, self.limits, self.retries = (
+            self.jobs.records, self.jobs.limits, self.jobs.retries)
         self.outbox = Outbox(settings)
         self.dead_letter_log = DeadLetterLog()
         self.deferred = self.introspection = commands = None
@@ -116,7 +129,7 @@ class Runtime:
             self.deferred = DeferredJobs(
                 settings, queues, self.worker_count, self.jobs, self.in_flight,
                 housekeeping=self.introspection.housekeeping)
-            self.introspection.deferred = self.deferred
+            self.introspection.deferred = self.retries.deferred = self.deferred
             commands = AdminCommands(
                 settings, queues, listeners=self.listeners, stats=self.stats,
                 inflight=self.in_flight, introspection=self.introspection,
@@ -259,8 +272,7 @@ class Runtime:
             self.deferred.close()
         if self.presence is not None:
             self.presence.stop()
-        self.limits.stop()
-        self.records.stop()
+        self.jobs.close()
         self.crash_journal.close()
         self.release_stores()
         log.info('stopped serving queue(s) %s', ', '.join(self.queues))

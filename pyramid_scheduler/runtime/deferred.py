@@ -55,8 +55,7 @@ class DeferredJobs:
         self._runner = runner
         self._inflight = inflight
         self._housekeeping = housekeeping
-        # Which due runs a worker starts at once (the others are written
-        # down): counts the runs of the pool, restarted ones too.
+        # Which due runs start at once (dueruns); restarted ones count too.
         self._deferred_workers = DeferredWorkers(worker_count)
         self._pool = None
         self._scheduler = None
@@ -278,17 +277,18 @@ class DeferredJobs:
         _check_store_of(aps_job, queue)
         job = JobInfo(spec, queue=queue)
         now = datetime.datetime.now(datetime.timezone.utc)
+        state = None
         for number, run_time in enumerate(run_times, 1):
-            # What the job's status record reads after this run.
             then = (status.SUCCEEDED if last_run and number == len(run_times)
-                    else status.SCHEDULED)
+                    else status.SCHEDULED)   # its record after this run
             late = (now - run_time).total_seconds()
             grace = aps_job.misfire_grace_time
             if grace is not None and late > grace:
                 self._runner.missed(job, run_time, late, then)
                 continue
-            self._runner.execute(job, then=then, scheduled_run_time=run_time)
-        if last_run:
+            state = self._runner.execute(job, then=then,
+                                         scheduled_run_time=run_time)
+        if last_run and state != status.RETRYING:
             self._runner.notify(Event.JOB_REMOVED, job)
 
 

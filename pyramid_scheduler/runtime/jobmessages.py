@@ -13,9 +13,11 @@ dispatcher dead-letters it.
 import logging
 
 from ..errors import InvalidJob
+from .. import status
 from ..events import Event, JobInfo
-from ..jobs import check_time_limits
+from ..jobs import check_options
 from ..references import check_allowed, resolve_reference
+from ..retrypolicy import check_retry_fields
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class JobMessages:
         func = resolve_reference(spec['func'])
         if not callable(func):
             raise InvalidJob(f'job function {spec["func"]} is not callable')
+        check_retry_fields(spec)
         job = JobInfo(spec, queue=queue)
         if spec['kind'] == 'async':
             self._check_receipt(job, message)
@@ -67,6 +70,11 @@ class JobMessages:
             self.pool.submit(self._run_async, job, message, func)
             return
         prepared = self.deferred.prepare(queue, spec)
+        if spec.get('retry_of'):
+            # A retry (retries.py): its job's record reads retrying already.
+            self.deferred.store(prepared)
+            message.ack()
+            return
         self.runner.notify(Event.JOB_CREATED, job)
         self.deferred.store(prepared)
         self.records.scheduled(job)
@@ -76,8 +84,9 @@ class JobMessages:
         """Refuse a job with bad time limits, one that took its process
         down too often, or whose record says it passed its hard time limit
         (timelimits.py)."""
-        # Values the runtime would choke on (a foreign producer): refused.
-        check_time_limits(job.get('options') or {})
+        # Values the runtime would choke on (a foreign producer): refused
+        # (time limits and retries included).
+        check_options(job.get('options') or {}, 'async')
         redelivered = bool((message.delivery_info or {}).get('redelivered'))
         limits = self.runner.limits
         try:
@@ -111,8 +120,9 @@ class JobMessages:
                          'run', job['id'], job['func'])
                 return
             with self.crashes.running(job['id']):
-                self.runner.execute(job, func)
-            self.runner.notify(Event.JOB_REMOVED, job)
+                state = self.runner.execute(job, func)
+            if state != status.RETRYING:
+                self.runner.notify(Event.JOB_REMOVED, job)
         finally:
             self.inflight.add(-1)
             self.acks.finished(message)
@@ -124,11 +134,14 @@ class JobMessages:
             raise InvalidJob(f'job id to cancel must be a non-empty string, '
                              f'not {job_id!r:.80}')
         spec = self.deferred.remove(queue, job_id)
+        # A job being retried: its pending retry goes too.
+        retry = self.runner.retries.drop_pending(queue, job_id)
+        spec = spec or retry
         # An async job not started yet (or not arrived) is canceled in its
         # status record, which every runtime of the queue reads.
         self.records.cancel(job_id, queue)
         if spec is not None:
-            info = JobInfo(spec, queue=queue)
+            info = JobInfo(spec, queue=queue, id=job_id)
             listeners = self.runner.listeners
             listeners.notify(Event(Event.JOB_CANCELED, job=info, queue=queue))
             listeners.notify(Event(Event.JOB_REMOVED, job=info, queue=queue))

@@ -39,8 +39,9 @@ class Records:
         self.table = StatusTable(settings)
         self._prune = prune
         self._lock = threading.Lock()
-        # One write at a time: a note written at once (write_now) never
-        # lands before an older one the writer thread is writing.
+        # One write at a time: a note written at once (write_now, a
+        # retry's record) never lands before an older one the writer thread
+        # is writing.
         self._write_lock = threading.Lock()
         self._pending = {}       # job id -> columns to write
         self._canceled = set()
@@ -74,7 +75,8 @@ class Records:
 
     def _note(self, job, state, **columns):
         row = {'job_id': job_id_of(job), 'queue': job.queue,
-               'func': job.func, 'kind': job.kind, 'state': state}
+               'func': job.func, 'kind': job.get('of_kind') or job.kind,
+               'state': state}   # a retry's: its job's kind (retries.py)
         row.update(columns)
         with self._lock:
             before = self._pending.get(row['job_id'])
