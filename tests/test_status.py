@@ -98,15 +98,18 @@ def test_every_state_of_a_job_then_its_end(tmp_path, broker_for, daemons,
 @pytest.mark.parametrize('broker', BROKERS)
 def test_a_second_job_with_the_id_of_a_pending_one_is_not_run(
         tmp_path, broker_for, daemons, broker):
-    ini, daemon = start_daemon(tmp_path, daemons, broker_for, broker)
+    settings = broker_for(broker, **{'scheduler.executor.size': '1'})
+    ini = write_ini(tmp_path / 'app.ini', settings=settings)
     out, gate = str(tmp_path / 'out'), str(tmp_path / 'gate')
     with producer(ini) as scheduler:
-        # Both sent before any record exists: the runtime tells them apart.
+        # Both sent before the daemon starts, so before any record exists:
+        # the runtime tells them apart.
         first = scheduler.add_async_job(jobs.record_when_released,
                                         args=(out, gate, 'first'), id='once')
         second = scheduler.add_async_job(jobs.record_when_released,
                                          args=(out, gate, 'second'), id='once')
         assert first == second == 'once' and first.added and second.added
+        daemon = daemons(ini)
         state_of(scheduler, 'once', status.RUNNING, daemon)
         # Now the producer sees it pending and sends nothing.
         third = scheduler.add_async_job(jobs.echo, args=(out, 'third'),
