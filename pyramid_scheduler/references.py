@@ -228,3 +228,38 @@ def _refusal(ref, module, allowed):
     return (f'{ref} is outside the modules allowed to run jobs '
             f'({allowed.describe()}); add its module to the setting '
             '"scheduler.allowed_modules"')
+
+
+class AllowedFunctions:
+    """The job functions that may run, by reference, remembered once
+    checked: what a runtime's dispatcher asks for every async job.
+
+    :meth:`get` refuses a function :func:`check_allowed` refuses (before
+    its module is even imported), and one that does not import or is not
+    callable. An allowed one is remembered: the settings and the modules
+    imported do not change while a runtime runs, and checking and
+    resolving the same reference again for every message was a large part
+    of the consumer thread's time. A refused reference is never
+    remembered (a flood of forged ones must not fill memory), and the
+    memory is bounded all the same.
+    """
+
+    MAX_REMEMBERED = 1000
+
+    def __init__(self, allowed_modules):
+        self.allowed_modules = allowed_modules
+        self._functions = {}
+
+    def get(self, ref):
+        """The function ``ref`` names, if it may run; else InvalidJob."""
+        func = self._functions.get(ref) if isinstance(ref, str) else None
+        if func is not None:
+            return func
+        check_allowed(ref, self.allowed_modules)
+        func = resolve_reference(ref)
+        if not callable(func):
+            raise InvalidJob(f'job function {ref} is not callable')
+        if len(self._functions) >= self.MAX_REMEMBERED:
+            self._functions.clear()
+        self._functions[ref] = func
+        return func

@@ -51,3 +51,29 @@ def test_a_graceful_stop_does_not_blame_the_jobs_still_running(tmp_path):
     with journal.running('long'):
         journal.close()
     assert CrashJournal(directory).crashes('long', redelivered=True) == 0
+
+
+def test_a_slot_holds_the_last_id_whatever_came_before(tmp_path):
+    # A slot is written up to the id's end, not padded: a short id after a
+    # long one in the same thread must read as itself; an id with a newline
+    # or past a slot is journaled as the crashes file counts it.
+    directory = str(tmp_path / 'journal')
+    long_id = 'L' * 200
+    pid = os.fork()
+    if pid == 0:
+        journal = CrashJournal(directory)
+        for job_id in ('x' * 120, 'short', 'two\nlines'):
+            with journal.running(job_id):
+                pass
+        with journal.running(long_id):
+            with journal.running('short'):   # the same slot, rewritten
+                os._exit(70)
+    os.waitpid(pid, 0)
+    journal = CrashJournal(directory)
+    assert journal.crashes('short', redelivered=True) == 1
+    for job_id in ('x' * 120, 'two\nlines', long_id, 'shor'):
+        assert journal.crashes(job_id, redelivered=True) == 0
+    run_in_child(directory, 'two\nlines', finish=False)
+    run_in_child(directory, long_id, finish=False)
+    assert journal.crashes('two\nlines', redelivered=True) == 1
+    assert journal.crashes(long_id, redelivered=True) == 1

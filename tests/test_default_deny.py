@@ -23,8 +23,8 @@ from pyramid.exceptions import ConfigurationError
 from pyramid_scheduler import naming, transports, wire
 from pyramid_scheduler.errors import InvalidJob
 from pyramid_scheduler.execution import run_job
-from pyramid_scheduler.references import (GUARDED_MODULES, AllowedModules,
-                                          check_allowed)
+from pyramid_scheduler.references import (
+    GUARDED_MODULES, AllowedFunctions, AllowedModules, check_allowed)
 from pyramid_scheduler.scheduler import Scheduler
 from pyramid_scheduler.settings import parse_settings
 from tests import jobs
@@ -163,6 +163,29 @@ def test_a_job_is_checked_again_before_it_runs(tmp_path):
     assert not marker.exists()
     run_job(spec, allowed_modules=AllowedModules(modules=('tests.jobs',)))
     assert marker.exists()
+
+
+def test_the_dispatchers_functions_are_checked_once_and_refusals_always(
+        tmp_path, monkeypatch):
+    import pyramid_scheduler.references as references
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / 'deny_functions.py').write_text(
+        'class Thing:\n    pass\n\n\nTHING = Thing()\n\n\n'
+        'def job():\n    pass\n')
+    checked = []
+    real_check = references.check_allowed
+    monkeypatch.setattr(references, 'check_allowed', lambda ref, allowed: (
+        checked.append(ref), real_check(ref, allowed)))
+    functions = AllowedFunctions(AllowedModules(modules=('deny_functions',)))
+    job = functions.get('deny_functions:job')
+    assert functions.get('deny_functions:job') is job
+    assert checked == ['deny_functions:job']   # remembered once allowed
+    for _ in range(2):
+        with pytest.raises(InvalidJob, match='scheduler.allowed_modules'):
+            functions.get('os:system')
+        with pytest.raises(InvalidJob, match='not callable'):
+            functions.get('deny_functions:THING')
+    assert checked[1:] == ['os:system', 'deny_functions:THING'] * 2
 
 
 # --- the warning about an unsigned network broker ------------------------------

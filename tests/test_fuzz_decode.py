@@ -511,3 +511,33 @@ def test_messages_the_fuzz_found_are_dead_lettered_not_retried(served, case):
     assert channel.acked == {1} and not channel.rejected
     assert reason in runtime.dead_letters[-1]['reason']
     assert runtime.pending_count('jobs') == 0
+
+
+# kombu's typed values, well-formed or not, among any JSON.
+_typed_values = st.fixed_dictionaries({
+    '__type__': st.sampled_from(['datetime', 'bytes', 'base64', 'decimal',
+                                 'uuid', 'nope', 1]),
+    '__value__': st.one_of(st.text(max_size=8), st.just('2020-01-02T03:04'),
+                           st.just('1.5'), st.integers())})
+_json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8),
+              _typed_values),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(
+        st.sampled_from(['__type__', '__value__', 'body', 'x']), inner,
+        max_size=3)), max_leaves=12)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.one_of(_json_values.map(json.dumps), st.text(max_size=20)))
+def test_the_redis_envelope_decoder_loads_as_kombu_does(text):
+    """transports/envelopes.envelope_decoder, the Redis channel's faster
+    ``loads``: the same value, or the same kind of error."""
+    from kombu.utils.json import loads
+    from pyramid_scheduler.transports.envelopes import envelope_decoder
+
+    def outcome(load):
+        try:
+            return 'value', load(text)
+        except Exception as exc:
+            return 'error', type(exc)
+    assert outcome(envelope_decoder()) == outcome(loads)

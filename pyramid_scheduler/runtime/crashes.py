@@ -87,21 +87,16 @@ class CrashJournal:
             self._refresh()
             return self._counts[_line_id(job_id)]
 
-    @contextlib.contextmanager
     def running(self, job_id):
-        """Journal ``job_id`` as running in this thread while the block
-        runs (one job at a time per thread)."""
+        """A context that journals ``job_id`` as running in this thread
+        while its block runs (one job at a time per thread)."""
         offset = self._slot()
         journal = self._map
         if journal is None or offset is None:
-            yield
-            return
-        journal[offset:offset + SLOT_SIZE] = _slot_bytes(job_id)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(ValueError):   # closed meanwhile
-                journal[offset] = 0
+            return contextlib.nullcontext()
+        data = _id_bytes(job_id) + b'\0'   # a reader stops at the NUL
+        journal[offset:offset + len(data)] = data
+        return _Running(journal, offset)
 
     def close(self):
         """A graceful stop: the jobs still running are not to blame for it;
@@ -235,14 +230,39 @@ def _running_ids(data):
 
 def _line_id(job_id):
     """A job id as a slot and a line of the crashes file hold it."""
-    text = str(job_id).replace('\n', ' ').replace('\r', ' ')
-    if len(text.encode('utf-8')) >= SLOT_SIZE:
-        text = 'sha1:' + hashlib.sha1(text.encode('utf-8')).hexdigest()
-    return text
+    return _id_bytes(job_id).decode('utf-8')
 
 
-def _slot_bytes(job_id):
-    return _line_id(job_id).encode('utf-8').ljust(SLOT_SIZE, b'\0')
+def _id_bytes(job_id):
+    """:func:`_line_id` encoded: what a slot holds before its NUL."""
+    text = job_id if type(job_id) is str else str(job_id)
+    if '\n' in text or '\r' in text:
+        text = text.replace('\n', ' ').replace('\r', ' ')
+    data = text.encode('utf-8')
+    if len(data) >= SLOT_SIZE:
+        data = b'sha1:' + hashlib.sha1(data).hexdigest().encode('ascii')
+    return data
+
+
+class _Running:
+    """What :meth:`CrashJournal.running` returns: clears the slot when the
+    block ends (a class, not a generator: it is entered for every job)."""
+
+    __slots__ = ('_journal', '_offset')
+
+    def __init__(self, journal, offset):
+        self._journal = journal
+        self._offset = offset
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        try:
+            self._journal[self._offset] = 0
+        except ValueError:
+            pass   # the journal was closed meanwhile (a graceful stop)
+        return False
 
 
 class NoJournal:
@@ -251,9 +271,8 @@ class NoJournal:
     def crashes(self, job_id, redelivered=False):
         return 0
 
-    @contextlib.contextmanager
     def running(self, job_id):
-        yield
+        return contextlib.nullcontext()
 
     def close(self):
         pass

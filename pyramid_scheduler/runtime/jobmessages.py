@@ -16,7 +16,7 @@ from ..errors import InvalidJob
 from .. import status
 from ..events import Event, JobInfo
 from ..jobs import check_options
-from ..references import check_allowed, resolve_reference
+from ..references import AllowedFunctions
 from ..retrypolicy import check_retry_fields
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ class JobMessages:
         self.pool = pool
         self.deferred = deferred
         self.crashes = crashes
+        # The job functions allowed to run, by reference (default-deny).
+        self._functions = AllowedFunctions(settings.allowed_modules)
 
     def _check_queue(self, body):
         if body['queue'] not in self.queues:
@@ -53,10 +55,8 @@ class JobMessages:
         # that no longer imports (or names no callable) would fail at every
         # run: both go to the dead-letter queue, where an operator sees
         # them, and never run.
-        check_allowed(spec['func'], self.settings.allowed_modules)
-        func = resolve_reference(spec['func'])
-        if not callable(func):
-            raise InvalidJob(f'job function {spec["func"]} is not callable')
+        # Checked once per reference (references.AllowedFunctions).
+        func = self._functions.get(spec['func'])
         check_retry_fields(spec)
         job = JobInfo(spec, queue=queue)
         if spec['kind'] == 'async':

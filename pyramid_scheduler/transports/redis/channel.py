@@ -53,7 +53,8 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from ..envelopes import dead_letter_queue_for, envelope_problem
+from ..envelopes import (
+    dead_letter_queue_for, envelope_decoder, envelope_problem)
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ class Channel(kombu_redis.Channel):
         self._recorded = set()  # delivery tags a batch fetch recorded
         self._fetching = None   # (command, queue, fetched list) pending
         self._queue_empty = False   # the last batch found nothing: block
+        self._load_envelope = envelope_decoder()   # kombu's loads, faster
         super().__init__(*args, **kwargs)
         self.consumer_slot = int(self.consumer_slot or 0)
 
@@ -304,7 +306,7 @@ class Channel(kombu_redis.Channel):
                             exc_info=True)
 
     def _deliver_recorded(self, queue, item):
-        payload, problem = _parse(item)
+        payload, problem = _parse(item, self._load_envelope)
         if problem is not None:
             # Lua read its tag and route, and recorded it; kombu cannot
             # make a message of it all the same.
@@ -323,7 +325,7 @@ class Channel(kombu_redis.Channel):
             self.qos._remove_from_indices(tag).execute()
 
     def _deliver_fetched(self, queue, key, item):
-        payload, problem = _parse(item)
+        payload, problem = _parse(item, self._load_envelope)
         if problem is not None:
             self._dead_letter(queue, item, problem,
                               lambda pipe: pipe.lrem(key, 1, item))
@@ -357,12 +359,13 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-def _parse(item):
+def _parse(item, load=loads):
     """``(payload, None)``, or ``(None, why it is not a kombu envelope)``:
     what kombu needs to make a message, and to record it as
-    unacknowledged (its exchange and routing key)."""
+    unacknowledged (its exchange and routing key). ``load``: kombu's
+    ``loads``, or the channel's envelopes.envelope_decoder()."""
     try:
-        payload = loads(bytes_to_str(item))
+        payload = load(bytes_to_str(item))
     except Exception as exc:
         return None, f'not JSON: {type(exc).__name__}'
     return payload, envelope_problem(payload, needs_route=True)
