@@ -24,3 +24,8 @@ class BrokerUnavailable(SchedulerError, ConnectionError):
 
 class AdminTimeout(SchedulerError, TimeoutError):
     """No (or not every) pscheduler child answered an admin command in time."""
+
+
+class JobNotFound(SchedulerError, LookupError):
+    """No status record of a job id (``scheduler.requeue``): a wrong id, or
+    a record older than ``scheduler.results.ttl``."""

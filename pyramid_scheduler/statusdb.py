@@ -28,6 +28,10 @@ KEPT_COLUMNS = ('queue', 'func', 'kind', 'created', 'started', 'finished',
                 'result', 'result_type', 'error', 'traceback', 'spec',
                 'spec_type', 'attempts', 'token')
 
+# What a run leaves in a record; a requeue clears it.
+RUN_COLUMNS = ('started', 'finished', 'result', 'result_type', 'error',
+               'traceback')
+
 
 def table_name(settings):
     return f'{settings.scheduler_id}_job_status'.replace('.', '_')
@@ -154,18 +158,28 @@ class StatusTable:
         query = self.table.select().where(self.table.c.state == state)
         if queue is not None:
             query = query.where(self.table.c.queue == queue)
-        query = query.order_by(self.table.c.updated.desc()).limit(limit)
+        # One batch writes many records at one time: then the last ended.
+        query = query.order_by(self.table.c.updated.desc(),
+                               self.table.c.finished.desc()).limit(limit)
         with self.engine.connect() as connection:
             return [to_status(row) for row in
                     connection.execute(query).mappings()]
 
+    def count_in_state(self, state, queue=None):
+        query = sa.select(sa.func.count()).select_from(self.table).where(
+            self.table.c.state == state)
+        if queue is not None:
+            query = query.where(self.table.c.queue == queue)
+        with self.engine.connect() as connection:
+            return connection.execute(query).scalar()
+
     def canceled_since(self, since):
-        """Ids canceled (updated) at or after ``since`` (epoch)."""
+        """``{id: when}`` of the jobs canceled at or after ``since``."""
         columns = self.table.c
         with self.engine.connect() as connection:
-            return set(connection.execute(sa.select(columns.job_id).where(
-                columns.state == st.CANCELED,
-                columns.updated >= since)).scalars())
+            return dict(connection.execute(sa.select(
+                columns.job_id, columns.updated).where(
+                columns.state == st.CANCELED, columns.updated >= since)).all())
 
     # --- writing ---------------------------------------------------------
 
@@ -271,6 +285,37 @@ class StatusTable:
                     columns.job_id == job_id).values(
                     state=st.CANCELED, updated=now, finished=now))
         return state
+
+    def requeue(self, job_id, from_states, values):
+        """Put a record in one of ``from_states`` back to ``queued`` for a
+        new run (``values``: kind, created, token, spec), clearing what the
+        last run left; the row as it was, or None if it was not in one of
+        those states (someone else requeued it first)."""
+        columns = self.table.c
+        content_type, spec = encode(values['spec'], self.settings.serializer)
+        fresh = dict(values, spec=spec, spec_type=content_type,
+                     state=st.QUEUED, attempts=0, updated=time.time(),
+                     **{name: None for name in RUN_COLUMNS})
+        with self.engine.begin() as connection:
+            previous = connection.execute(self.table.select().where(
+                columns.job_id == job_id)).mappings().first()
+            if previous is None or previous['state'] not in from_states:
+                return None
+            done = connection.execute(self.table.update().where(
+                columns.job_id == job_id,
+                columns.updated == previous['updated']).values(
+                **fresh)).rowcount
+        return dict(previous) if done else None
+
+    def restore(self, previous, token):
+        """Undo :meth:`requeue` (its job could not be sent), unless the
+        record has changed since."""
+        columns = self.table.c
+        with self.engine.begin() as connection:
+            connection.execute(self.table.update().where(
+                columns.job_id == previous['job_id'],
+                columns.token == token, columns.state == st.QUEUED).values(
+                **{k: v for k, v in previous.items() if k != 'job_id'}))
 
     def delete_finished_before(self, horizon):
         """Delete final records last updated before ``horizon``; how many."""

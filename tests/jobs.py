@@ -137,3 +137,13 @@ def record_when_released(path, gate, value, timeout=60):
         time.sleep(0.02)
     record(path, value)
     return value
+
+
+# --- used by the failed-job registry tests (tests/test_failed_jobs.py) -------
+
+def fail_unless_exists(flag, value):
+    """Fail while the file ``flag`` is absent, else return ``value``: a
+    job that a requeue runs again once the test has "fixed" it."""
+    if not os.path.exists(flag):
+        raise RuntimeError(f'{os.path.basename(flag)} is absent')
+    return value

@@ -43,6 +43,7 @@ from .. import exposure, refusals, transports
 from . import liveness
 from ..admin.commands import AdminCommands
 from ..events import Listeners
+from ..failedjobs import FailedJobs
 from ..producer import Producer
 from ..spool import SpoolDrainer
 from .acks import AckPolicy
@@ -114,7 +115,8 @@ class Runtime:
             commands = AdminCommands(
                 settings, queues, listeners=self.listeners, stats=self.stats,
                 inflight=self.in_flight, introspection=self.introspection,
-                dead_letters=self.dead_letter_log, health=self.health)
+                dead_letters=self.dead_letter_log, health=self.health,
+                failed=FailedJobs(settings, self.records.table))
         self.crash_journal = CrashJournal(journal_directory(settings))
         self.dispatcher = Dispatcher(
             settings, queues, state=self.state, acks=self.acks,

@@ -40,7 +40,7 @@ class Records:
         self._prune = prune
         self._lock = threading.Lock()
         self._pending = {}       # job id -> columns to write
-        self._canceled = set()
+        self._canceled = {}      # job id -> when it was canceled
         self._wake = threading.Event()
         self._stopping = False
         self._thread = None
@@ -101,13 +101,17 @@ class Records:
         self.flush()
         state = self.table.cancel(job_id, queue)
         if state is None or state in (st.QUEUED, st.SCHEDULED, st.RETRYING):
-            self._canceled.add(job_id)
+            self._canceled[job_id] = time.time()
         return state
 
-    def is_canceled(self, job_id):
-        """True once this process knows a cancel of ``job_id`` (its own,
-        or one read from the table: within CANCEL_POLL_INTERVAL)."""
-        return job_id in self._canceled
+    def is_canceled(self, job):
+        """True once this process knows a cancel of ``job`` (its own, or
+        one read from the table: within CANCEL_POLL_INTERVAL) made after
+        the job was added: a job requeued after its cancel (failedjobs)
+        runs, the canceled one it replaces still does not."""
+        canceled_at = self._canceled.get(job['id'])
+        return canceled_at is not None and \
+            (job.get('created_at') or 0) <= canceled_at
 
     # --- the writer thread ---------------------------------------------------
 
@@ -188,7 +192,9 @@ class Records:
         if now - self._polled_at < CANCEL_POLL_INTERVAL:
             return
         since, self._polled_at = self._polled_at - CANCEL_POLL_INTERVAL, now
-        self._canceled |= self.table.canceled_since(since)
+        for job_id, canceled_at in self.table.canceled_since(since).items():
+            if canceled_at > self._canceled.get(job_id, 0):
+                self._canceled[job_id] = canceled_at
 
     def _prune_old(self):
         now = time.time()
