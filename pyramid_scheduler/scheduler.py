@@ -6,7 +6,7 @@ from .events import Listeners
 from .failedjobs import FailedJobs
 from .jobs import CRON_FIELDS, INTERVAL_FIELDS, build_spec
 from .producer import AfterCommitSender, Producer
-from .status import PENDING_STATES, JobId
+from .status import PENDING_STATES, JobId, wait_until_done
 
 
 class Scheduler:
@@ -136,7 +136,6 @@ class Scheduler:
     def wait(self, job_id, timeout=None):
         """The job's status once it has ended (succeeded, failed or
         canceled); ``TimeoutError`` if it has not within ``timeout`` s."""
-        from .statusdb import wait_until_done
         return wait_until_done(self.status_table(), job_id, timeout)
 
     # --- the failed-job registry (failedjobs.py) ----------------------------

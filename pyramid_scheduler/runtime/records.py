@@ -47,15 +47,18 @@ class Records:
         self._polled_at = 0.0
         self._pruned_at = 0.0
         self.last_flush = None   # time of the last successful write
+        # Most jobs return None: encoded once.
+        self._encoded_none = encode(None, settings.serializer)
 
     # --- what the runtime notes (any thread) ------------------------------
 
     def queued(self, job):
-        self._note(job, st.QUEUED, spec=spec_of(job),
-                   created=job.get('created_at'), attempts=0)
+        # The job itself: its spec is copied and encoded only if written.
+        self._note(job, st.QUEUED, spec=job, created=job.get('created_at'),
+                   attempts=0)
 
     def scheduled(self, job):
-        self._note(job, st.SCHEDULED, spec=spec_of(job),
+        self._note(job, st.SCHEDULED, spec=job,
                    created=job.get('created_at'))
 
     def running(self, job, attempt=1):
@@ -70,15 +73,17 @@ class Records:
                    traceback=traceback)
 
     def _note(self, job, state, **columns):
-        row = {'job_id': job_id_of(job), 'queue': job.queue,
-               'func': job.func, 'kind': job.kind, 'state': state}
-        row.update(columns)
+        # Taken by the consumer and every worker, for each job: kept short.
+        job_id = job_id_of(job)
+        columns['state'] = state
         with self._lock:
-            before = self._pending.get(row['job_id'])
+            before = self._pending.get(job_id)
             if before is None:
-                self._pending[row['job_id']] = row
+                columns.update(job_id=job_id, queue=job['queue'],
+                               func=job['func'], kind=job['kind'])
+                self._pending[job_id] = columns
             else:
-                before.update((k, v) for k, v in row.items()
+                before.update((k, v) for k, v in columns.items()
                               if v is not None)
 
     # --- decisions written at once ----------------------------------------
@@ -166,11 +171,17 @@ class Records:
     def _encoded(self, row):
         row = dict(row)
         serializer = self.settings.serializer
-        if 'spec' in row:
-            row['spec_type'], row['spec'] = encode(row['spec'], serializer)
+        spec = row.pop('spec', None)
+        # The spec is kept for a requeue, which a job that succeeded within
+        # the interval will never need: not encoding it is most of what an
+        # async job's record costs the hot path.
+        if spec is not None and row['state'] != st.SUCCEEDED:
+            row['spec_type'], row['spec'] = encode(spec_of(spec), serializer)
         if 'result' in row:
             (result,) = row.pop('result')
-            row['result_type'], row['result'] = encode(result, serializer)
+            row['result_type'], row['result'] = (
+                self._encoded_none if result is None
+                else encode(result, serializer))
         return row
 
     def _put_back(self, pending):
