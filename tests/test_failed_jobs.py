@@ -7,6 +7,7 @@ absent: the test creates the file, then requeues the job, which succeeds.
 """
 import datetime
 import json
+import uuid
 
 import pytest
 
@@ -158,3 +159,52 @@ def test_requeue_takes_its_id_bare_or_as_id_and_as_text():
     assert parse_message('requeue id=a=b') == ('requeue', {'id': 'a=b'})
     assert parse_message('failed limit=20') == ('failed', {'limit': 20})
     assert parse_message('purge-failed') == ('purge-failed', {})
+
+
+@pytest.mark.parametrize('database', ['sqlite', 'postgresql'])
+def test_a_requeue_wins_once_and_is_undone_if_its_job_is_not_sent(
+        tmp_path, database):
+    from pscheduler.config import load_config
+    from pyramid_scheduler.failedjobs import FailedJobs
+    from pyramid_scheduler.statusdb import StatusTable, encode
+    from tests.daemon_helpers import PG_URL
+    values = {'scheduler.id': f'pst_{uuid.uuid4().hex[:12]}'}
+    if database == 'postgresql':
+        values['scheduler.jobstore.url'] = PG_URL
+    settings = load_config(str(write_ini(tmp_path / 'app.ini',
+                                         settings=values))).settings
+    table = StatusTable(settings)
+    registry = FailedJobs(settings, table)
+    spec_type, spec = encode({'id': 'x', 'kind': 'async', 'args': ['a'],
+                              'func': 'tests.jobs:fail', 'kwargs': {},
+                              'trigger': {}, 'options': {}}, 'json')
+    table.upsert([{'job_id': 'x', 'queue': 'jobs', 'func': 'tests.jobs:fail',
+                   'kind': 'async', 'state': status.FAILED, 'attempts': 2,
+                   'error': 'RuntimeError: a', 'spec': spec,
+                   'spec_type': spec_type, 'finished': 1.0}])
+    try:
+        def broker_down(queue, body):
+            raise ConnectionError('broker down')
+        with pytest.raises(ConnectionError):
+            registry.requeue('x', broker_down)
+        assert (table.get('x').state, table.get('x').error) == (
+            status.FAILED, 'RuntimeError: a')
+        assert registry.count() == 1 and registry.count('jobs') == 1
+
+        sent = []
+        assert registry.requeue('x', lambda *sent_now: sent.append(
+            sent_now)) == 'jobs'
+        (queue, body), = sent
+        record = table.get('x')
+        assert (queue, body['job']['args'], body['job']['kind']) == (
+            'jobs', ['a'], 'async')
+        assert (record.state, record.attempts, record.error,
+                record.finished) == (status.QUEUED, 0, None, None)
+        with pytest.raises(InvalidJob, match='is queued'):
+            registry.requeue('x', sent.append)
+        assert registry.count() == 0 and registry.purge() == 0
+        with pytest.raises(ValueError, match='limit must be'):
+            registry.list(limit=0)
+    finally:
+        table.table.drop(table.engine)
+        table.close()
