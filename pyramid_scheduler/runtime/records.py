@@ -4,7 +4,13 @@ The consumer thread and the workers only note what happened to a job (a
 dict update under a lock); a thread of its own writes the notes to the
 status table (statusdb) every :data:`FLUSH_INTERVAL`, merged per job: an
 async job received, run and finished within one interval costs one row in
-one transaction shared with every other job of that interval. The same
+one transaction shared with every other job of that interval. A job's
+spec is kept in its record for a requeue (failedjobs), so it is copied and
+encoded only for a row written before the job succeeded: the jobs that
+succeed within an interval, most of them, cost neither (on Redis, one
+child, 20,000 no-op jobs: the writer thread had 30% of the child's GIL
+time before, 8% since, with statusdb's plain SQLite upsert; py-spy
+--gil). The same
 thread keeps the set of canceled ids fresh (cancels reach the job store
 owner; the other processes of the queue learn them from the table), and
 deletes final records older than ``scheduler.results.ttl``.
