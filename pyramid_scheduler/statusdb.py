@@ -16,6 +16,8 @@ from kombu import serialization
 from sqlalchemy.exc import IntegrityError
 
 from . import status as st
+from .statusupsert import (KEPT_COLUMNS, postgresql_upsert,
+                           write_sqlite_rows)
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +25,6 @@ log = logging.getLogger(__name__)
 ID_LENGTH = 191
 # A long traceback is cut: the record is for people, and rows stay small.
 MAX_TEXT = 20000
-# Columns a later write fills only where it has a value (see upsert).
-KEPT_COLUMNS = ('queue', 'func', 'kind', 'created', 'started', 'finished',
-                'result', 'result_type', 'error', 'traceback', 'spec',
-                'spec_type', 'attempts', 'token')
-
-UPSERT_COLUMNS = ('job_id', 'state', 'updated') + KEPT_COLUMNS
 # What a run leaves in a record; a requeue clears it.
 RUN_COLUMNS = ('started', 'finished', 'result', 'result_type', 'error',
                'traceback')
@@ -196,15 +192,7 @@ class StatusTable:
         with self.engine.begin() as connection:
             _relax_commit(connection)
             if connection.dialect.name == 'sqlite':
-                # SQL of its own, the rows as tuples: SQLAlchemy's handling
-                # of each row's 17 values held the GIL the jobs need (the
-                # upsert took 18% of a child's GIL time running 20,000
-                # no-op jobs on Redis; 6% like this, the spec of the jobs
-                # that succeeded left out too: py-spy --gil).
-                connection.exec_driver_sql(
-                    sqlite_upsert(self.table, connection),
-                    [tuple(row[name] for name in UPSERT_COLUMNS)
-                     for row in full])
+                write_sqlite_rows(connection, self.table, full)
             elif connection.dialect.name == 'postgresql':
                 connection.execute(postgresql_upsert(self.table), full)
             else:
@@ -328,33 +316,6 @@ class StatusTable:
             query = query.where(self.table.c.queue == queue)
         with self.engine.begin() as connection:
             return connection.execute(query).rowcount
-
-
-def postgresql_upsert(table):
-    """The upsert of :meth:`StatusTable.upsert`, as SQLAlchemy makes it."""
-    from sqlalchemy.dialects.postgresql import insert
-    statement = insert(table)
-    excluded, current = statement.excluded, table.c
-    changes = {name: sa.func.coalesce(excluded[name], current[name])
-               for name in KEPT_COLUMNS}
-    changes['state'] = excluded.state
-    changes['updated'] = excluded.updated
-    return statement.on_conflict_do_update(
-        index_elements=['job_id'], set_=changes,
-        where=current.state != st.CANCELED)
-
-
-def sqlite_upsert(table, connection):
-    """The same upsert in SQLite's SQL, for rows of UPSERT_COLUMNS."""
-    name = connection.dialect.identifier_preparer.quote(table.name)
-    changes = ', '.join(
-        f'{column} = excluded.{column}' if column not in KEPT_COLUMNS else
-        f'{column} = coalesce(excluded.{column}, {name}.{column})'
-        for column in UPSERT_COLUMNS[1:])
-    return (f'INSERT INTO {name} ({", ".join(UPSERT_COLUMNS)}) VALUES '
-            f'({", ".join("?" for _ in UPSERT_COLUMNS)}) ON CONFLICT '
-            f"(job_id) DO UPDATE SET {changes} WHERE {name}.state != "
-            f"'{st.CANCELED}'")
 
 
 def _full_row(row, now):
