@@ -41,7 +41,7 @@ def message(ini, text, *options):
     return result.stdout
 
 
-@pytest.mark.slow   # six pscheduler --message processes: ~15 s
+@pytest.mark.slow   # six pscheduler --message processes: 5 to 20 s
 @pytest.mark.parametrize('broker', BROKERS)
 def test_pscheduler_message_lists_requeues_and_purges_failed_jobs(
         tmp_path, broker_for, daemons, broker):
