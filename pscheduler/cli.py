@@ -37,7 +37,8 @@ signals (to the master):
 
 admin commands (--message TEXT, TEXT = "COMMAND [key=value ...]"):
   {', '.join(message.COMMANDS)}
-  e.g. --message ping, --message 'jobs offset=50 limit=10'
+  e.g. --message ping, --message 'jobs offset=50 limit=10',
+  --message 'failed limit=20', --message 'requeue ID' (or 'requeue id=ID')
 
 send one job (--run FUNC, as registry.scheduler.add_async_job would):
   --run myapp.jobs:send --args '["x", 2]' --kwargs '{{"a": 1}}' [-q QUEUE]

@@ -1,7 +1,9 @@
 """``pscheduler --message TEXT app.ini``: admin commands to running children.
 
 TEXT is a command and optional ``key=value`` arguments, e.g. ``ping``,
-``status`` or ``jobs offset=50 limit=10``. The command goes to every served
+``status`` or ``jobs offset=50 limit=10``; ``requeue`` also takes its one
+argument as a bare word (``requeue ID`` is ``requeue id=ID``; an id with
+``=`` in it is given as ``id=...``). The command goes to every served
 queue (or those given with ``--queue``) through the broker; each child
 answers on a private reply queue. Answers are printed on stdout, readable by
 people or, with ``--json``, by programs; problems go to stderr.
@@ -28,7 +30,8 @@ from . import exitcodes
 from .sizes import format_size
 
 
-# Known command -> {argument: (least, most) integer, None: unbounded}.
+# Known command -> {argument: (least, most) of a whole number (None:
+# unbounded), or str for text}.
 COMMAND_ARGUMENTS = types.MappingProxyType({
     'print-jobs': {'limit': (1, None)},
     'ping': {},
@@ -36,7 +39,14 @@ COMMAND_ARGUMENTS = types.MappingProxyType({
     'jobs': {'offset': (0, None), 'limit': (1, 1000)},
     'dead-letters': {},
     'purge-dead-letters': {},
+    'failed': {'limit': (1, 1000)},
+    'requeue': {'id': str},
+    'purge-failed': {},
 })
+# Command -> the argument a bare word gives it (``requeue ID``).
+BARE_ARGUMENT = types.MappingProxyType({'requeue': 'id'})
+# Command -> the arguments it cannot go without.
+REQUIRED_ARGUMENTS = types.MappingProxyType({'requeue': ('id',)})
 
 
 def parse_message(text):
@@ -49,32 +59,48 @@ def parse_message(text):
     name, args = words[0], {}
     for word in words[1:]:
         key, sep, value = word.partition('=')
-        if not sep or not key:
+        if not sep and name in BARE_ARGUMENT:
+            key, value = BARE_ARGUMENT[name], word
+        elif not sep or not key:
             raise ValueError(f'--message argument {word!r} is not key=value')
         if key in args:
             raise ValueError(f'--message argument {key!r} is given twice')
-        args[key] = int(value) if value.lstrip('-').isdigit() else value
-    check_arguments(name, args)
-    return name, args
+        args[key] = value
+    return name, check_arguments(name, args)
 
 
 def check_arguments(name, args):
-    """Refuse what a known command would ignore or fail on."""
+    """Refuse what a known command would ignore or fail on; the arguments
+    as the command takes them (whole numbers as int)."""
     known = COMMAND_ARGUMENTS.get(name)
-    if known is None:
-        return
-    for key, value in args.items():
+    if known is None:   # for the listeners: numbers as numbers
+        return {key: int(value) if value.lstrip('-').isdigit() else value
+                for key, value in args.items()}
+    for key in args:
         if key not in known:
             takes = (f'its arguments: {", ".join(known)}' if known
                      else 'it takes none')
             raise ValueError(f'{name!r} has no argument {key!r} ({takes})')
-        least, most = known[key]
-        if not isinstance(value, int) or value < least or (
-                most is not None and value > most):
-            bounds = (f'from {least} to {most}' if most is not None
-                      else f'{least} or more')
-            raise ValueError(f'{name} {key}={value}: expected a whole '
-                             f'number, {bounds}')
+    for key in REQUIRED_ARGUMENTS.get(name, ()):
+        if not args.get(key):
+            usage = f'"{name} {key}={key.upper()}"' + (
+                f' or "{name} {key.upper()}"'
+                if BARE_ARGUMENT.get(name) == key else '')
+            raise ValueError(f'{name!r} needs {key}: {usage}')
+    return {key: value if known[key] is str
+            else whole_number(name, key, value, *known[key])
+            for key, value in args.items()}
+
+
+def whole_number(name, key, value, least, most):
+    number = int(value) if value.lstrip('-').isdigit() else None
+    if number is None or number < least or (
+            most is not None and number > most):
+        bounds = (f'from {least} to {most}' if most is not None
+                  else f'{least} or more')
+        raise ValueError(f'{name} {key}={value}: expected a whole '
+                         f'number, {bounds}')
+    return number
 
 
 def run(config, text, timeout=None, as_json=False, out=None, err=None):
@@ -96,6 +122,7 @@ def run(config, text, timeout=None, as_json=False, out=None, err=None):
         return exitcodes.NO_ANSWER
     replies.sort(key=lambda reply: config.queues.index(reply['queue'])
                  if reply['queue'] in config.queues else len(config.queues))
+    problem = requeue_problem(name, args, replies, missing, config.queues)
     if as_json:
         json.dump({'command': name, 'args': args, 'replies': replies,
                    'missing': list(missing)}, out, indent=2, sort_keys=True)
@@ -103,7 +130,21 @@ def run(config, text, timeout=None, as_json=False, out=None, err=None):
     else:
         for reply in replies:
             print(format_reply(name, reply), file=out)
+    if problem:
+        print(f'pscheduler: {problem}', file=err)
+        return exitcodes.COMMAND_ERROR
     return report_problems(name, replies, missing, timeout, err)
+
+
+def requeue_problem(name, args, replies, missing, queues):
+    """Why a ``requeue`` that every child answered without an error did
+    nothing: the job's queue is not among those asked (``--queue``)."""
+    if name != 'requeue' or missing or any(r.get('error') for r in replies):
+        return None
+    if any((r.get('result') or {}).get('requeued') for r in replies):
+        return None
+    return (f'job {args["id"]} was not requeued: its queue is not among '
+            f'the queue(s) asked ({", ".join(queues)}); see --queue')
 
 
 # Less free space than this beside the embedded database, and SQLite failing:
@@ -238,6 +279,30 @@ def _format_purge(head, result):
     return f'{head}: purged {result.get("purged", 0)} dead letter(s)'
 
 
+def _format_failed(head, result):
+    jobs = result.get('jobs') or []
+    count = result.get('count', len(jobs))
+    lines = [f'{head}: {count} failed job(s)'
+             + (f', the latest {len(jobs)}:' if len(jobs) < count
+                else ', latest first:' if jobs else '')]
+    for job in jobs:
+        error = ' '.join((job.get('error') or '-').split())
+        lines.append(f'  {job["id"]}  {job["func"]}  attempts '
+                     f'{job["attempts"]}  failed {job["finished"] or "-"}  '
+                     f'{error[:200]}')
+    return '\n'.join(lines)
+
+
+def _format_requeue(head, result):
+    if result.get('requeued'):
+        return f'{head}: job {result.get("id")} requeued'
+    return f'{head}: job {result.get("id")} is not on this queue'
+
+
+def _format_purge_failed(head, result):
+    return f'{head}: purged {result.get("purged", 0)} failed job record(s)'
+
+
 def _format_generic(head, result):
     return f'{head}: {json.dumps(result, sort_keys=True)}'
 
@@ -249,6 +314,9 @@ _FORMATTERS = {
     'jobs': _format_jobs,
     'dead-letters': _format_dead_letters,
     'purge-dead-letters': _format_purge,
+    'failed': _format_failed,
+    'requeue': _format_requeue,
+    'purge-failed': _format_purge_failed,
 }
 
 

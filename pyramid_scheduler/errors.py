@@ -34,6 +34,8 @@ class JobTimeout(Exception):
 
     def __str__(self):
         return super().__str__() or 'the job ran longer than its time_limit'
+
+
 class Retry(Exception):
     """Raised by a job to be run again after ``countdown`` seconds (None:
     the delay its retry options give). It counts against the job's
@@ -50,3 +52,8 @@ class Retry(Exception):
         super().__init__(reason or 'the job asked to be retried')
         self.countdown = countdown
         self.reason = reason
+
+
+class JobNotFound(SchedulerError, LookupError):
+    """No status record of a job id (``scheduler.requeue``): a wrong id, or
+    a record older than ``scheduler.results.ttl``."""

@@ -3,9 +3,10 @@ from . import admin, naming, transports, wire
 from .combined import InProcessRunner
 from .errors import InvalidJob
 from .events import Listeners
+from .failedjobs import FailedJobs
 from .jobs import CRON_FIELDS, INTERVAL_FIELDS, build_spec
 from .producer import AfterCommitSender, Producer
-from .status import PENDING_STATES, JobId
+from .status import PENDING_STATES, JobId, wait_until_done
 
 
 class Scheduler:
@@ -135,8 +136,33 @@ class Scheduler:
     def wait(self, job_id, timeout=None):
         """The job's status once it has ended (succeeded, failed or
         canceled); ``TimeoutError`` if it has not within ``timeout`` s."""
-        from .statusdb import wait_until_done
         return wait_until_done(self.status_table(), job_id, timeout)
+
+    # --- the failed-job registry (failedjobs.py) ----------------------------
+
+    def failed_jobs(self, queue=None, limit=100):
+        """The failed jobs' JobStatus (of ``queue``, or every queue),
+        latest failure first, at most ``limit``."""
+        return self._failed().list(queue, limit)
+
+    def requeue(self, job_id):
+        """Run the failed (or canceled) job ``job_id`` again, at once, as
+        an async job with the same id on the same queue: its record reads
+        ``queued`` again. Sent now, not when a transaction commits.
+        JobNotFound for an unknown id; InvalidJob for a job that is not
+        failed or canceled, or periodic."""
+        def publish(queue, body):
+            target = self._job_queues[queue]
+            self.producer.publish(body, target.name, declare=[target])
+        self._failed().requeue(job_id, publish)
+        return JobId(job_id)
+
+    def purge_failed(self, queue=None):
+        """Delete the failed jobs' records (of ``queue``); how many."""
+        return self._failed().purge(queue)
+
+    def _failed(self):
+        return FailedJobs(self._require_settings(), self.status_table())
 
     def status_table(self):
         """The job status table (statusdb.StatusTable), opened on first

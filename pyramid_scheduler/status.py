@@ -14,6 +14,7 @@ reads it without a server of its own.
 """
 import dataclasses
 import datetime
+import time
 
 QUEUED = 'queued'
 SCHEDULED = 'scheduled'
@@ -69,3 +70,24 @@ def aware(epoch):
     if epoch is None:
         return None
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+
+
+def wait_until_done(table, job_id, timeout, first_poll=0.02, max_poll=0.5):
+    """Poll ``job_id``'s record until it is final; the JobStatus, or
+    TimeoutError after ``timeout`` seconds (None: no limit). Polling: the
+    record is written by another process, in batches (runtime.records)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    poll = first_poll
+    while True:
+        found = table.get(job_id)
+        if found is not None and found.done:
+            return found
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                state = 'no record' if found is None else found.state
+                raise TimeoutError(f'job {job_id} did not end within '
+                                   f'{timeout}s (now: {state})')
+            poll = min(poll, remaining)
+        time.sleep(poll)
+        poll = min(poll * 2, max_poll)

@@ -16,6 +16,8 @@ from kombu import serialization
 from sqlalchemy.exc import IntegrityError
 
 from . import status as st
+from .statusupsert import (KEPT_COLUMNS, postgresql_upsert,
+                           write_sqlite_rows)
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +25,9 @@ log = logging.getLogger(__name__)
 ID_LENGTH = 191
 # A long traceback is cut: the record is for people, and rows stay small.
 MAX_TEXT = 20000
-# Columns a later write fills only where it has a value (see upsert).
-KEPT_COLUMNS = ('queue', 'func', 'kind', 'created', 'started', 'finished',
-                'result', 'result_type', 'error', 'traceback', 'spec',
-                'spec_type', 'attempts', 'token')
+# What a run leaves in a record; a requeue clears it.
+RUN_COLUMNS = ('started', 'finished', 'result', 'result_type', 'error',
+               'traceback')
 
 
 def table_name(settings):
@@ -154,18 +155,28 @@ class StatusTable:
         query = self.table.select().where(self.table.c.state == state)
         if queue is not None:
             query = query.where(self.table.c.queue == queue)
-        query = query.order_by(self.table.c.updated.desc()).limit(limit)
+        # One batch writes many records at one time: then the last ended.
+        query = query.order_by(self.table.c.updated.desc(),
+                               self.table.c.finished.desc()).limit(limit)
         with self.engine.connect() as connection:
             return [to_status(row) for row in
                     connection.execute(query).mappings()]
 
+    def count_in_state(self, state, queue=None):
+        query = sa.select(sa.func.count()).select_from(self.table).where(
+            self.table.c.state == state)
+        if queue is not None:
+            query = query.where(self.table.c.queue == queue)
+        with self.engine.connect() as connection:
+            return connection.execute(query).scalar()
+
     def canceled_since(self, since):
-        """Ids canceled (updated) at or after ``since`` (epoch)."""
+        """``{id: when}`` of the jobs canceled at or after ``since``."""
         columns = self.table.c
         with self.engine.connect() as connection:
-            return set(connection.execute(sa.select(columns.job_id).where(
-                columns.state == st.CANCELED,
-                columns.updated >= since)).scalars())
+            return dict(connection.execute(sa.select(
+                columns.job_id, columns.updated).where(
+                columns.state == st.CANCELED, columns.updated >= since)).all())
 
     # --- writing ---------------------------------------------------------
 
@@ -180,26 +191,13 @@ class StatusTable:
         full = [_full_row(row, now) for row in rows]
         with self.engine.begin() as connection:
             _relax_commit(connection)
-            if connection.dialect.name in ('sqlite', 'postgresql'):
-                connection.execute(self._upsert_statement(connection), full)
+            if connection.dialect.name == 'sqlite':
+                write_sqlite_rows(connection, self.table, full)
+            elif connection.dialect.name == 'postgresql':
+                connection.execute(postgresql_upsert(self.table), full)
             else:
                 for row in full:
                     self._upsert_one(connection, row)
-
-    def _upsert_statement(self, connection):
-        if connection.dialect.name == 'sqlite':
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        statement = insert(self.table)
-        excluded, current = statement.excluded, self.table.c
-        changes = {name: sa.func.coalesce(excluded[name], current[name])
-                   for name in KEPT_COLUMNS}
-        changes['state'] = excluded.state
-        changes['updated'] = excluded.updated
-        return statement.on_conflict_do_update(
-            index_elements=['job_id'], set_=changes,
-            where=current.state != st.CANCELED)
 
     def _upsert_one(self, connection, row):
         columns = self.table.c
@@ -272,6 +270,37 @@ class StatusTable:
                     state=st.CANCELED, updated=now, finished=now))
         return state
 
+    def requeue(self, job_id, from_states, values):
+        """Put a record in one of ``from_states`` back to ``queued`` for a
+        new run (``values``: kind, created, token, spec), clearing what the
+        last run left; the row as it was, or None if it was not in one of
+        those states (someone else requeued it first)."""
+        columns = self.table.c
+        content_type, spec = encode(values['spec'], self.settings.serializer)
+        fresh = dict(values, spec=spec, spec_type=content_type,
+                     state=st.QUEUED, attempts=0, updated=time.time(),
+                     **{name: None for name in RUN_COLUMNS})
+        with self.engine.begin() as connection:
+            previous = connection.execute(self.table.select().where(
+                columns.job_id == job_id)).mappings().first()
+            if previous is None or previous['state'] not in from_states:
+                return None
+            done = connection.execute(self.table.update().where(
+                columns.job_id == job_id,
+                columns.updated == previous['updated']).values(
+                **fresh)).rowcount
+        return dict(previous) if done else None
+
+    def restore(self, previous, token):
+        """Undo :meth:`requeue` (its job could not be sent), unless the
+        record has changed since."""
+        columns = self.table.c
+        with self.engine.begin() as connection:
+            connection.execute(self.table.update().where(
+                columns.job_id == previous['job_id'],
+                columns.token == token, columns.state == st.QUEUED).values(
+                **{k: v for k, v in previous.items() if k != 'job_id'}))
+
     def delete_finished_before(self, horizon):
         """Delete final records last updated before ``horizon``; how many."""
         columns = self.table.c
@@ -324,23 +353,3 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
     finally:
         cursor.close()
 
-
-def wait_until_done(table, job_id, timeout, first_poll=0.02, max_poll=0.5):
-    """Poll ``job_id``'s record until it is final; the JobStatus, or
-    TimeoutError after ``timeout`` seconds (None: no limit). Polling: the
-    record is written by another process, in batches (runtime.records)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    poll = first_poll
-    while True:
-        found = table.get(job_id)
-        if found is not None and found.done:
-            return found
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                state = 'no record' if found is None else found.state
-                raise TimeoutError(f'job {job_id} did not end within '
-                                   f'{timeout}s (now: {state})')
-            poll = min(poll, remaining)
-        time.sleep(poll)
-        poll = min(poll * 2, max_poll)

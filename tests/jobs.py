@@ -150,6 +150,8 @@ def busy(path, job_id, seconds):
     while time.monotonic() < end:
         pass
     return job_id
+
+
 # --- used by the retry tests (tests/test_retries.py) -------------------------
 
 class Flaky(Exception):
@@ -200,4 +202,14 @@ def retry_once(counter, countdown, value):
     from pyramid_scheduler.api import Retry
     if count_run(counter) == 1:
         raise Retry(countdown=countdown, reason='not yet')
+    return value
+
+
+# --- used by the failed-job registry tests (tests/test_failed_jobs.py) -------
+
+def fail_unless_exists(flag, value):
+    """Fail while the file ``flag`` is absent, else return ``value``: a
+    job that a requeue runs again once the test has "fixed" it."""
+    if not os.path.exists(flag):
+        raise RuntimeError(f'{os.path.basename(flag)} is absent')
     return value

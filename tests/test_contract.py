@@ -483,7 +483,8 @@ def test_public_names():
     from pyramid_scheduler import api, errors
     assert api.__all__ == ['BrokerUnavailable', 'ConfigurationError', 'Event',
                            'InvalidJob', 'InvalidMessage', 'InvalidQueue',
-                           'JobTimeout', 'Retry', 'SchedulerError']
+                           'JobNotFound', 'JobTimeout', 'Retry',
+                           'SchedulerError']
     assert pyramid_scheduler.CONSUME_ENV == 'PYRAMID_SCHEDULER_CONSUME'
     assert callable(pyramid_scheduler.includeme)
     assert pyramid_scheduler.Scheduler
@@ -531,6 +532,9 @@ SCHEDULER_METHODS = {
     'start': '(self, queues=None, standby_interval=2.0)',
     'shutdown': '(self, timeout=None)',
     'make_runtime': '(self, queues=None, slot=0)',
+    'failed_jobs': '(self, queue=None, limit=100)',
+    'requeue': '(self, job_id)',
+    'purge_failed': '(self, queue=None)',
 }
 ALIASES_03 = {'addListener': 'add_listener',
               'removeListener': 'remove_listener',
@@ -555,7 +559,8 @@ def test_import_paths_used_from_outside():
     from pyramid_scheduler.sqlite_transport import SQLiteTransport, Transport
     assert callable(send_command) and SQLiteTransport and Transport
     assert COMMANDS == ('print-jobs', 'ping', 'status', 'jobs',
-                        'dead-letters', 'purge-dead-letters')
+                        'dead-letters', 'purge-dead-letters', 'failed',
+                        'requeue', 'purge-failed')
 
 
 # --- the daemon's exit codes -------------------------------------------------

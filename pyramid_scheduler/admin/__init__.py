@@ -8,8 +8,10 @@ and, for commands that answer, waits on a private reply queue
 
 Commands: ``print-jobs`` (logs each job store, as 0.3.x did), ``ping``,
 ``status``, ``jobs`` (a page of deferred jobs: args ``offset``, ``limit``),
-``dead-letters`` and ``purge-dead-letters``. Any other text is delivered to
-the runtime's listeners as a ``MESSAGE`` event and answered with an error.
+``dead-letters``, ``purge-dead-letters``, and the failed-job registry:
+``failed`` (arg ``limit``), ``requeue`` (arg ``id``) and ``purge-failed``.
+Any other text is delivered to the runtime's listeners as a ``MESSAGE``
+event and answered with an error.
 """
 from .client import require_all, send_command
 from .commands import COMMANDS

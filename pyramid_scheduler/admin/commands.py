@@ -2,7 +2,8 @@
 
 :class:`AdminCommands` is given what the commands may read and do of a
 runtime, and nothing else: its settings and queues, listeners, counters,
-the job stores (through runtime.introspection) and the dead-letter log. It
+the job stores (through runtime.introspection), the dead-letter log and
+the failed-job registry of its queues (failedjobs). It
 answers through the outbox the dispatcher gives it with each command
 (runtime.outbox). It runs in the consumer thread.
 """
@@ -15,19 +16,22 @@ import psutil
 
 from .. import naming
 from ..events import Event
+from ..failedjobs import summary
 
 log = logging.getLogger(__name__)
 
 COMMANDS = ('print-jobs', 'ping', 'status', 'jobs', 'dead-letters',
-            'purge-dead-letters')
+            'purge-dead-letters', 'failed', 'requeue', 'purge-failed')
 PAGE_SIZE = 50
+# Failed jobs listed by ``failed`` without a limit.
+FAILED_PAGE = 100
 
 
 class AdminCommands:
     """Handles ``command`` messages for a runtime that owns its job stores."""
 
     def __init__(self, settings, queues, *, listeners, stats, inflight,
-                 introspection, dead_letters, health=None):
+                 introspection, dead_letters, failed, health=None):
         self.settings = settings
         self.queues = queues
         self.listeners = listeners
@@ -35,6 +39,7 @@ class AdminCommands:
         self.inflight = inflight
         self.introspection = introspection
         self.dead_letters = dead_letters
+        self.failed = failed      # failedjobs.FailedJobs
         # () -> {'threads': {name: state}, 'last_scheduler_pass': time}
         self.health = health
         self._handlers = {
@@ -44,6 +49,9 @@ class AdminCommands:
             'jobs': self._jobs,
             'dead-letters': self._dead_letters,
             'purge-dead-letters': self._purge_dead_letters,
+            'failed': self._failed,
+            'requeue': self._requeue,
+            'purge-failed': self._purge_failed,
         }
 
     def handle(self, body, outbox):
@@ -138,6 +146,32 @@ class AdminCommands:
         purged = bound.purge()
         self.dead_letters.forget(queue)
         return {'queue': queue, 'purged': purged or 0}
+
+    # --- the failed-job registry: each queue's owner answers for it ------
+
+    def _failed(self, queue, args, outbox):
+        limit = int(args.get('limit', FAILED_PAGE))
+        return {'queue': queue, 'count': self.failed.count(queue),
+                'jobs': [summary(record) for record in
+                         self.failed.list(queue, limit)]}
+
+    def _requeue(self, queue, args, outbox):
+        job_id = args.get('id')
+        if isinstance(job_id, int) and not isinstance(job_id, bool):
+            job_id = str(job_id)
+        if not isinstance(job_id, str) or not job_id:
+            raise ValueError('requeue needs the id of a failed job: '
+                             '"requeue ID" or "requeue id=ID"')
+
+        def publish(job_queue, body):
+            outbox.send(body, naming.job_queue(self.settings, job_queue))
+        requeued = self.failed.requeue(job_id, publish, only_queue=queue)
+        # Every queue's owner is asked; the one of the job's queue acts.
+        return {'queue': queue, 'id': job_id,
+                'requeued': requeued is not None}
+
+    def _purge_failed(self, queue, args, outbox):
+        return {'queue': queue, 'purged': self.failed.purge(queue)}
 
 
 def _queue_size(bound_queue):

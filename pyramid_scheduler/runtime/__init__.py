@@ -47,6 +47,7 @@ from .. import exposure, refusals, transports
 from . import liveness
 from ..admin.commands import AdminCommands
 from ..events import Listeners
+from ..failedjobs import FailedJobs
 from ..producer import Producer
 from ..spool import SpoolDrainer
 from .acks import AckPolicy
@@ -82,6 +83,16 @@ def build_job_runner(settings, registry, listeners, stats, crash_journal,
     limits = TimeLimits(settings, records, crash_journal)
     return JobRunner(settings, registry, listeners, stats, records, limits,
                      Retries(settings, records))
+
+
+def admin_commands(runtime):
+    """The admin commands a job store owner answers, on its parts."""
+    return AdminCommands(
+        runtime.settings, runtime.queues, listeners=runtime.listeners,
+        stats=runtime.stats, inflight=runtime.in_flight,
+        introspection=runtime.introspection,
+        dead_letters=runtime.dead_letter_log, health=runtime.health,
+        failed=FailedJobs(runtime.settings, runtime.records.table))
 
 
 class Runtime:
@@ -130,10 +141,7 @@ class Runtime:
                 settings, queues, self.worker_count, self.jobs, self.in_flight,
                 housekeeping=self.introspection.housekeeping)
             self.introspection.deferred = self.retries.deferred = self.deferred
-            commands = AdminCommands(
-                settings, queues, listeners=self.listeners, stats=self.stats,
-                inflight=self.in_flight, introspection=self.introspection,
-                dead_letters=self.dead_letter_log, health=self.health)
+            commands = admin_commands(self)
         self.dispatcher = Dispatcher(
             settings, queues, state=self.state, acks=self.acks,
             pool=self.pool, inflight=self.in_flight, runner=self.jobs,

@@ -115,7 +115,7 @@ class JobMessages:
         # In a worker thread: the message is acknowledged once the job is
         # done, by the consumer thread (see acks).
         try:
-            if self.records.is_canceled(job['id']):
+            if self.records.is_canceled(job):
                 log.info('job %s (%s) was canceled before it started; not '
                          'run', job['id'], job['func'])
                 return

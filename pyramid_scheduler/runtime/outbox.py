@@ -1,4 +1,5 @@
-"""What the consumer thread sends: dead letters, messages passed on, replies.
+"""What the consumer thread sends: dead letters, messages passed on, replies,
+jobs requeued by an admin command.
 
 kombu connections are not thread-safe, and all three are sent while a
 message is handled, in the consumer thread: they go out on the consumer's
@@ -46,6 +47,17 @@ class Outbox:
             content_encoding=message.content_encoding or 'binary',
             headers=headers, declare=[target], delivery_mode=2,
             compression=compression)
+
+    def send(self, body, target):
+        """Send a new message ``body`` to the queue ``target`` (a job an
+        admin command requeues: failedjobs)."""
+        payload, content_type, encoding, headers = codec.encode(
+            self.settings, body)
+        self._producer().publish(
+            payload, routing_key=target.name, exchange='',
+            content_type=content_type, content_encoding=encoding,
+            headers=headers, declare=[target], delivery_mode=2,
+            compression=self.settings.compressor)
 
     def reply(self, body, queue, result=None, error=None):
         """Answer the command ``body``, if its sender waits for an answer."""
