@@ -229,6 +229,7 @@ def _format_status(head, result):
             f'pending {result.get("pending")}, '
             f'executed {result.get("executed")}, '
             f'failed {result.get("failed")}, '
+            f'retried {result.get("retried", 0)}, '
             f'missed {result.get("missed")}, '
             f'dead letters {result.get("dead_lettered")}'
             + _format_health(result))

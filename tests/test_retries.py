@@ -326,3 +326,7 @@ def test_job_retry_fires_instead_of_job_failed(make_harness, tmp_path):
         Event.JOB_CREATED, Event.JOB_RETRY, Event.JOB_EXECUTED,
         Event.JOB_REMOVED]
     assert harness.scheduler.wait(job_id, timeout=10).attempts == 2
+    # The status command counts the retried run apart from failures.
+    counts = harness.runtime.stats.snapshot()
+    assert (counts['retried'], counts['failed'], counts['executed']) == \
+        (1, 0, 1)

@@ -109,6 +109,7 @@ class AdminCommands:
             'rss': process.memory_info().rss,
             'executed': counts['executed'],
             'failed': counts['failed'],
+            'retried': counts['retried'],
             'missed': counts['missed'],
             'dead_lettered': counts['dead_lettered'],
             'running': self.inflight.count,

@@ -27,7 +27,7 @@ class Stats:
         self._lock = threading.Lock()
         self.started = time.time()
         self.counts = {'received': 0, 'executed': 0, 'failed': 0,
-                       'missed': 0, 'dead_lettered': 0}
+                       'retried': 0, 'missed': 0, 'dead_lettered': 0}
 
     def add(self, name, n=1):
         with self._lock:
@@ -93,10 +93,11 @@ class JobRunner:
         return then
 
     def _failed(self, job, exc, then, extra):
-        self.stats.add('failed')
         formatted = traceback.format_exc()
         if self._retried(job, exc, formatted, extra):
+            self.stats.add('retried')
             return status.RETRYING
+        self.stats.add('failed')
         log.error('job %s (%s) failed (attempt %d)', id_of(job), job['func'],
                   job.get('attempt', 1), exc_info=exc)
         state = status.FAILED if then == status.SUCCEEDED else then
