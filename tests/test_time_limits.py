@@ -149,6 +149,34 @@ def test_a_date_job_past_its_hard_time_limit_is_not_run_again(
     assert runs_of(out, 'dated') == [child]
 
 
+def test_a_periodic_job_past_its_hard_limit_stays_scheduled_and_runs_on(
+        tmp_path, broker_for, daemons):
+    # Each run that passes the limit costs its child; the job itself is
+    # not dropped: its record reads scheduled with the error, and its next
+    # run comes, in the next child.
+    ini, daemon, child, _ = start_daemon(tmp_path, daemons, broker_for,
+                                         'sqlite')
+    out = str(tmp_path / 'out')
+    with producer(ini) as scheduler:
+        ticking = scheduler.add_interval_job(
+            jobs.append_id, seconds=2, args=(out, 'ticking', 60),
+            hard_time_limit=1)
+
+        def scheduled_after_the_limit():
+            found = scheduler.job_status(ticking)
+            return found if found is not None and \
+                found.state == status.SCHEDULED and \
+                (found.error or '').startswith('HardTimeLimit: ') else None
+        wait_for(scheduled_after_the_limit, 60,
+                 what=f'the record after the limit; log:\n{daemon.log()}')
+        second = wait_for(lambda: runs_of(out, 'ticking')[1:], 60,
+                          what=f'a second run; log:\n{daemon.log()}')
+        scheduler.cancel_job(ticking)
+    first = runs_of(out, 'ticking')[0]
+    assert first == child and second[0] != child
+    assert daemon.log_count('exit code 12') >= 1
+
+
 def in_seconds(seconds):
     return datetime.datetime.now(datetime.timezone.utc) + \
         datetime.timedelta(seconds=seconds)
