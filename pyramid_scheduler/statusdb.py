@@ -16,6 +16,7 @@ from kombu import serialization
 from sqlalchemy.exc import IntegrityError
 
 from . import status as st
+from .storedb import create_table, relax_commit, relax_sqlite
 from .statusupsert import (KEPT_COLUMNS, postgresql_upsert,
                            write_sqlite_rows)
 
@@ -110,14 +111,8 @@ class StatusTable:
         else:
             options['pool_pre_ping'] = True
         engine = sa.create_engine(url, **options)
-        if engine.dialect.name == 'sqlite':
-            sa.event.listen(engine, 'connect', _sqlite_pragmas)
-        try:
-            self.table.create(engine, checkfirst=True)
-        except sa.exc.DBAPIError:
-            # Another process made it between the check and the create.
-            if not sa.inspect(engine).has_table(self.table.name):
-                raise
+        relax_sqlite(engine)
+        create_table(engine, self.table)
         return engine
 
     def close(self):
@@ -190,7 +185,7 @@ class StatusTable:
         now = time.time()
         full = [_full_row(row, now) for row in rows]
         with self.engine.begin() as connection:
-            _relax_commit(connection)
+            relax_commit(connection)
             if connection.dialect.name == 'sqlite':
                 write_sqlite_rows(connection, self.table, full)
             elif connection.dialect.name == 'postgresql':
@@ -336,20 +331,4 @@ def to_status(row):
         finished=st.aware(row['finished']),
         result=decode(row['result'], row['result_type']),
         error=row['error'] or None, traceback=row['traceback'] or None)
-
-
-def _relax_commit(connection):
-    # A record lost in a power cut is worth less than a flush per batch;
-    # SQLite gets the same from synchronous=NORMAL (_sqlite_pragmas).
-    if connection.dialect.name == 'postgresql':
-        connection.exec_driver_sql('SET LOCAL synchronous_commit TO OFF')
-
-
-def _sqlite_pragmas(dbapi_connection, connection_record):
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute('PRAGMA journal_mode=WAL')
-        cursor.execute('PRAGMA synchronous=NORMAL')
-    finally:
-        cursor.close()
 

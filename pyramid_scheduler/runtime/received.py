@@ -11,7 +11,7 @@ usual. Messages without the headers (not from the outbox) cost nothing.
 
 Rows are kept twice ``scheduler.outbox.retry_for``: a copy is published
 only within that time of its entry's commit. The record is written without
-waiting for the disk (see _sqlite_pragmas).
+waiting for the disk (see storedb).
 """
 import logging
 import time
@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from ..spool import COPY_HEADER, ENTRY_HEADER
+from ..storedb import create_table, relax_commit, relax_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,7 @@ class ReceivedCopies:
         now = time.time()
         try:
             with self._engine.begin() as connection:
-                if self._engine.dialect.name == 'postgresql':
-                    # As SQLite's NORMAL below: no flush to wait for.
-                    connection.exec_driver_sql(
-                        'SET LOCAL synchronous_commit TO OFF')
+                relax_commit(connection)   # no flush to wait for (storedb)
                 connection.execute(table.insert().values(
                     entry=entry[:64], copy=copy[:64], received=now))
         except IntegrityError:
@@ -74,19 +72,13 @@ class ReceivedCopies:
             # No pre-ping (a round trip per message): a dropped connection
             # fails the check, and the dispatcher retries a transient error.
             engine = sa.create_engine(self.settings.jobstore_url)
-            if engine.dialect.name == 'sqlite':
-                sa.event.listen(engine, 'connect', _sqlite_pragmas)
+            relax_sqlite(engine)
             table = sa.Table(
                 table_name(self.settings), sa.MetaData(),
                 sa.Column('entry', sa.String(64), primary_key=True),
                 sa.Column('copy', sa.String(64), nullable=False),
                 sa.Column('received', sa.Float, nullable=False, index=True))
-            try:
-                table.create(engine, checkfirst=True)
-            except sa.exc.DBAPIError:
-                # Another process made it between the check and the create.
-                if not sa.inspect(engine).has_table(table.name):
-                    raise
+            create_table(engine, table)
             self._engine, self._table = engine, table
         return self._table
 
@@ -99,14 +91,3 @@ class ReceivedCopies:
             connection.execute(self._table.delete().where(
                 self._table.c.received < horizon))
 
-
-def _sqlite_pragmas(dbapi_connection, connection_record):
-    # A record lost in a power cut (not a process crash: WAL with NORMAL
-    # keeps it) costs at worst a second run of a job sent twice; an fsync
-    # per spooled message would cost every one of them (24 ms here).
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute('PRAGMA journal_mode=WAL')
-        cursor.execute('PRAGMA synchronous=NORMAL')
-    finally:
-        cursor.close()
