@@ -295,6 +295,29 @@ def producer(ini):
         scheduler.shutdown()
 
 
+def start_one_worker_daemon(tmp_path, daemons, broker_for, broker,
+                            **settings):
+    """A daemon serving ``jobs`` on ``broker`` with one worker thread (a job
+    held running keeps those behind it queued) unless ``settings`` say
+    otherwise, ready -> ``(ini, daemon, child pid, settings)``."""
+    values = broker_for(broker, **{'scheduler.executor.size': '1'})
+    values.update(settings)
+    ini = write_ini(tmp_path / 'app.ini', settings=values)
+    daemon = daemons(ini)
+    pids = daemon.wait_ready(['jobs'])
+    return ini, daemon, pids['jobs'], values
+
+
+def state_of(scheduler, job_id, state, daemon, timeout=30):
+    """Wait until ``job_id``'s status record reads ``state``; its
+    JobStatus (the daemon's log in the failure)."""
+    def reached():
+        found = scheduler.job_status(job_id)
+        return found if found is not None and found.state == state else None
+    return wait_for(reached, timeout, what=f'job {job_id} {state}; now '
+                    f'{scheduler.job_status(job_id)}; log:\n{daemon.log()}')
+
+
 def stored_job_ids(ini, queue, scheduler_id='pyramid_scheduler'):
     """Ids of the deferred jobs in the embedded SQLite job store of a queue."""
     database = Path(ini).parent / 'pscheduler.sqlite'

@@ -16,17 +16,10 @@ from pyramid_scheduler.errors import InvalidJob, JobNotFound
 from pscheduler import exitcodes
 from pscheduler.message import parse_message
 from tests import jobs
-from tests.daemon_helpers import producer, run_cli, wait_for, write_ini
+from tests.daemon_helpers import (
+    producer, run_cli, start_one_worker_daemon, wait_for, write_ini)
 
 BROKERS = ('sqlite', 'redis', 'rabbitmq')
-
-
-def start_daemon(tmp_path, daemons, broker_for, broker):
-    values = broker_for(broker, **{'scheduler.executor.size': '1'})
-    ini = write_ini(tmp_path / 'app.ini', settings=values)
-    daemon = daemons(ini)
-    daemon.wait_ready(['jobs'])
-    return ini, daemon
 
 
 def ended(scheduler, job_id, state):
@@ -45,7 +38,8 @@ def message(ini, text, *options):
 @pytest.mark.parametrize('broker', BROKERS)
 def test_pscheduler_message_lists_requeues_and_purges_failed_jobs(
         tmp_path, broker_for, daemons, broker):
-    ini, daemon = start_daemon(tmp_path, daemons, broker_for, broker)
+    ini, daemon, _, _ = start_one_worker_daemon(tmp_path, daemons,
+                                                broker_for, broker)
     flag = str(tmp_path / 'flag')
     with producer(ini) as scheduler:
         fixed = scheduler.add_async_job(jobs.fail_unless_exists,
@@ -87,7 +81,8 @@ def test_pscheduler_message_lists_requeues_and_purges_failed_jobs(
 @pytest.mark.parametrize('broker', BROKERS)
 def test_the_scheduler_lists_requeues_and_purges_failed_jobs(
         tmp_path, broker_for, daemons, broker):
-    ini, daemon = start_daemon(tmp_path, daemons, broker_for, broker)
+    ini, daemon, _, _ = start_one_worker_daemon(tmp_path, daemons,
+                                                broker_for, broker)
     flag, out = str(tmp_path / 'flag'), str(tmp_path / 'out')
     gate = str(tmp_path / 'gate')
     soon = datetime.datetime.now(datetime.timezone.utc) + \

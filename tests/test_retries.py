@@ -16,7 +16,7 @@ from pyramid_scheduler import status
 from pyramid_scheduler.api import Event
 from tests import jobs
 from tests.daemon_helpers import (
-    producer, stored_job_ids, wait_for, write_ini)
+    producer, state_of, stored_job_ids, wait_for, write_ini)
 
 BROKERS = ('sqlite', 'redis', 'rabbitmq')
 
@@ -32,14 +32,6 @@ def start_daemon(tmp_path, daemons, broker_for, broker='sqlite',
     daemon = daemons(ini)
     daemon.wait_ready(list(children))
     return ini, daemon, values['scheduler.id']
-
-
-def state_of(scheduler, job_id, state, daemon, timeout=30):
-    def reached():
-        found = scheduler.job_status(job_id)
-        return found if found is not None and found.state == state else None
-    return wait_for(reached, timeout, what=f'job {job_id} {state}; now '
-                    f'{scheduler.job_status(job_id)}; log:\n{daemon.log()}')
 
 
 def ended(scheduler, job_id, daemon, timeout=30):

@@ -16,26 +16,10 @@ from pyramid_scheduler import status
 from pyramid_scheduler.runtime.records import Records
 from pyramid_scheduler.settings import parse_settings
 from tests import jobs
-from tests.daemon_helpers import PG_URL, producer, wait_for, write_ini
+from tests.daemon_helpers import (
+    PG_URL, producer, start_one_worker_daemon, state_of, wait_for, write_ini)
 
 BROKERS = ('sqlite', 'redis', 'rabbitmq')
-
-
-def start_daemon(tmp_path, daemons, broker_for, broker, **settings):
-    values = broker_for(broker, **{'scheduler.executor.size': '1'})
-    values.update(settings)
-    ini = write_ini(tmp_path / 'app.ini', settings=values)
-    daemon = daemons(ini)
-    daemon.wait_ready(['jobs'])
-    return ini, daemon
-
-
-def state_of(scheduler, job_id, state, daemon, timeout=30):
-    def reached():
-        found = scheduler.job_status(job_id)
-        return found if found is not None and found.state == state else None
-    return wait_for(reached, timeout, what=f'job {job_id} {state}; now '
-                    f'{scheduler.job_status(job_id)}; log:\n{daemon.log()}')
 
 
 def values(path):
@@ -55,8 +39,8 @@ def test_every_state_of_a_job_then_its_end(tmp_path, broker_for, daemons,
                                            broker, store):
     extra = {'scheduler.jobstore.url': PG_URL} if store == 'postgresql' \
         else {}
-    ini, daemon = start_daemon(tmp_path, daemons, broker_for, broker,
-                               **extra)
+    ini, daemon, _, _ = start_one_worker_daemon(
+        tmp_path, daemons, broker_for, broker, **extra)
     out, gate = str(tmp_path / 'out'), str(tmp_path / 'gate')
     with producer(ini) as scheduler:
         held = scheduler.add_async_job(jobs.record_when_released,
@@ -132,7 +116,8 @@ def test_a_unique_job_redelivered_after_a_kill_runs_again(
         tmp_path, broker_for, daemons, broker):
     # Its record reads queued or running with its own token: the same job
     # again (its process died), not a second job of its id: it runs.
-    ini, daemon = start_daemon(tmp_path, daemons, broker_for, broker)
+    ini, daemon, _, _ = start_one_worker_daemon(tmp_path, daemons,
+                                                broker_for, broker)
     out = str(tmp_path / 'ids')
     with producer(ini) as scheduler:
         scheduler.add_async_job(jobs.append_id, args=(out, 'once', 120),

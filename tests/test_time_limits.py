@@ -21,21 +21,12 @@ from pyramid_scheduler.runtime import timelimits
 from pyramid_scheduler.runtime.timelimits import TimeLimits
 from pyramid_scheduler.settings import parse_settings
 from tests import jobs
-from tests.daemon_helpers import producer, wait_for, write_ini
+from tests.daemon_helpers import producer, start_one_worker_daemon, wait_for
 from tests.test_dispatch import (FakeDeferred, RecordingChannel,
                                  make_dispatcher, message)
 from tests.test_poison_edges import dead_items
 
 BROKERS = ('sqlite', 'redis', 'rabbitmq')
-
-
-def start_daemon(tmp_path, daemons, broker_for, broker, **settings):
-    values = broker_for(broker, **{'scheduler.executor.size': '1'})
-    values.update(settings)
-    ini = write_ini(tmp_path / 'app.ini', settings=values)
-    daemon = daemons(ini)
-    pids = daemon.wait_ready(['jobs'])
-    return ini, daemon, pids['jobs'], values
 
 
 def runs_of(path, job_id):
@@ -49,7 +40,7 @@ def test_past_time_limit_a_job_fails_with_job_timeout_and_the_child_serves_on(
         tmp_path, broker_for, daemons):
     # scheduler.time_limit is the default of the job added without one; a
     # date job's run is limited as an async job is.
-    ini, daemon, child, _ = start_daemon(
+    ini, daemon, child, _ = start_one_worker_daemon(
         tmp_path, daemons, broker_for, 'sqlite',
         **{'scheduler.time_limit': '1'})
     out = str(tmp_path / 'out')
@@ -82,7 +73,7 @@ def test_past_time_limit_a_job_fails_with_job_timeout_and_the_child_serves_on(
 @pytest.mark.parametrize('broker', BROKERS)
 def test_a_job_past_its_hard_time_limit_replaces_its_child_never_runs_again(
         tmp_path, broker_for, daemons, broker):
-    ini, daemon, child, values = start_daemon(
+    ini, daemon, child, values = start_one_worker_daemon(
         tmp_path, daemons, broker_for, broker,
         **{'scheduler.executor.size': '2'})
     out = str(tmp_path / 'out')
@@ -131,8 +122,8 @@ def test_a_date_job_past_its_hard_time_limit_is_not_run_again(
         tmp_path, broker_for, daemons):
     # A deferred run is started once (runtime.dueruns): the new child
     # does not start it again.
-    ini, daemon, child, _ = start_daemon(tmp_path, daemons, broker_for,
-                                         'sqlite')
+    ini, daemon, child, _ = start_one_worker_daemon(tmp_path, daemons,
+                                                    broker_for, 'sqlite')
     out = str(tmp_path / 'out')
     with producer(ini) as scheduler:
         dated = scheduler.add_date_job(jobs.append_id, in_seconds(0.5),
@@ -154,8 +145,8 @@ def test_a_periodic_job_past_its_hard_limit_stays_scheduled_and_runs_on(
     # Each run that passes the limit costs its child; the job itself is
     # not dropped: its record reads scheduled with the error, and its next
     # run comes, in the next child.
-    ini, daemon, child, _ = start_daemon(tmp_path, daemons, broker_for,
-                                         'sqlite')
+    ini, daemon, child, _ = start_one_worker_daemon(tmp_path, daemons,
+                                                    broker_for, 'sqlite')
     out = str(tmp_path / 'out')
     with producer(ini) as scheduler:
         ticking = scheduler.add_interval_job(
@@ -187,7 +178,7 @@ def test_a_job_with_a_hard_limit_is_dead_lettered_after_two_crashes(
     # Its record cannot say so (the job kills its process itself, as a
     # crash in C code would): the crash journal stops it at two runs,
     # below scheduler.max_deliveries.
-    ini, daemon, child, _ = start_daemon(
+    ini, daemon, child, _ = start_one_worker_daemon(
         tmp_path, daemons, broker_for, 'sqlite',
         **{'scheduler.hard_time_limit': '30',
            'scheduler.allowed_modules': 'tests.jobs tests.test_poison_edges'})
