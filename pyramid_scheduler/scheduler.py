@@ -117,7 +117,9 @@ class Scheduler:
         return JobId(spec['id'])
 
     def cancel_job(self, job_id, queue=None):
-        """Cancel a deferred job, on ``queue`` or on every queue."""
+        """Cancel a deferred job, or an async job not started yet (it
+        never runs; its status reads ``canceled``), on ``queue`` or on
+        every queue."""
         settings = self._require_settings()
         queues = [settings.check_queue(queue)] if queue else settings.queues
         for name in queues:
