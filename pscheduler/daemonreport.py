@@ -31,15 +31,18 @@ def format_daemon(daemon, format_duration, brief=False):
     started = daemon.get('started')
     up = format_duration(time.time() - started) if started else '?'
     head = f'daemon on {daemon.get("host")}: master {daemon.get("master_pid")}'
+    processes = daemon.get('processes') or []
+    several = queues_served_by_several(processes)
     if brief:
         return '\n'.join([f'{head}; processes:'] + [
             f'  {process.get("pid")} {process.get("role")} '
-            f'{queue_text(process)} {process.get("state")}'
-            for process in daemon.get('processes') or []])
+            f'{queue_text(process, process.get("queue") in several)} '
+            f'{process.get("state")}' for process in processes])
     lines = [f'{head}, up {up}'
              + restarts_text(daemon.get('restarts') or [])]
-    rows = [COLUMNS] + [process_row(process, format_duration)
-                        for process in daemon.get('processes') or []]
+    rows = [COLUMNS] + [
+        process_row(process, format_duration, process.get('queue') in several)
+        for process in processes]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     for row in rows:
         lines.append('  ' + '  '.join(cell.ljust(width) for cell, width
@@ -47,17 +50,28 @@ def format_daemon(daemon, format_duration, brief=False):
     return '\n'.join(lines)
 
 
-def queue_text(process):
+def queue_text(process, several):
+    """``jobs``, or ``jobs #2`` when ``several`` processes serve it (as
+    the processes' titles say it: pscheduler.titles)."""
     queue = process.get('queue') or '-'
-    if process.get('slot') is not None:
+    if process.get('slot') is not None and several:
         queue += f' #{process["slot"] + 1}'
     return queue
 
 
-def process_row(process, format_duration):
+def queues_served_by_several(processes):
+    slots = {}
+    for process in processes:
+        if process.get('role') == 'child':
+            slots.setdefault(process['queue'], set()).add(process['slot'])
+    return {queue for queue, found in slots.items()
+            if len(found) > 1 or max(found) > 0}
+
+
+def process_row(process, format_duration, several):
     return (
         str(process.get('pid') or '-'), process.get('role') or '?',
-        queue_text(process),
+        queue_text(process, several),
         process.get('state') or '?',
         format_duration(process['uptime'])
         if process.get('uptime') is not None else '-',
