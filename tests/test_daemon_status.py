@@ -4,6 +4,7 @@ and the master serves Prometheus metrics (issue 16).
 Real daemons: a child is really SIGKILLed, the metrics are really scraped
 over HTTP and parsed with prometheus_client's own parser.
 """
+import datetime
 import json
 import os
 import signal
@@ -129,10 +130,11 @@ def value(samples, name, **labels):
                if n == name and labels.items() <= dict(sample_labels).items())
 
 
+@pytest.mark.parametrize('broker', ('sqlite', 'redis', 'rabbitmq'))
 def test_metrics_move_as_jobs_run_fail_and_retry(tmp_path, broker_for,
-                                                 daemons):
+                                                 daemons, broker):
     port = _free_port()
-    settings = broker_for('redis', **{
+    settings = broker_for(broker, **{
         'scheduler.metrics.bind': f'127.0.0.1:{port}',
         'scheduler.retry.retries': '1', 'scheduler.retry.backoff': '0'})
     ini = write_ini(tmp_path / 'app.ini', settings=settings)
@@ -169,7 +171,9 @@ def test_metrics_move_as_jobs_run_fail_and_retry(tmp_path, broker_for,
                                queue='jobs') == 1, 30,
                  what='the failed registry counted')
 
-        import datetime
+        # Deferred runs so far: the retry, when the broker stored it.
+        late_runs = value(scrape(port),
+                          'pscheduler_job_lateness_seconds_count')
         now = datetime.datetime.now(datetime.timezone.utc)
         scheduler.add_date_job(jobs.record, now, args=(out, 'due'))
         for n in range(2):
@@ -178,11 +182,15 @@ def test_metrics_move_as_jobs_run_fail_and_retry(tmp_path, broker_for,
                                    args=(out, n))
         wait_for(lambda: value(scrape(port),
                                'pscheduler_job_lateness_seconds_count',
-                               queue='jobs') == 1, 30,
+                               queue='jobs') == late_runs + 1, 30,
                  what='the due run measured')
         wait_for(lambda: value(scrape(port), 'pscheduler_scheduled_jobs',
                                queue='jobs') == 2, 30,
                  what='2 stored jobs counted')
+        assert value(scrape(port), 'pscheduler_queue_depth',
+                     queue='jobs') == 0
+        assert value(scrape(port), 'pscheduler_dead_letters',
+                     queue='jobs') == 0
 
         os.kill(pids['jobs'], signal.SIGKILL)
         wait_for(lambda: value(scrape(port), 'pscheduler_child_restarts_total',
