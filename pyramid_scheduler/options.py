@@ -206,6 +206,16 @@ OPTIONS = (
            'deleted by housekeeping'),
     Option('admin.timeout', 'admin_timeout', parse_duration, '5s',
            'how long ``pscheduler --message`` waits for answers'),
+    Option('dashboard.prefix', None, parse_text, '/scheduler',
+           'the URL path under which ``config.include('
+           "'pyramid_scheduler.dashboard')`` mounts the dashboard (see "
+           '"Dashboard")'),
+    Option('dashboard.permission', None, parse_text, 'scheduler.dashboard',
+           "the permission the application's security policy must grant to "
+           'see and use the dashboard. Without a security policy the '
+           'dashboard refuses every request (403) unless this is '
+           '``__no_permission_required__``, which opens it to everyone '
+           '(development only)'),
 )
 # Every key we understand (without the prefix).
 KNOWN_KEYS = tuple(option.key for option in OPTIONS)
