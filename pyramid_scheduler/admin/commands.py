@@ -21,8 +21,8 @@ from ..triggerwords import describe
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ('print-jobs', 'ping', 'status', 'jobs', 'job', 'dead-letters',
-            'purge-dead-letters', 'failed', 'requeue', 'purge-failed')
+COMMANDS = ('print-jobs', 'ping', 'status', 'jobs', 'dead-letters',
+            'purge-dead-letters', 'failed', 'requeue', 'purge-failed', 'job')
 PAGE_SIZE = 50
 # The most of a job's args and kwargs reprs ``job`` answers with.
 REPR_LIMIT = 500

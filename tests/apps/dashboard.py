@@ -3,7 +3,8 @@
 ``test.security``: ``open`` (no security policy: the dashboard refuses
 unless the permission is ``__no_permission_required__``), ``admin`` (a
 policy granting everything to a request with the header ``X-User: admin``,
-nothing to others), or absent (no policy).
+nothing to others), or absent (no policy). ``test.session = true``
+gives the app a session factory (its CSRF tokens then live in the session).
 """
 from pyramid.config import Configurator
 
@@ -33,5 +34,9 @@ def main(global_config, **settings):
     config = Configurator(settings=settings)
     if settings.get('test.security') == 'admin':
         config.set_security_policy(HeaderSecurityPolicy())
+    if settings.get('test.session') == 'true':
+        from pyramid.session import SignedCookieSessionFactory
+        config.set_session_factory(SignedCookieSessionFactory(
+            'a test secret of some length'))
     config.include('pyramid_scheduler.dashboard')
     return config.make_wsgi_app()
