@@ -16,7 +16,7 @@ text-decoration:none}header a.on{color:#fff;text-decoration:underline}
 main{padding:1em;max-width:1200px;margin:auto}h1{font-size:1.3em;
 margin:.2em 0 .6em}h2{font-size:1.1em;margin:1.2em 0 .4em}.scroll{
 overflow-x:auto;background:#fff;border:1px solid #dde;border-radius:6px}
-table{border-collapse:collapse;width:100%}th,td{padding:.35em .6em;
+table{border-collapse:collapse;width:100%}th,td{padding:.35em .45em;
 text-align:left;border-bottom:1px solid #eef;white-space:nowrap;
 vertical-align:top}th{background:#eef0f5;font-weight:600}td.n{
 text-align:right}.msg{padding:.5em .8em;background:#e6f4ea;

@@ -41,12 +41,13 @@ def overview(request, data):
             queue_rows, numeric=(2, 3, 4, 5, 6)) +
         '<h2>Processes</h2>' + table(
             ['role', 'pid', 'queue', 'slot', 'state', 'uptime', 'RSS',
-             'CPU', 'run / failed / retried (since start)',
-             '(since daemon start)', 'in flight', 'scheduler thread',
-             'job store owner'],
+             'CPU', 'run/failed/retried', 'since daemon start',
+             'in flight', 'scheduler', 'store owner'],
             process_rows, numeric=(1, 3, 6, 7, 10)) +
-        f'<p><small>Refreshes every 5 s; read at {esc(now_text())}.'
-        '</small></p>')
+        '<p><small>run/failed/retried: jobs since the process started; '
+        'scheduler: its scheduler thread; store owner: the process that '
+        f'owns the queue\'s job store. Refreshes every 5 s; read at '
+        f'{esc(now_text())}.</small></p>')
 
 
 def _figures(counts):
