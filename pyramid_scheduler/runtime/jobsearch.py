@@ -72,9 +72,11 @@ def _candidates(store, text):
         # (and stop at its first NUL byte).
         return or_(func.instr(table.c.id, text) > 0,
                    func.instr(table.c.job_state, in_state) > 0)
-    # PostgreSQL's LIKE works on bytea; so does MySQL's on BLOB.
-    return or_(table.c.id.contains(text, autoescape=True),
-               table.c.job_state.contains(in_state, autoescape=True))
+    # PostgreSQL's LIKE works on bytea, MySQL's on BLOB. A "%" or "_" in
+    # the text is a wildcard here: it only widens the candidates, which
+    # are checked exactly afterwards.
+    return or_(table.c.id.contains(text),
+               table.c.job_state.like(b'%' + in_state + b'%'))
 
 
 def _match(store, row, text, need_job):
