@@ -81,3 +81,50 @@ def test_the_count_stops_at_its_limit(store, monkeypatch):
     monkeypatch.setattr(jobsearch, 'COUNT_LIMIT', 3)
     ids, total, capped = search(store, 'e', limit=2)
     assert len(ids) == 2 and total == 3 and capped
+
+
+# --- through a running pscheduler: pscheduler --message jobs search= / job --
+
+def test_job_and_search_arguments_are_checked_before_sending():
+    from pscheduler.message import parse_message
+    assert parse_message('jobs search=rep limit=5') == (
+        'jobs', {'search': 'rep', 'limit': 5})
+    assert parse_message('job rep-1') == ('job', {'id': 'rep-1'})
+    with pytest.raises(ValueError, match='needs id'):
+        parse_message('job')
+
+
+@pytest.mark.slow
+def test_search_and_one_job_from_the_command_line(tmp_path, daemons):
+    import json
+
+    from tests import jobs
+    from tests.daemon_helpers import (
+        producer, run_cli, stored_job_ids, wait_for, write_ini)
+    ini = write_ini(tmp_path / 'app.ini')
+    daemon = daemons(ini)
+    daemon.wait_ready(['jobs'])
+    with producer(ini) as scheduler:
+        for n in range(3):
+            scheduler.add_cron_job(jobs.noop, hour=9, minute=n,
+                                   id=f'report-{n}', name=f'report {n}')
+        scheduler.add_interval_job(jobs.noop, seconds=30, id='cleanup',
+                                   name='tidy the reports')
+    wait_for(lambda: len(stored_job_ids(ini, 'jobs')) == 4, 30,
+             what='4 stored jobs')
+    found = run_cli('--message', 'jobs search=report- limit=2', '--json',
+                    ini=ini)
+    assert found.returncode == 0, found.stderr
+    result = json.loads(found.stdout)['replies'][0]['result']
+    assert result['total'] == 3 and not result['capped']
+    assert [job['id'] for job in result['jobs']] == ['report-0', 'report-1']
+    assert result['jobs'][0]['trigger_words'].startswith(
+        'every day at 09:00')
+    by_name = run_cli('--message', 'jobs search=tidy', ini=ini)
+    assert 'cleanup' in by_name.stdout and 'report-0' not in by_name.stdout
+    one = run_cli('--message', 'job cleanup', ini=ini)
+    assert one.returncode == 0, one.stderr
+    assert 'every 30 seconds' in one.stdout
+    assert 'tests.jobs:noop' in one.stdout
+    missing = run_cli('--message', 'job nope', ini=ini)
+    assert 'no deferred job nope here' in missing.stdout
