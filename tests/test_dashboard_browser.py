@@ -42,13 +42,32 @@ def served():
 
 
 def text_of(driver):
-    return driver.find_element(By.TAG_NAME, 'body').text
+    from selenium.common.exceptions import WebDriverException
+    try:
+        return driver.find_element(By.TAG_NAME, 'body').text
+    except WebDriverException:   # between two pages
+        return ''
 
 
 def wait_text(driver, text, timeout=30):
     return wait_for(lambda: text in text_of(driver), timeout,
                     what=f'{text!r} on {driver.current_url}:\n'
                          f'{text_of(driver)}')
+
+
+def click(driver, by, value, timeout=30):
+    """Click the element once it is there (the overview reloads itself
+    every 5 s: an element may be gone for a moment)."""
+    from selenium.common.exceptions import WebDriverException
+
+    def clicked():
+        try:
+            driver.find_element(by, value).click()
+        except WebDriverException:
+            return False
+        return True
+    wait_for(clicked, timeout, what=f'{value!r} to click on '
+             f'{driver.current_url}:\n{text_of(driver)}')
 
 
 def test_overview_job_page_and_requeue_in_chromium(tmp_path, daemons,
@@ -78,21 +97,21 @@ def test_overview_job_page_and_requeue_in_chromium(tmp_path, daemons,
         assert str(pids['jobs']) in pids_shown, text_of(driver)
         driver.save_screenshot(str(shots / '1-overview.png'))
 
-        driver.find_element(By.LINK_TEXT, 'Scheduled jobs').click()
+        click(driver, By.LINK_TEXT, 'Scheduled jobs')
         wait_text(driver, 'dash-later')
         driver.save_screenshot(str(shots / '2-jobs.png'))
-        driver.find_element(By.LINK_TEXT, 'dash-cron').click()
+        click(driver, By.LINK_TEXT, 'dash-cron')
         wait_text(driver, 'every day at 09:00')
         driver.save_screenshot(str(shots / '3-job.png'))
 
-        driver.find_element(By.LINK_TEXT, 'Failed jobs').click()
+        click(driver, By.LINK_TEXT, 'Failed jobs')
         wait_text(driver, '1 failed job(s)')
-        driver.find_element(By.LINK_TEXT, failed_id).click()
-        wait_text(driver, 'RuntimeError')
-        assert 'Traceback' in text_of(driver)
+        click(driver, By.LINK_TEXT, failed_id)
+        wait_text(driver, 'Traceback')     # the job's page
+        assert 'RuntimeError' in text_of(driver)
         driver.save_screenshot(str(shots / '4-failed-job.png'))
         flag.write_text('')
-        driver.find_element(By.XPATH, '//button[text()="Requeue"]').click()
+        click(driver, By.XPATH, '//button[text()="Requeue"]')
         wait_text(driver, 'requeued')
         state_of(scheduler, failed_id, 'succeeded', daemon)
         driver.refresh()
