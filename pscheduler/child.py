@@ -60,6 +60,9 @@ class ChildSpec:
     signal_mask: frozenset = frozenset()  # to restore once handlers are set
     slot: int = 0           # which of the queue's processes; 0 owns its store
     processes: int = 1      # how many serve the queue
+    # The master's state directory (pscheduler.statedir): the process
+    # table that ``status`` reads; None when run without a master.
+    state_dir: str = None
 
 
 class BootError(Exception):
@@ -143,6 +146,7 @@ class Child:
         if self.should_stop():
             return None
         runtime = scheduler.make_runtime([self.queue], slot=self.spec.slot)
+        runtime.state_dir = self.spec.state_dir
         runtime.limits.on_hard_limit = functools.partial(
             exit_past_hard_time_limit, self.spec.reports)
         if not self.acquire_store(runtime):
@@ -287,6 +291,7 @@ class Child:
             # a consumer thread that hangs shows even while we loop on.
             self.spec.heartbeat.beat(time.time()
                                      - runtime.state.seconds_since_beat())
+            runtime.sample_metrics()
             self.signals.wait(LOOP_INTERVAL)
         return self.drain(runtime)
 

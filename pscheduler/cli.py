@@ -1,17 +1,20 @@
 """The ``pscheduler`` command line."""
 import argparse
+import functools
 import logging
 import signal
 import sys
 import time
 
-from . import exitcodes, message
+from . import exitcodes, handles, message
 from .config import (
     get_loader, get_sections, load_config, require_daemon_mode)
 from .exitcodes import ExitError
 from .master import Master
 from .pidfile import Pidfile
+from .reporting import Reporting
 from .signals import SignalQueue
+from .statedir import StateDir
 from .stopping import STOP_GRACE
 
 log = logging.getLogger(__name__)
@@ -241,7 +244,14 @@ def run_master(args, config=None, watch_files=None):
         except ExitError as exc:
             log.error('%s', exc)
             return exc.code
-    return Master(config, reload_config, watch_files).run()
+    with StateDir() as state:
+        reporting = Reporting(state, config.settings.metrics_bind)
+        try:
+            spawn = functools.partial(handles.spawn, state_dir=state.path)
+            return Master(config, reload_config, watch_files, spawn=spawn,
+                          reporting=reporting).run()
+        finally:
+            reporting.close()
 
 
 def sleep_unless_stopped(seconds):

@@ -47,6 +47,7 @@ class ChildHandle:
         self.reports = reports
         self.clock = clock             # the master's
         self.started_at = clock()
+        self.started_wall = time.time()  # for the process table
         self.ready_at = None
         self.error = None
         self.stop_reason = None        # why the master asked it to go
@@ -127,13 +128,13 @@ def describe_exit(code):
 
 
 def spawn(queue, config, generation, slot, close_in_child,
-          report_modules=False, clock=time.monotonic):
+          report_modules=False, clock=time.monotonic, state_dir=None):
     """Fork a child serving ``queue`` in ``slot``; return its handle (in
     the master)."""
     heartbeat = Heartbeat()
     read_fd, write_fd = open_channel()
     master_pid = os.getpid()
-    _flush_output()
+    flush_output()
     # Signals wait until the child has its own handlers: a SIGTERM sent the
     # moment after the fork must reach the child's handler, not a copy of
     # the master's.
@@ -151,12 +152,13 @@ def spawn(queue, config, generation, slot, close_in_child,
         signal.set_wakeup_fd(-1)  # before its descriptor is closed
         os.close(read_fd)
         for fd in close_in_child:
-            _close_quietly(fd)
+            close_quietly(fd)
         _run_child_and_exit(child_main.ChildSpec(
             queue=queue, config=config, master_pid=master_pid,
             heartbeat=heartbeat, reports=ReportWriter(write_fd),
             report_modules=report_modules, signal_mask=mask, slot=slot,
-            processes=config.settings.processes(queue)))
+            processes=config.settings.processes(queue),
+            state_dir=state_dir))
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.close(write_fd)
     return ChildHandle(pid, queue, generation, config, heartbeat,
@@ -189,11 +191,11 @@ def _run_child_and_exit(spec):
     except BaseException:
         log.exception('queue %s: child %d failed', spec.queue, os.getpid())
     finally:
-        _flush_output()
+        flush_output()
         os._exit(code)
 
 
-def _flush_output():
+def flush_output():
     """Flush before forking and exiting, so no line is lost or doubled."""
     for handler in logging.getLogger().handlers:
         try:
@@ -207,7 +209,7 @@ def _flush_output():
             pass
 
 
-def _close_quietly(fd):
+def close_quietly(fd):
     try:
         os.close(fd)
     except OSError:

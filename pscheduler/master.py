@@ -37,8 +37,9 @@ import os
 import signal
 import time
 
-from . import exitcodes, handles, health, reload, restarts, systemd
-from .channel import FAILED, READY, WAITING
+from . import (childreports, exitcodes, handles, health, reload, restarts,
+               systemd)
+from .reporting import Reporting
 from .exitcodes import ExitError
 from .handles import PLANNED_STOPS, SHUTDOWN, describe_exit
 from .signals import SignalQueue
@@ -58,7 +59,7 @@ WATCH_INTERVAL = 1.0  # how often heartbeats and memory are checked
 class Master:
     def __init__(self, config, reload_config, watch_files=None, *,
                  spawn=handles.spawn, reap=handles.reap,
-                 clock=time.monotonic, signals=None):
+                 clock=time.monotonic, signals=None, reporting=None):
         """``reload_config()`` re-reads the ini (raising ExitError);
         ``watch_files(paths)``, under ``--reload``, watches the children's
         source files.
@@ -67,7 +68,9 @@ class Master:
         drive its rules in-process: ``spawn`` forks a child and returns its
         handle (see handles.spawn), ``reap()`` yields ``(pid, exit code)``
         of the children that exited, ``clock`` is monotonic time, and
-        ``signals`` the SignalQueue the loop sleeps on.
+        ``signals`` the SignalQueue the loop sleeps on. ``reporting``
+        (pscheduler.reporting) writes the process table and runs the
+        metrics server.
         """
         self.config = config
         self.reload_config = reload_config
@@ -76,6 +79,7 @@ class Master:
         self.reap = reap
         self.clock = clock
         self.signals = signals or SignalQueue(HANDLED_SIGNALS)
+        self.reporting = reporting or Reporting()
         self.generation = 1
         self.slots = {}
         self.children = {}   # pid -> ChildHandle
@@ -100,6 +104,7 @@ class Master:
                 log.exception('the pscheduler master failed; killing its '
                               'children')
                 self.shutdown.abort(exitcodes.FAILURE)
+                self.reporting.stop_now()
                 self.reap_remaining(timeout=5)
         log.info('pscheduler master %d stopped (exit code %d)', os.getpid(),
                  self.exit_code)
@@ -115,7 +120,8 @@ class Master:
 
     @property
     def finished(self):
-        return self.stopping and not self.children
+        return (self.stopping and not self.children
+                and not self.reporting.running)
 
     def turn(self):
         """One turn of the loop: act, sleep, then see what woke us."""
@@ -124,10 +130,13 @@ class Master:
         self.handle_signals()
         self.reap_children()
         self.read_reports()
+        self.reporting.update(self)
 
     def supervise(self):
         now = self.clock()
         enforce_kill_deadlines(self.children.values(), now)
+        self.reporting.supervise(self.stopping, now,
+                                 self.descriptors_children_must_close())
         if self.stopping:
             return
         if now >= self.next_watch:
@@ -152,6 +161,8 @@ class Master:
                       if child.kill_at is not None and not child.killed]
         if not self.stopping:  # nothing else is due while stopping
             deadlines.append(self.next_watch)
+            if self.reporting.next_deadline() is not None:
+                deadlines.append(self.reporting.next_deadline())
             deadlines += [slot.start_after for slot in self.slots.values()
                           if slot.child is None and not slot.removed]
         return min(deadlines)
@@ -221,13 +232,15 @@ class Master:
         log.info('started child %d for queue %s', child.pid, slot.label)
 
     def descriptors_children_must_close(self):
-        fds = list(self.signals.fds())
+        fds = list(self.signals.fds()) + list(self.reporting.fds())
         for child in self.children.values():
             fds.extend(child.fds())
         return fds
 
     def reap_children(self):
         for pid, code in self.reap():
+            if self.reporting.reaped(pid, code, self.clock()):
+                continue
             child = self.children.pop(pid, None)
             if child is not None:
                 self.on_child_exit(child, code)
@@ -243,6 +256,7 @@ class Master:
     def on_child_exit(self, child, code):
         self.handle_reports(child, child.read_reports())  # its last words
         child.close()
+        self.reporting.child_exited(child, code, self.stopping)
         slot = self.slots.get(child.slot_key)
         if slot is not None and slot.child is child:
             slot.child = None
@@ -267,23 +281,7 @@ class Master:
             self.handle_reports(child, child.read_reports())
 
     def handle_reports(self, child, reports):
-        for report in reports:
-            event = report.get('event')
-            if event == READY and not child.ready:
-                child.mark_ready()
-                slot = self.slots.get(child.slot_key)
-                if slot is not None and slot.child is child:
-                    slot.boot_failures = 0
-                log.info('child %d serving queue %s (started in %.1fs)',
-                         child.pid, child.label, child.uptime())
-                if self.watch_files is not None and report.get('files'):
-                    self.watch_files(report['files'])
-            elif event == FAILED:
-                child.error = report.get('error')
-            elif event == WAITING:  # alive, not ready: not serving yet
-                log.warning('child %d for queue %s is not ready: %s; it '
-                            'keeps trying', child.pid, child.label,
-                            report.get('reason'))
+        childreports.handle(child, reports, self.slots, self.watch_files)
 
     # --- health --------------------------------------------------------------
 

@@ -27,6 +27,7 @@ import types
 from pyramid_scheduler.admin import COMMANDS, send_command
 
 from . import exitcodes
+from .daemonreport import daemons_of, format_daemon
 from .sizes import format_size
 
 
@@ -44,6 +45,8 @@ COMMAND_ARGUMENTS = types.MappingProxyType({
     'requeue': {'id': str},
     'purge-failed': {},
 })
+# Commands whose answers carry the whole daemon (pscheduler.daemonreport).
+DAEMON_COMMANDS = ('status', 'ping')
 # Command -> the argument a bare word gives it (``requeue ID``).
 BARE_ARGUMENT = types.MappingProxyType({'requeue': 'id', 'job': 'id'})
 # Command -> the arguments it cannot go without.
@@ -125,13 +128,18 @@ def run(config, text, timeout=None, as_json=False, out=None, err=None):
     replies.sort(key=lambda reply: config.queues.index(reply['queue'])
                  if reply['queue'] in config.queues else len(config.queues))
     problem = requeue_problem(name, args, replies, missing, config.queues)
+    daemons = daemons_of(replies) if name in DAEMON_COMMANDS else []
     if as_json:
         json.dump({'command': name, 'args': args, 'replies': replies,
-                   'missing': list(missing)}, out, indent=2, sort_keys=True)
+                   'missing': list(missing), 'daemons': daemons}, out,
+                  indent=2, sort_keys=True)
         out.write('\n')
     else:
         for reply in replies:
             print(format_reply(name, reply), file=out)
+        for daemon in daemons:
+            print(format_daemon(daemon, format_duration,
+                                brief=name == 'ping'), file=out)
     if problem:
         print(f'pscheduler: {problem}', file=err)
         return exitcodes.COMMAND_ERROR

@@ -31,6 +31,10 @@ def apply_config(slots, old_config, new_config, grace):
         remove_slot(slots, slot, QUEUE_REMOVED
                     if slot.queue not in new_queues else SLOT_REMOVED, grace)
     add_wanted_slots(slots, wanted)
+    if old_config.settings.metrics_bind != new_config.settings.metrics_bind:
+        log.warning('reload: a new "scheduler.metrics.bind" takes effect '
+                    'only when pscheduler restarts; metrics are still '
+                    'served where they were')
     log.info('reload: queue(s) added: %s; removed: %s; restarting the '
              'others one at a time',
              ', '.join(sorted(new_queues - old_queues)) or 'none',

@@ -9,10 +9,10 @@ import dataclasses
 import textwrap
 
 from .values import (
-    DEFAULT_QUEUE, PREFIX, parse_bool, parse_compressor, parse_count,
-    parse_duration, parse_grace_time, parse_list, parse_positive_duration,
-    parse_positive_int, parse_queues, parse_serializer, parse_size,
-    parse_text, parse_timezone, resolve_dotted)
+    DEFAULT_QUEUE, PREFIX, parse_address, parse_bool, parse_compressor,
+    parse_count, parse_duration, parse_grace_time, parse_list,
+    parse_positive_duration, parse_positive_int, parse_queues,
+    parse_serializer, parse_size, parse_text, parse_timezone, resolve_dotted)
 
 DEFAULT_ID = 'pyramid_scheduler'
 # With a secret, a signed message older than this is refused (a replay);
@@ -206,6 +206,10 @@ OPTIONS = (
            'deleted by housekeeping'),
     Option('admin.timeout', 'admin_timeout', parse_duration, '5s',
            'how long ``pscheduler --message`` waits for answers'),
+    Option('metrics.bind', 'metrics_bind', parse_address, None,
+           'where the pscheduler master serves its Prometheus metrics '
+           '(``HOST:PORT``, such as ``127.0.0.1:9464``; the path is '
+           '``/metrics``); none: no metrics server (see Metrics)'),
     Option('dashboard.prefix', None, parse_text, '/scheduler',
            'the URL path under which ``config.include('
            "'pyramid_scheduler.dashboard')`` mounts the dashboard (see "

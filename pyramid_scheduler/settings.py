@@ -114,6 +114,7 @@ class SchedulerSettings:
     retry_backoff_max: float
     results_ttl: float
     admin_timeout: float
+    metrics_bind: tuple     # (host, port), or None
     apscheduler_options: dict
     queue_settings: dict
 

@@ -33,6 +33,17 @@ def parse_text(key, value):
     return str(value).strip()
 
 
+def parse_address(key, value):
+    """``'127.0.0.1:9464'``, ``'[::1]:9464'``, ``':9464'`` (every
+    interface) -> ``(host, port)``."""
+    host, sep, port = str(value).strip().rpartition(':')
+    host = host.strip('[]')
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise bad_value(key, value, 'an address to listen on, HOST:PORT, '
+                        'such as "127.0.0.1:9464" or "[::1]:9464"')
+    return host, int(port)
+
+
 def parse_duration(key, value):
     """``'24h'``, ``'30m'``, ``'1d 12h'``, ``'90'`` (seconds) -> seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):

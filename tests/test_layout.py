@@ -51,6 +51,10 @@ PSCHEDULER_MAY_IMPORT = {
                            'pyramid_scheduler.wire',
                            'pyramid_scheduler.errors',
                            'pyramid_scheduler.jobs'},
+    # The process table and the metrics files (its format is the reader's).
+    'pscheduler.statedir': {'pyramid_scheduler.daemonview'},
+    'pscheduler.processtable': {'pyramid_scheduler.daemonview'},
+    'pscheduler.metricsserver': {'pyramid_scheduler.daemonview'},
 }
 
 # What the transports must not know about: they are plumbing under both the

@@ -48,6 +48,7 @@ class Settings:
         self.child_heartbeat_timeout = HEARTBEAT_TIMEOUT
         self.child_boot_failures = BOOT_FAILURES
         self.child_memory_limit = MEMORY_LIMIT_BYTES
+        self.metrics_bind = None
         vars(self).update(values)
 
     def processes(self, queue):

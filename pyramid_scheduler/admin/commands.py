@@ -28,13 +28,16 @@ PAGE_SIZE = 50
 REPR_LIMIT = 500
 # Failed jobs listed by ``failed`` without a limit.
 FAILED_PAGE = 100
+# What ``ping`` says of each process of the daemon (``status``: all).
+PING_FIELDS = ('role', 'pid', 'queue', 'slot', 'state')
 
 
 class AdminCommands:
     """Handles ``command`` messages for a runtime that owns its job stores."""
 
     def __init__(self, settings, queues, *, listeners, stats, inflight,
-                 introspection, dead_letters, failed, health=None):
+                 introspection, dead_letters, failed, health=None,
+                 daemon=None):
         self.settings = settings
         self.queues = queues
         self.listeners = listeners
@@ -45,6 +48,9 @@ class AdminCommands:
         self.failed = failed      # failedjobs.FailedJobs
         # () -> {'threads': {name: state}, 'last_scheduler_pass': time}
         self.health = health
+        # () -> the whole daemon (pyramid_scheduler.daemonview), or None
+        # when this runtime has no pscheduler master.
+        self.daemon = daemon or (lambda: None)
         self._handlers = {
             'print-jobs': self._print_jobs,
             'ping': self._ping,
@@ -101,7 +107,13 @@ class AdminCommands:
         return {'printed': min(len(store_jobs), limit)}
 
     def _ping(self, queue, args, outbox):
-        return {'queue': queue, 'pid': os.getpid()}
+        daemon = self.daemon()
+        if daemon is None:
+            return {'queue': queue, 'pid': os.getpid()}
+        return {'queue': queue, 'pid': os.getpid(), 'daemon': {
+            key: daemon[key] for key in ('host', 'master_pid', 'started')}
+            | {'processes': [{key: process.get(key) for key in PING_FIELDS}
+                             for process in daemon['processes']]}}
 
     def _status(self, queue, args, outbox):
         process = psutil.Process()
@@ -119,6 +131,18 @@ class AdminCommands:
             'running': self.inflight.count,
             'pending': self.introspection.pending_count(queue),
             **(self.health() if self.health is not None else {}),
+            'daemon': self.daemon(),
+        }
+
+    def figures(self, queue, outbox):
+        """The counts the metrics show of ``queue`` (runtime.figures)."""
+        return {
+            'scheduled_jobs': self.introspection.pending_count(queue),
+            'queue_depth': _queue_size(outbox.bind(
+                naming.job_queue(self.settings, queue))),
+            'dead_letters': _queue_size(outbox.bind(
+                naming.dead_letter_queue(self.settings, queue))),
+            'failed_jobs': self.failed.count(queue),
         }
 
     def _jobs(self, queue, args, outbox):

@@ -45,6 +45,7 @@ import time
 
 from .. import exposure, refusals, transports
 from . import liveness
+from ..daemonview import daemon_view
 from ..admin.commands import AdminCommands
 from ..events import Listeners
 from ..failedjobs import FailedJobs
@@ -55,8 +56,10 @@ from .consumer import QueueConsumer, kombu_queues
 from .crashes import CrashJournal, journal_directory
 from .deferred import STORED_JOB_FUNC, DeferredJobs
 from .dispatch import DeadLetterLog, Dispatcher
+from .figures import StoreFigures
 from .introspection import Introspection, delete_consumed_messages
 from .jobrunner import JobRunner, Stats
+from .metrics import RuntimeMetrics
 from .outbox import Outbox
 from .presence import Presence
 from .received import ReceivedCopies
@@ -92,7 +95,31 @@ def admin_commands(runtime):
         stats=runtime.stats, inflight=runtime.in_flight,
         introspection=runtime.introspection,
         dead_letters=runtime.dead_letter_log, health=runtime.health,
-        failed=FailedJobs(runtime.settings, runtime.records.table))
+        failed=FailedJobs(runtime.settings, runtime.records.table),
+        daemon=lambda: (daemon_view(runtime.state_dir)
+                        if runtime.state_dir else None))
+
+
+def store_figures(runtime):
+    """The owner's periodic counts, while metrics are served."""
+    if runtime.deferred is None or runtime.settings.metrics_bind is None:
+        return None
+    commands = runtime.dispatcher.commands
+    return StoreFigures(runtime.queues, lambda queue: commands.figures(
+        queue, runtime.outbox), runtime.metrics)
+
+
+def start_deferred(deferred, settings):
+    """Start APScheduler on the job stores; a store that refuses the
+    configuration (no such database, wrong password) raises
+    ConfigurationError naming the key: retrying cannot help."""
+    try:
+        deferred.start()
+    except Exception as exc:
+        refused = refusals.store_configuration_error(exc, settings)
+        if refused is None:
+            raise
+        raise refused from exc
 
 
 class Runtime:
@@ -108,7 +135,11 @@ class Runtime:
             settings.check_queue(queue)
         self.registry = registry
         self.listeners = listeners if listeners is not None else Listeners()
-        self.stats = Stats()
+        self.metrics = RuntimeMetrics(self.queues, slot)
+        self.stats = Stats(self.metrics)
+        # The pscheduler master's state directory, set by its child (the
+        # whole daemon's status: daemonview); None elsewhere.
+        self.state_dir = None
         self.state = RunState()
         self.worker_count = sum(settings.executor_size(q)
                                 for q in self.queues)
@@ -179,7 +210,7 @@ class Runtime:
         for part in (self.records, self.limits, self.pool):
             part.start()
         if self.deferred is not None:
-            self._start_deferred()
+            start_deferred(self.deferred, self.settings)
         # After the fork: what this process holds on the broker is its own.
         self.presence = Presence(
             self.settings, [q.name for q in self.kombu_queues()],
@@ -190,7 +221,10 @@ class Runtime:
             connection, self.settings, self.queues,
             owns_stores=self.owns_stores, dispatcher=self.dispatcher,
             acks=self.acks, outbox=self.outbox, state=self.state,
-            jobs_done=self._jobs_done, presence=self.presence)
+            jobs_done=self._jobs_done, presence=self.presence,
+            figures=store_figures(self),
+            reconnected=lambda: [self.metrics.reconnected(queue)
+                                 for queue in self.queues])
         self.presence.start()
         liveness.watch_threads(self.state, self.settings.child_heartbeat_timeout,
                                consumer=lambda: self.running, pool=self.pool,
@@ -210,17 +244,13 @@ class Runtime:
                  '' if self.owns_stores else
                  f' (async jobs only: process slot {self.slot})')
 
-    def _start_deferred(self):
-        """Start APScheduler on the job stores; a store that refuses the
-        configuration (no such database, wrong password) raises
-        ConfigurationError naming the key: retrying cannot help."""
-        try:
-            self.deferred.start()
-        except Exception as exc:
-            refused = refusals.store_configuration_error(exc, self.settings)
-            if refused is None:
-                raise
-            raise refused from exc
+    def sample_metrics(self):
+        """This process's gauges now (its jobs in flight, its scheduler
+        thread), for ``status`` and the metrics: the child's loop."""
+        alive = self.state.threads.report().get('scheduler') == 'alive'
+        for queue in self.queues:
+            self.metrics.sample(queue, self.in_flight.count, alive,
+                                self.owns_stores)
 
     def problem(self):
         """The first thread the runtime depends on that is dead or stuck,

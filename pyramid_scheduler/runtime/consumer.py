@@ -48,11 +48,16 @@ class QueueConsumer(ConsumerMixin):
     interruptible_safety_interval = 1.0
 
     def __init__(self, connection, settings, queues, *, owns_stores,
-                 dispatcher, acks, outbox, state, jobs_done, presence):
+                 dispatcher, acks, outbox, state, jobs_done, presence,
+                 figures=None, reconnected=None):
         """``queues``: the runtime's queue names; ``acks``: the
         acks.AckPolicy; ``state``: the state.RunState; ``jobs_done()``:
         whether every job in flight has ended (to stop); ``presence``: the
-        presence.Presence that restores what dead consumers left."""
+        presence.Presence that restores what dead consumers left;
+        ``figures``: the figures.StoreFigures to count at each turn, or
+        None; ``reconnected()``: called when a lost connection is back."""
+        self.figures = figures
+        self.reconnected = reconnected or (lambda: None)
         self.presence = presence
         self.connection = connection
         self.settings = settings
@@ -94,6 +99,7 @@ class QueueConsumer(ConsumerMixin):
             log.warning('broker connection restored after %.1fs',
                         time.monotonic() - self._down_since)
             self._down_since = None
+            self.reconnected()
         self.channel = channel
         self.presence.connected(channel)
         self.acks.connected(channel)
@@ -171,6 +177,8 @@ class QueueConsumer(ConsumerMixin):
         self.acks.turn()
         self.presence.turn()
         if not self.state.stopping:
+            if self.figures is not None:
+                self.figures.turn()
             return
         if self._consumers:
             self.cancel_consumers()

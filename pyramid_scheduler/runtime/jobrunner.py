@@ -21,17 +21,31 @@ PERIODIC_KINDS = ('interval', 'cron')
 
 
 class Stats:
-    """Counters for the ``status`` admin command; updated from any thread."""
+    """This process's counters for the ``status`` admin command, and the
+    same as Prometheus metrics (``metrics``: a runtime.metrics.
+    RuntimeMetrics, or None); updated from any thread."""
 
-    def __init__(self):
+    def __init__(self, metrics=None):
         self._lock = threading.Lock()
         self.started = time.time()
         self.counts = {'received': 0, 'executed': 0, 'failed': 0,
                        'retried': 0, 'missed': 0, 'dead_lettered': 0}
+        self.metrics = metrics
 
-    def add(self, name, n=1):
+    def add(self, name, n=1, queue=None):
+        """``n`` more ``name``; ``queue``: the job's (default: the
+        runtime's first)."""
         with self._lock:
             self.counts[name] += n
+        if self.metrics is not None:
+            self.metrics.count(name, queue or self.metrics.queues[0], n)
+
+    def ran(self, job, seconds, scheduled_run_time=None):
+        """A run of ``job`` ended after ``seconds``."""
+        if self.metrics is not None:
+            late = (time.time() - seconds - scheduled_run_time.timestamp()
+                    if scheduled_run_time is not None else None)
+            self.metrics.ran(job['queue'], seconds, late)
 
     def snapshot(self):
         with self._lock:
@@ -84,20 +98,24 @@ class JobRunner:
                                  allowed_modules=self.settings.allowed_modules,
                                  func=func)
         except Exception as exc:
+            self.stats.ran(job, time.time() - started,
+                           extra.get('scheduled_run_time'))
             return self._failed(job, exc, then, extra)
+        seconds = time.time() - started
+        self.stats.ran(job, seconds, extra.get('scheduled_run_time'))
         self.records.succeeded(job, retval, then)
-        self.stats.add('executed')
+        self.stats.add('executed', queue=job['queue'])
         log.debug('job %s (%s) done in %.3fs', job['id'], job['func'],
-                  time.time() - started)
+                  seconds)
         self.notify(Event.JOB_EXECUTED, job, retval=retval, **extra)
         return then
 
     def _failed(self, job, exc, then, extra):
         formatted = traceback.format_exc()
         if self._retried(job, exc, formatted, extra):
-            self.stats.add('retried')
+            self.stats.add('retried', queue=job['queue'])
             return status.RETRYING
-        self.stats.add('failed')
+        self.stats.add('failed', queue=job['queue'])
         log.error('job %s (%s) failed (attempt %d)', id_of(job), job['func'],
                   job.get('attempt', 1), exc_info=exc)
         state = status.FAILED if then == status.SUCCEEDED else then
@@ -126,7 +144,7 @@ class JobRunner:
         return True
 
     def missed(self, job, run_time, late, then=status.SUCCEEDED):
-        self.stats.add('missed')
+        self.stats.add('missed', queue=job['queue'])
         if job.get('of_kind') in PERIODIC_KINDS:
             then = status.SCHEDULED   # a retry of a periodic job
         self.records.failed(
