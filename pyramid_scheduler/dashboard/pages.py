@@ -68,7 +68,8 @@ def _process_row(p):
         esc(p.get('running')),
         '-' if alive is None else ('<span class="ok">alive</span>' if alive
                                    else '<span class="bad">dead</span>'),
-        'yes' if p.get('owns_jobstore') else 'no',
+        '-' if p.get('owns_jobstore') is None else (
+            'yes' if p['owns_jobstore'] else 'no'),
     ]
 
 
