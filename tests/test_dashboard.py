@@ -126,3 +126,16 @@ def test_processes_come_once_per_daemon_or_from_each_queue():
     assert old[0]['pid'] == 2 and old[0]['scheduler_alive'] is True
     assert old[0]['since_start'] == {'executed': 4, 'failed': 1,
                                      'retried': 0}
+
+
+@pytest.mark.slow   # the job's page waits for the absent daemon's answer
+def test_a_requeue_the_scheduler_refuses_comes_back_as_a_message(tmp_path):
+    app = TestApp(make_app(tmp_path, **{
+        'scheduler.dashboard.permission': OPEN}))
+    app.get('/scheduler/failed')
+    done = app.post('/scheduler/requeue', {FIELD: app.cookies[COOKIE],
+                                           'id': 'no-such-job'}, status=303)
+    assert '/scheduler/job/no-such-job?msg=%21' in done.location
+    page = done.follow()
+    assert 'class="msg warn"' in page.text and 'no-such-job' in page.text
+    app.post('/scheduler/requeue', {FIELD: app.cookies[COOKIE]}, status=400)

@@ -98,6 +98,15 @@ def test_overview_job_page_and_requeue_in_chromium(tmp_path, daemons,
         assert {str(pids['jobs']), str(daemon.pid)} <= pids_shown, \
             text_of(driver)
         driver.save_screenshot(str(shots / '1-overview.png'))
+        # On a phone: the page does not scroll sideways (its tables do).
+        driver.set_window_size(390, 844)
+        driver.refresh()
+        wait_text(driver, 'Processes')
+        assert driver.execute_script(
+            'return document.documentElement.scrollWidth '
+            '<= window.innerWidth')
+        driver.save_screenshot(str(shots / '1-overview-phone.png'))
+        driver.set_window_size(1280, 900)
 
         click(driver, By.LINK_TEXT, 'Scheduled jobs')
         wait_text(driver, 'dash-later')
@@ -131,4 +140,4 @@ def test_overview_job_page_and_requeue_in_chromium(tmp_path, daemons,
         driver.get(guarded_base + 'scheduler/')
         wait_text(driver, '403 Forbidden')
         driver.save_screenshot(str(shots / '6-refused.png'))
-    assert len(list(shots.glob('*.png'))) == 6
+    assert len(list(shots.glob('*.png'))) == 7
