@@ -66,7 +66,8 @@ def overview(scheduler):
 def processes(results):
     """The daemon's processes: each daemon's own list when the replies carry
     it (one per daemon, by host and master pid), else one row per answering
-    queue from its own figures."""
+    queue from its own figures (role ``runtime``: combined mode, or a
+    pscheduler of a version before the whole-daemon ``status``)."""
     rows, seen = [], set()
     for result in results.values():
         daemon = result.get('daemon')
@@ -86,7 +87,7 @@ def _process_of_queue(result):
     threads = result.get('threads') or {}
     scheduler_state = threads.get('scheduler')
     return {
-        'role': 'child', 'pid': result.get('pid'),
+        'role': 'runtime', 'pid': result.get('pid'),
         'queue': result.get('queue'), 'slot': 0, 'state': 'running',
         'uptime': result.get('uptime'), 'rss': result.get('rss'),
         'cpu': result.get('cpu'),
