@@ -1,6 +1,8 @@
 """The dashboard's views and routes. Reading pages are GETs; actions
 (requeue, cancel, purge) are POSTs checked for CSRF (guard), answered by a
 redirect back with a message in the query string (no session needed)."""
+import types
+
 from pyramid.httpexceptions import HTTPBadRequest, HTTPSeeOther
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
@@ -10,11 +12,13 @@ from . import data, guard, html, pages
 
 ROUTE = pages.ROUTE
 # Route name -> path under the prefix.
-PAGES = {'overview': '/', 'jobs': '/jobs', 'job': '/job/{job_id}',
-         'failed': '/failed', 'dead_letters': '/dead-letters'}
-ACTIONS = {'requeue': '/requeue', 'cancel': '/cancel',
-           'purge_failed': '/purge-failed',
-           'purge_dead_letters': '/purge-dead-letters'}
+PAGES = types.MappingProxyType({
+    'overview': '/', 'jobs': '/jobs', 'job': '/job/{job_id}',
+    'failed': '/failed', 'dead_letters': '/dead-letters'})
+ACTIONS = types.MappingProxyType({
+    'requeue': '/requeue', 'cancel': '/cancel',
+    'purge_failed': '/purge-failed',
+    'purge_dead_letters': '/purge-dead-letters'})
 REFRESH_SECONDS = 5
 
 
@@ -24,10 +28,8 @@ def add_routes_and_views(config, options):
     decorator = guard.require_security_policy(options)
     if options.prefix:
         config.add_route(ROUTE + 'root', options.prefix)
-        config.add_view(lambda request: HTTPSeeOther(
-            request.route_path(ROUTE + 'overview')),
-            route_name=ROUTE + 'root', permission=permission,
-            decorator=decorator)
+        config.add_view(to_overview, route_name=ROUTE + 'root',
+                        permission=permission, decorator=decorator)
     for name, path in {**PAGES, **ACTIONS}.items():
         config.add_route(ROUTE + name, options.prefix + path)
     views = {name: _page_view(name, options) for name in PAGES}
@@ -37,6 +39,11 @@ def add_routes_and_views(config, options):
         config.add_view(view, route_name=ROUTE + name, permission=permission,
                         decorator=decorator, require_csrf=False,
                         request_method='POST' if name in ACTIONS else 'GET')
+
+
+def to_overview(request):
+    """The prefix without its slash: to the overview."""
+    return HTTPSeeOther(request.route_path(ROUTE + 'overview'))
 
 
 def _page_view(name, options):
@@ -101,9 +108,9 @@ def dead_letters_page(request, scheduler, token):
         request, data.dead_letters(scheduler), token), None)
 
 
-PAGE_RENDERERS = {'overview': overview_page, 'jobs': jobs_page,
-                  'job': job_page, 'failed': failed_page,
-                  'dead_letters': dead_letters_page}
+PAGE_RENDERERS = types.MappingProxyType({
+    'overview': overview_page, 'jobs': jobs_page, 'job': job_page,
+    'failed': failed_page, 'dead_letters': dead_letters_page})
 
 
 # --- actions: (request, scheduler) -> (message, (route, kwargs)) ------------
@@ -148,6 +155,6 @@ def purge_dead_letters(request, scheduler):
     return f'purged {purged} dead letter(s) of {queue}', ('dead_letters', {})
 
 
-ACTION_HANDLERS = {'requeue': requeue, 'cancel': cancel,
-                   'purge_failed': purge_failed,
-                   'purge_dead_letters': purge_dead_letters}
+ACTION_HANDLERS = types.MappingProxyType({
+    'requeue': requeue, 'cancel': cancel, 'purge_failed': purge_failed,
+    'purge_dead_letters': purge_dead_letters})
