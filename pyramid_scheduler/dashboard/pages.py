@@ -1,5 +1,6 @@
 """The body of each dashboard page, from what data.py read. Every value
 goes through html.esc (or a helper that escapes)."""
+from .data import PAGE_SIZE
 from .html import button, esc, link, moment, now_text, seconds, size, table
 
 ROUTE = 'pscheduler_dashboard.'
@@ -89,7 +90,7 @@ def jobs(request, data, queues):
     rows = [[link(_job_url(request, job['id']), job['id']), esc(job['name']),
              esc(job.get('trigger_words') or job['trigger']),
              moment(job['next_run_time'])] for job in data['jobs']]
-    first = (data['page'] - 1) * 50 + 1
+    first = (data['page'] - 1) * PAGE_SIZE + 1
     total = f'{data["total"]}{"+" if data["capped"] else ""}'
     what = f'matching {esc(data["search"])!s}' if data['search'] else 'stored'
     summary = (f'<p>{esc(total)} deferred job(s) {what} in queue '
@@ -108,7 +109,7 @@ def _pager(request, data, shown):
     if data['page'] > 1:
         links.append(link(_url(request, 'jobs', page=data['page'] - 1,
                                **query), '« previous'))
-    if data['page'] * 50 < data['total'] or (data['capped'] and shown):
+    if data['page'] * PAGE_SIZE < data['total'] or (data['capped'] and shown):
         links.append(link(_url(request, 'jobs', page=data['page'] + 1,
                                **query), 'next »'))
     return f'<p class="pager">{" ".join(links)}</p>' if links else ''
