@@ -139,3 +139,37 @@ def test_a_requeue_the_scheduler_refuses_comes_back_as_a_message(tmp_path):
     page = done.follow()
     assert 'class="msg warn"' in page.text and 'no-such-job' in page.text
     app.post('/scheduler/requeue', {FIELD: app.cookies[COOKIE]}, status=400)
+
+
+@pytest.mark.slow
+def test_pages_of_a_real_daemons_jobs(tmp_path, daemons):
+    """Paging and search through the admin commands of a real pscheduler."""
+    from pyramid.paster import get_app
+
+    from tests import jobs
+    from tests.daemon_helpers import stored_job_ids, wait_for, write_ini
+    ini = write_ini(tmp_path / 'app.ini', app='tests.apps.dashboard:main',
+                    settings={'scheduler.dashboard.permission': OPEN})
+    daemon = daemons(ini)
+    pids = daemon.wait_ready(['jobs'])
+    app = get_app(str(ini))
+    for n in range(60):
+        app.registry.scheduler.add_interval_job(jobs.noop, minutes=n + 1,
+                                                id=f'job-{n}')
+    wait_for(lambda: len(stored_job_ids(ini, 'jobs')) == 60, 30,
+             what='60 stored jobs')
+    web = TestApp(app)
+    assert f'<span class="pid">{pids["jobs"]}</span>' in web.get(
+        '/scheduler/').text
+    first = web.get('/scheduler/jobs')
+    assert '60 deferred job(s) stored in queue jobs; #1-50' in first.text
+    assert 'every 1 minute' in first.text and 'every 2 minutes' in first.text
+    second = first.click('next »')
+    assert '#51-60' in second.text and 'next »' not in second.text
+    assert '« previous' in second.text and 'job-59' in second.text
+    found = web.get('/scheduler/jobs', {'q': 'job-5'})
+    assert '11 deferred job(s) matching job-5' in found.text
+    assert web.get('/scheduler/jobs', {'queue': 'nope'},
+                   status=400).status_int == 400
+    one = web.get('/scheduler/job/job-9')
+    assert 'every 10 minutes' in one.text and 'tests.jobs:noop' in one.text
