@@ -173,3 +173,9 @@ def test_pages_of_a_real_daemons_jobs(tmp_path, daemons):
                    status=400).status_int == 400
     one = web.get('/scheduler/job/job-9')
     assert 'every 10 minutes' in one.text and 'tests.jobs:noop' in one.text
+    letters = web.get('/scheduler/dead-letters')
+    assert 'jobs: 0 in' in letters.text
+    purged = web.post('/scheduler/purge-dead-letters',
+                      {FIELD: web.cookies[COOKIE], 'queue': 'jobs'},
+                      status=303).follow()
+    assert 'purged 0 dead letter(s) of jobs' in purged.text
