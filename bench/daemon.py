@@ -148,7 +148,7 @@ def cron_case(ctx, n_jobs, n_sent, repeat):
         out['store_s'] = time.perf_counter() - t0
         out['store_rate'] = n_sent / out['store_s']
         t1 = time.perf_counter()
-        bulk_load(d, range(n_sent, n_jobs), start)
+        bulk_load(d.scheduler.settings, range(n_sent, n_jobs), start)
         out['bulk_s'] = time.perf_counter() - t1
         if d.store_count() != n_jobs:
             raise BenchError(f'{d.store_count()} jobs stored, not {n_jobs}')
@@ -185,8 +185,9 @@ def cron_case(ctx, n_jobs, n_sent, repeat):
         d.teardown()
 
 
-def bulk_load(d, indexes, start, batch=5000):
-    """Write cron jobs straight into the child's job store table.
+def bulk_load(settings, indexes, start, batch=5000):
+    """Write cron jobs straight into the job store table of the queue
+    ``jobs`` (the child's, or one no daemon serves yet).
 
     Each row is what the child's ``Runtime._on_job_created`` would store
     for ``add_cron_job(noop, start_date=start, crontab=..., id=...)``: the
@@ -205,7 +206,6 @@ def bulk_load(d, indexes, start, batch=5000):
 
     from .jobs import noop
 
-    settings = d.scheduler.settings
     table = f'{settings.scheduler_id}_jobs_jobs'.replace('.', '_')
     store = SQLAlchemyJobStore(url=settings.jobstore_url, tablename=table)
     now = datetime.datetime.now(datetime.timezone.utc)

@@ -37,7 +37,8 @@ COMMAND_ARGUMENTS = types.MappingProxyType({
     'print-jobs': {'limit': (1, None)},
     'ping': {},
     'status': {},
-    'jobs': {'offset': (0, None), 'limit': (1, 1000)},
+    'jobs': {'offset': (0, None), 'limit': (1, 1000), 'search': str},
+    'job': {'id': str},
     'dead-letters': {},
     'purge-dead-letters': {},
     'failed': {'limit': (1, 1000)},
@@ -47,9 +48,10 @@ COMMAND_ARGUMENTS = types.MappingProxyType({
 # Commands whose answers carry the whole daemon (pscheduler.daemonreport).
 DAEMON_COMMANDS = ('status', 'ping')
 # Command -> the argument a bare word gives it (``requeue ID``).
-BARE_ARGUMENT = types.MappingProxyType({'requeue': 'id'})
+BARE_ARGUMENT = types.MappingProxyType({'requeue': 'id', 'job': 'id'})
 # Command -> the arguments it cannot go without.
-REQUIRED_ARGUMENTS = types.MappingProxyType({'requeue': ('id',)})
+REQUIRED_ARGUMENTS = types.MappingProxyType({'requeue': ('id',),
+                                            'job': ('id',)})
 
 
 def parse_message(text):
@@ -262,6 +264,9 @@ def _format_jobs(head, result):
     jobs = result.get('jobs') or []
     offset = result.get('offset', 0)
     total = result.get('total', len(jobs))
+    if result.get('search'):
+        head += (f': {total}{"+" if result.get("capped") else ""} '
+                 f'match {result["search"]!r}')
     if not total:
         lines = [f'{head}: no deferred jobs']
     elif not jobs:
@@ -274,6 +279,16 @@ def _format_jobs(head, result):
         lines.append(f'  {job["id"]}  next run {job["next_run_time"] or "-"}'
                      f'  {job["trigger"]}  {job["name"]}')
     return '\n'.join(lines)
+
+
+def _format_job(head, result):
+    if not result.get('found'):
+        return f'{head}: no deferred job {result.get("id")} here'
+    return '\n'.join([f'{head}: job {result["id"]} ({result.get("kind")})',
+                      f'  {result.get("func")}  args {result.get("args")}  '
+                      f'kwargs {result.get("kwargs")}',
+                      f'  {result.get("trigger_words")}; next run '
+                      f'{result.get("next_run_time") or "-"}'])
 
 
 def _format_dead_letters(head, result):
@@ -321,6 +336,7 @@ _FORMATTERS = {
     'print-jobs': _format_print_jobs,
     'status': _format_status,
     'jobs': _format_jobs,
+    'job': _format_job,
     'dead-letters': _format_dead_letters,
     'purge-dead-letters': _format_purge,
     'failed': _format_failed,

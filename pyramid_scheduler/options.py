@@ -210,6 +210,16 @@ OPTIONS = (
            'where the pscheduler master serves its Prometheus metrics '
            '(``HOST:PORT``, such as ``127.0.0.1:9464``; the path is '
            '``/metrics``); none: no metrics server (see Metrics)'),
+    Option('dashboard.prefix', None, parse_text, '/scheduler',
+           'the URL path under which ``config.include('
+           "'pyramid_scheduler.dashboard')`` mounts the dashboard (see "
+           '"Dashboard")'),
+    Option('dashboard.permission', None, parse_text, 'scheduler.dashboard',
+           "the permission the application's security policy must grant to "
+           'see and use the dashboard. Without a security policy the '
+           'dashboard refuses every request (403) unless this is '
+           '``__no_permission_required__``, which opens it to everyone '
+           '(development only)'),
 )
 # Every key we understand (without the prefix).
 KNOWN_KEYS = tuple(option.key for option in OPTIONS)

@@ -5,7 +5,9 @@
 #   RabbitMQ   127.0.0.1:5672 (guest/guest)
 # and the programs the tests execute: redis-server (tests start private ones),
 # daemontools (supervise, svc, svscan, svstat, multilog, setuidgid),
-# systemd-analyze and /bin/kill (procps). These are installed (apt) whenever
+# systemd-analyze and /bin/kill (procps), and headless Chromium with its
+# WebDriver (chromium, chromium-driver: tests/test_dashboard_browser.py and
+# scripts/screenshot). These are installed (apt) whenever
 # they are missing, even if a server already answers on its port.
 #
 #   scripts/services.sh start    detect what runs; install (apt) and start the rest
@@ -89,7 +91,8 @@ pg_version() {
 # server already answers on its port: tests start redis-server binaries of
 # their own (tests/test_broker_outage.py, tests/test_durability.py), and call
 # kill (procps: the systemd unit's ExecReload=/bin/kill), systemd-analyze and
-# the daemontools programs. RabbitMQ and PostgreSQL are installed too, so that
+# the daemontools programs, and drive Chromium through chromedriver (the
+# dashboard's browser test). RabbitMQ and PostgreSQL are installed too, so that
 # this machine can run the suite on its own. Prints "package:program" pairs
 # whose program is missing.
 missing_packages() {
@@ -98,7 +101,8 @@ missing_packages() {
 		daemontools:svstat daemontools:multilog daemontools:setuidgid \
 		systemd:systemd-analyze procps:/bin/kill \
 		redis-server:redis-server redis-tools:redis-cli \
-		rabbitmq-server:rabbitmq-server postgresql-client:psql; do
+		rabbitmq-server:rabbitmq-server postgresql-client:psql \
+		chromium:chromium chromium-driver:chromedriver; do
 		command -v "${pair#*:}" >/dev/null || pkgs+=("${pair%%:*}")
 	done
 	pg_version >/dev/null || pkgs+=(postgresql)
@@ -134,7 +138,7 @@ apt_install() {
 # The programs the tests execute; daemontools and systemd-analyze are only
 # needed as programs, never run as services.
 TOOLS=(supervise svc svscan svstat multilog setuidgid systemd-analyze /bin/kill
-	redis-server)
+	redis-server chromium chromedriver)
 
 check_tools() {
 	local tool

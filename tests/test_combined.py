@@ -461,30 +461,39 @@ def test_several_queues_in_combined_mode(make_harness, records):
 
 @pytest.mark.slow
 def test_demo_page_schedules_and_shows_runs(tmp_path, monkeypatch):
-    """demo/ in combined mode: each button's job runs and shows on the page."""
+    """demo/ in combined mode: its home is the dashboard; each button of
+    /add sends a job that runs, shows on /add and on the dashboard, where
+    the periodic ones are canceled."""
     monkeypatch.syspath_prepend(os.path.join(ROOT, 'demo'))
     import demoapp
     app = demoapp.main({'here': str(tmp_path)}, **{
         'scheduler.combined': 'true',
+        'scheduler.dashboard.permission': '__no_permission_required__',
         'scheduler.database': str(tmp_path / 'demo.sqlite')})
     try:
         web = TestApp(app)
-        page = web.get('/')
+        assert web.get('/', status=303).location.endswith('/scheduler/')
+        page = web.get('/add')
         assert 'No runs yet' in page.text
         for form in page.forms.values():
             if form.action.endswith('/schedule') and \
                     form['kind'].value in ('async', 'interval', 'cron'):
-                assert form.submit().status_int == 303
+                assert '/scheduler/job/' in form.submit().location
         runs = str(tmp_path / 'demo-runs.jsonl')
         poll(lambda: len(jobs.read_records(runs)) >= 1)
-        page = web.get('/')
-        assert 'demo-interval' in page.text and 'demo-cron' in page.text
-        assert '<td>async</td>' in page.text
-        for job_id in ('demo-interval', 'demo-cron'):
-            web.post('/cancel', {'id': job_id}, status=303)
+        assert '<td>async</td>' in web.get('/add').text
         runtime = app.registry.scheduler.runtime
+        poll(lambda: runtime.pending_count('jobs') == 2)
+        listed = web.get('/scheduler/jobs').text
+        assert 'demo-interval' in listed and 'demo-cron' in listed
+        for job_id in ('demo-interval', 'demo-cron'):
+            job_page = web.get(f'/scheduler/job/{job_id}')
+            assert 'every' in job_page.text
+            cancel = next(form for form in job_page.forms.values()
+                          if form.action.endswith('/cancel'))
+            assert cancel.submit().status_int == 303
         poll(lambda: runtime.pending_count('jobs') == 0)
-        assert 'No deferred jobs' in web.get('/').text
+        assert '0 deferred job(s)' in web.get('/scheduler/jobs').text
     finally:
         app.registry.scheduler.shutdown(timeout=5)
 

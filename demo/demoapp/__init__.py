@@ -1,15 +1,16 @@
-"""pyramid_scheduler demo: one page that schedules each kind of job.
+"""pyramid_scheduler demo: the dashboard, and one page that adds each kind
+of job.
 
 Run it with ``bash scripts/demo`` (pscheduler + pserve on demo/demo.ini), then
-open http://127.0.0.1:6543/. The page's forms call ``request.scheduler``; the
-jobs run in the pscheduler daemon and append to a JSON-lines file that the
-page reads back.
+open http://127.0.0.1:6543/: the dashboard (pyramid_scheduler.dashboard,
+under /scheduler/). The page /add has a button per kind of job; its forms
+call ``request.scheduler`` and send you to the new job's page on the
+dashboard. The jobs run in the pscheduler daemon and append to a JSON-lines
+file that /add reads back.
 """
 import datetime
 import html
 import os
-import re
-import sys
 
 from pyramid.config import Configurator
 from pyramid.httpexceptions import HTTPSeeOther
@@ -31,21 +32,34 @@ def main(global_config, **settings):
     config = Configurator(settings=settings)
     config.include('pyramid_tm')         # jobs are sent when the request commits
     config.include('pyramid_scheduler')  # request.scheduler
+    # The dashboard under /scheduler/. The demo has no security policy: its
+    # ini opens the dashboard with scheduler.dashboard.permission =
+    # __no_permission_required__ (never do that in production).
+    config.include('pyramid_scheduler.dashboard')
     config.add_route('home', '/')
+    config.add_route('add', '/add')
     config.add_route('schedule', '/schedule')
-    config.add_route('cancel', '/cancel')
     config.add_view(home, route_name='home')
+    config.add_view(add_page, route_name='add')
     config.add_view(schedule, route_name='schedule', request_method='POST')
-    config.add_view(cancel, route_name='cancel', request_method='POST')
     return config.make_wsgi_app()
+
+
+def home(request):
+    """The demo's home is the dashboard."""
+    return HTTPSeeOther(request.route_url('pscheduler_dashboard.overview'))
 
 
 def _runs_file(request):
     return request.registry.settings['demo.runs_file']
 
 
-def _back(request, message):
-    return HTTPSeeOther(request.route_url('home', _query={'msg': message}))
+def _back(request, message, job_id=None):
+    """To the new job's page on the dashboard, or back to /add."""
+    if job_id is None:
+        return HTTPSeeOther(request.route_url('add', _query={'msg': message}))
+    return HTTPSeeOther(request.route_url(
+        'pscheduler_dashboard.job', job_id=job_id, _query={'msg': message}))
 
 
 def schedule(request):
@@ -74,115 +88,25 @@ def schedule(request):
                     f'{when:%H:%M:%S} (in 5 seconds)')
         elif kind == 'interval':
             # A caller-chosen id: clicking again replaces the job.
-            scheduler.add_interval_job(jobs.record_run, seconds=10,
-                                       args=[runs, 'interval', label],
-                                       id=INTERVAL_ID)
+            job_id = scheduler.add_interval_job(
+                jobs.record_run, seconds=10, args=[runs, 'interval', label],
+                id=INTERVAL_ID)
             text = f'interval job "{INTERVAL_ID}" runs every 10 seconds'
         elif kind == 'cron':
-            scheduler.add_cron_job(jobs.record_run, crontab='* * * * *',
-                                   args=[runs, 'cron', label], id=CRON_ID)
+            job_id = scheduler.add_cron_job(
+                jobs.record_run, crontab='* * * * *',
+                args=[runs, 'cron', label], id=CRON_ID)
             text = (f'cron job "{CRON_ID}" runs at the start of every '
                     'minute (crontab "* * * * *")')
         elif kind == 'fail':
             job_id = scheduler.add_async_job(jobs.failing_job, args=[label])
-            text = (f'failing job {job_id} queued: see the pscheduler log '
-                    'for its traceback')
+            text = (f'failing job {job_id} queued: its traceback shows '
+                    'here once it has run (reload), and under "Failed jobs"')
         else:
-            text = f'unknown kind of job {kind!r}'
+            return _back(request, f'unknown kind of job {kind!r}')
     except (InvalidJob, SchedulerError) as exc:
-        text = f'could not schedule: {exc}'
-    return _back(request, text)
-
-
-def cancel(request):
-    """Cancel the interval or cron job, saying so only if it was there.
-
-    ``cancel_job`` sends a message and does not know whether the job
-    exists, so the page asks pscheduler for its jobs first.
-    """
-    job_id = request.POST.get('id')
-    if job_id not in (INTERVAL_ID, CRON_ID):
-        return _back(request, f'unknown job {job_id!r}')
-    scheduled, problem = _scheduled_jobs(request)
-    if problem:
-        request.scheduler.cancel_job(job_id)
-        return _back(request, f'cancel of job "{job_id}" sent, but could not '
-                     f'check that it exists: {problem}')
-    if job_id not in {job['id'] for job in scheduled}:
-        return _back(request, f'job "{job_id}" is not scheduled: nothing to '
-                     'cancel')
-    request.scheduler.cancel_job(job_id)
-    return _back(request, f'job "{job_id}" canceled')
-
-
-def _scheduled_jobs(request):
-    """Ask the runtime for its deferred jobs over the admin channel."""
-    try:
-        replies, missing = request.scheduler.send_message(
-            'jobs', wait=True, timeout=1.0)
-    except Exception as exc:   # the broker is down, say
-        return None, f'{type(exc).__name__}: {exc}'
-    if missing:
-        return None, ('pscheduler is not answering: start it with '
-                      f'"{_pscheduler_command(request)}" (bash scripts/demo '
-                      'does)')
-    rows = []
-    for reply in replies:
-        if reply.get('error'):
-            return None, reply['error']
-        rows.extend(reply['result']['jobs'])
-    return rows, None
-
-
-def _pscheduler_command(request):
-    """The command that starts pscheduler for this demo, as it can be typed
-    in the current directory: this venv's launcher and this ini file."""
-    launcher = os.path.join(os.path.dirname(sys.executable), 'pscheduler')
-    ini = request.registry.settings['demo.ini_file']
-    return f'{_relative(launcher)} {_relative(ini)}'
-
-
-def _relative(path):
-    relative = os.path.relpath(path)
-    return path if relative.startswith('..') else relative
-
-
-_TRIGGER = re.compile(r'^(\w+)\[(.*)\]$')
-_CRON_FIELDS = ('minute', 'hour', 'day', 'month', 'day_of_week')
-
-
-def _describe_trigger(text):
-    """APScheduler's ``str(trigger)`` in words, for the table.
-
-    ``cron[month='*', day='*', day_of_week='*', hour='*', minute='*']``
-    becomes ``cron "* * * * *" (minute hour day month weekday)``;
-    ``interval[0:00:10]`` becomes ``every 0:00:10``.
-    """
-    match = _TRIGGER.match(text or '')
-    if not match:
-        return text
-    kind, body = match.groups()
-    if kind == 'interval':
-        return f'every {body}'
-    if kind == 'date':
-        return f'once, at {body}'
-    if kind == 'cron':
-        fields = dict(re.findall(r"(\w+)='([^']*)'", body))
-        if set(fields) - set(_CRON_FIELDS):  # seconds, weeks or years
-            return 'cron: ' + ', '.join(f'{name} {value}'
-                                        for name, value in fields.items())
-        crontab = ' '.join(fields.get(name, '*') for name in _CRON_FIELDS)
-        if crontab == '* * * * *':
-            return 'cron "* * * * *": every minute'
-        return f'cron "{crontab}" (minute hour day month weekday)'
-    return text
-
-
-def _next_run(iso):
-    if not iso:
-        return 'paused'
-    return datetime.datetime.fromisoformat(iso).astimezone().strftime(
-        '%Y-%m-%d %H:%M:%S')
+        return _back(request, f'could not schedule: {exc}')
+    return _back(request, text, job_id)
 
 
 def _time(epoch):
@@ -200,32 +124,28 @@ BUTTONS = [
 
 PAGE = '''<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>pyramid_scheduler demo</title>
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>pyramid_scheduler demo: add jobs</title>
 <style>
- body {{ font-family: sans-serif; max-width: 52em; margin: 2em auto; }}
+ body {{ font-family: system-ui, sans-serif; max-width: 52em;
+        margin: 1em auto; padding: 0 1em; }}
  form {{ display: inline; }} button {{ margin: .2em; }}
  .msg {{ background: #eef6ee; border: 1px solid #9c9; padding: .5em; }}
- .warn {{ background: #fdf3e7; border: 1px solid #e9b96e; padding: .5em; }}
  table {{ border-collapse: collapse; width: 100%; }}
  td, th {{ border-bottom: 1px solid #ddd; padding: .25em .5em;
           text-align: left; }}
 </style></head>
 <body>
-<h1>pyramid_scheduler demo</h1>
+<h1>pyramid_scheduler demo: add jobs</h1>
+<p><a href="{dashboard_url}"><b>Open the dashboard</b></a> (queues,
+processes, scheduled and failed jobs).</p>
 {message}
-<p>Each button calls <code>request.scheduler.add_*_job(...)</code> in a view.
+<p>Each button calls <code>request.scheduler.add_*_job(...)</code> in a view
+and takes you to the job's page on the dashboard.
 {mode} Each job appends a line to <code>{runs_file}</code>, which this page
 reads.</p>
 <p>{buttons}</p>
-<p>Cancel:
- <form method="post" action="{cancel_url}"><input type="hidden" name="id"
-  value="{interval_id}"><button>Cancel the interval job</button></form>
- <form method="post" action="{cancel_url}"><input type="hidden" name="id"
-  value="{cron_id}"><button>Cancel the cron job</button></form>
-</p>
-<h2>Scheduled jobs</h2>
-{scheduled}
-<h2>Recent runs <small>(<a href="{home_url}">reload</a>)</small></h2>
+<h2>Recent runs <small>(<a href="{add_url}">reload</a>)</small></h2>
 {runs}
 </body></html>
 '''
@@ -240,25 +160,13 @@ def _mode(combined):
             'pscheduler child that ran each one.')
 
 
-def home(request):
+def add_page(request):
     esc = html.escape
     message = request.GET.get('msg')
     buttons = ''.join(
         f'<form method="post" action="{esc(request.route_url("schedule"))}">'
         f'<input type="hidden" name="kind" value="{kind}">'
         f'<button>{esc(text)}</button></form>' for kind, text in BUTTONS)
-    scheduled, problem = _scheduled_jobs(request)
-    if problem:
-        scheduled_html = f'<p class="warn">{esc(problem)}</p>'
-    elif not scheduled:
-        scheduled_html = '<p>No deferred jobs.</p>'
-    else:
-        scheduled_html = '<table><tr><th>id</th><th>trigger</th>' \
-            '<th>next run</th></tr>' + ''.join(
-                f'<tr><td>{esc(job["id"])}</td>'
-                f'<td>{esc(_describe_trigger(job["trigger"]))}</td>'
-                f'<td>{_next_run(job["next_run_time"])}</td></tr>'
-                for job in scheduled) + '</table>'
     runs = jobs.read_runs(_runs_file(request))
     if runs:
         runs_html = '<table><tr><th>ran at</th><th>kind</th><th>job</th>' \
@@ -274,10 +182,9 @@ def home(request):
         mode=esc(_mode(settings.combined)),
         runs_file=esc(_runs_file(request)),
         buttons=buttons,
-        cancel_url=esc(request.route_url('cancel')),
-        interval_id=INTERVAL_ID, cron_id=CRON_ID,
-        scheduled=scheduled_html,
-        home_url=esc(request.route_url('home')),
+        dashboard_url=esc(request.route_url(
+            'pscheduler_dashboard.overview')),
+        add_url=esc(request.route_url('add')),
         runs=runs_html,
     )
     return Response(body, content_type='text/html', charset='utf-8')

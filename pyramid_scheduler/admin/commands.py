@@ -17,12 +17,15 @@ import psutil
 from .. import naming
 from ..events import Event
 from ..failedjobs import summary
+from ..triggerwords import describe
 
 log = logging.getLogger(__name__)
 
 COMMANDS = ('print-jobs', 'ping', 'status', 'jobs', 'dead-letters',
-            'purge-dead-letters', 'failed', 'requeue', 'purge-failed')
+            'purge-dead-letters', 'failed', 'requeue', 'purge-failed', 'job')
 PAGE_SIZE = 50
+# The most of a job's args and kwargs reprs ``job`` answers with.
+REPR_LIMIT = 500
 # Failed jobs listed by ``failed`` without a limit.
 FAILED_PAGE = 100
 # What ``ping`` says of each process of the daemon (``status``: all).
@@ -53,6 +56,7 @@ class AdminCommands:
             'ping': self._ping,
             'status': self._status,
             'jobs': self._jobs,
+            'job': self._job,
             'dead-letters': self._dead_letters,
             'purge-dead-letters': self._purge_dead_letters,
             'failed': self._failed,
@@ -144,18 +148,46 @@ class AdminCommands:
     def _jobs(self, queue, args, outbox):
         offset = max(int(args.get('offset', 0)), 0)
         limit = min(max(int(args.get('limit', PAGE_SIZE)), 1), 1000)
-        jobs = self.introspection.jobs_page(queue, offset, limit)
+        search = str(args.get('search') or '')
+        answer = {'queue': queue, 'offset': offset}
+        if search:
+            jobs, total, capped = self.introspection.search(
+                queue, search, offset, limit)
+            answer.update(search=search, total=total, capped=capped)
+        else:
+            jobs = self.introspection.jobs_page(queue, offset, limit)
+            answer['total'] = self.introspection.pending_count(queue)
+        answer['jobs'] = [{
+            'id': job.id,
+            'name': job.name,
+            'trigger': str(job.trigger),
+            'trigger_words': describe(job.trigger),
+            'next_run_time': (job.next_run_time.isoformat()
+                              if job.next_run_time else None),
+        } for job in jobs]
+        return answer
+
+    def _job(self, queue, args, outbox):
+        """One deferred job of this queue's store (``found`` False when it
+        has none of that id: every queue's owner is asked)."""
+        job_id = str(args.get('id') or '')
+        if not job_id:
+            raise ValueError('job needs the id of a deferred job: '
+                             '"job ID" or "job id=ID"')
+        job = self.introspection.lookup(queue, job_id)
+        if job is None:
+            return {'queue': queue, 'id': job_id, 'found': False}
+        spec = job.args[1] if len(job.args) > 1 and isinstance(
+            job.args[1], dict) else {}
         return {
-            'queue': queue,
-            'offset': offset,
-            'total': self.introspection.pending_count(queue),
-            'jobs': [{
-                'id': job.id,
-                'name': job.name,
-                'trigger': str(job.trigger),
-                'next_run_time': (job.next_run_time.isoformat()
-                                  if job.next_run_time else None),
-            } for job in jobs],
+            'queue': queue, 'id': job.id, 'found': True, 'name': job.name,
+            'kind': spec.get('kind'), 'func': spec.get('func'),
+            'args': repr(spec.get('args', ()))[:REPR_LIMIT],
+            'kwargs': repr(spec.get('kwargs', {}))[:REPR_LIMIT],
+            'trigger': str(job.trigger),
+            'trigger_words': describe(job.trigger),
+            'next_run_time': (job.next_run_time.isoformat()
+                              if job.next_run_time else None),
         }
 
     def _dead_letters(self, queue, args, outbox):

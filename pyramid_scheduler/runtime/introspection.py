@@ -10,6 +10,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from sqlalchemy import func, select
 
 from .. import transports
+from . import jobsearch
 from ..execution import app_threadlocals
 from ..transports.sqlite import housekeeping as sqlite_housekeeping
 
@@ -52,6 +53,18 @@ class Introspection:
                 log.exception('job %s in queue %s does not load', row.id,
                               queue)
         return jobs
+
+    def search(self, queue, text, offset=0, limit=50):
+        """``(page, total, capped)``: the deferred jobs of ``queue`` whose id
+        or name contains ``text`` (see jobsearch)."""
+        store = self.deferred.jobstore(queue)
+        if isinstance(store, SQLAlchemyJobStore):
+            return jobsearch.search_sql_store(store, text, offset, limit)
+        return jobsearch.search_memory_store(store, text, offset, limit)
+
+    def lookup(self, queue, job_id):
+        """The deferred job ``job_id`` of ``queue``'s store, or None."""
+        return self.deferred.jobstore(queue).lookup_job(job_id)
 
     def housekeeping(self):
         """Tidy the embedded broker (dead leases, stale replies); call
