@@ -41,6 +41,7 @@ COMMAND_ARGUMENTS = types.MappingProxyType({
     'job': {'id': str},
     'dead-letters': {},
     'purge-dead-letters': {},
+    'requeue-dead-letters': {'limit': (1, 10000)},
     'failed': {'limit': (1, 1000)},
     'requeue': {'id': str},
     'purge-failed': {},
@@ -303,6 +304,11 @@ def _format_purge(head, result):
     return f'{head}: purged {result.get("purged", 0)} dead letter(s)'
 
 
+def _format_requeue_dead_letters(head, result):
+    return (f'{head}: requeued {result.get("requeued", 0)} dead letter(s); '
+            f'{result.get("left", 0)} left')
+
+
 def _format_failed(head, result):
     jobs = result.get('jobs') or []
     count = result.get('count', len(jobs))
@@ -339,6 +345,7 @@ _FORMATTERS = {
     'job': _format_job,
     'dead-letters': _format_dead_letters,
     'purge-dead-letters': _format_purge,
+    'requeue-dead-letters': _format_requeue_dead_letters,
     'failed': _format_failed,
     'requeue': _format_requeue,
     'purge-failed': _format_purge_failed,

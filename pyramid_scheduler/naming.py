@@ -32,6 +32,12 @@ def store_queue_name(settings, queue):
     return f'{settings.scheduler_id}.{queue}.store'
 
 
+# A dead letter's headers: why it was rejected, and the broker queue it
+# came from (where ``requeue-dead-letters`` puts it back).
+REASON_HEADER = 'x-pscheduler-reason'
+FROM_QUEUE_HEADER = 'x-pscheduler-queue'
+
+
 def dead_letter_queue_name(settings, queue):
     return f'{settings.scheduler_id}.{queue}.dead'
 

@@ -560,7 +560,8 @@ def test_import_paths_used_from_outside():
     assert callable(send_command) and SQLiteTransport and Transport
     assert COMMANDS == ('print-jobs', 'ping', 'status', 'jobs',
                         'dead-letters', 'purge-dead-letters', 'failed',
-                        'requeue', 'purge-failed', 'job')
+                        'requeue', 'purge-failed', 'job',
+                        'requeue-dead-letters')
 
 
 # --- the daemon's exit codes -------------------------------------------------

@@ -171,7 +171,10 @@ def test_pages_of_a_real_daemons_jobs(tmp_path, daemons):
     assert '11 deferred job(s) matching job-5' in found.text
     assert web.get('/scheduler/jobs', {'queue': 'nope'},
                    status=400).status_int == 400
-    one = web.get('/scheduler/job/job-9')
+    # Asked again if the daemon did not answer in time (a loaded machine).
+    one = wait_for(lambda: (lambda page: page if 'No answer' not in page.text
+                            else None)(web.get('/scheduler/job/job-9')), 30,
+                   what='the job page with the daemon\'s answer')
     assert 'every 10 minutes' in one.text and 'tests.jobs:noop' in one.text
     letters = web.get('/scheduler/dead-letters')
     assert 'jobs: 0 in' in letters.text
@@ -179,3 +182,7 @@ def test_pages_of_a_real_daemons_jobs(tmp_path, daemons):
                       {FIELD: web.cookies[COOKIE], 'queue': 'jobs'},
                       status=303).follow()
     assert 'purged 0 dead letter(s) of jobs' in purged.text
+    requeued = web.post('/scheduler/requeue-dead-letters',
+                        {FIELD: web.cookies[COOKIE], 'queue': 'jobs'},
+                        status=303).follow()
+    assert 'requeued 0 dead letter(s) of jobs' in requeued.text

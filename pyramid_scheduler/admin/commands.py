@@ -22,8 +22,11 @@ from ..triggerwords import describe
 log = logging.getLogger(__name__)
 
 COMMANDS = ('print-jobs', 'ping', 'status', 'jobs', 'dead-letters',
-            'purge-dead-letters', 'failed', 'requeue', 'purge-failed', 'job')
+            'purge-dead-letters', 'failed', 'requeue', 'purge-failed', 'job',
+            'requeue-dead-letters')
 PAGE_SIZE = 50
+# Dead letters ``requeue-dead-letters`` puts back without a limit.
+DEAD_LETTER_BATCH = 1000
 # The most of a job's args and kwargs reprs ``job`` answers with.
 REPR_LIMIT = 500
 # Failed jobs listed by ``failed`` without a limit.
@@ -59,6 +62,7 @@ class AdminCommands:
             'job': self._job,
             'dead-letters': self._dead_letters,
             'purge-dead-letters': self._purge_dead_letters,
+            'requeue-dead-letters': self._requeue_dead_letters,
             'failed': self._failed,
             'requeue': self._requeue,
             'purge-failed': self._purge_failed,
@@ -203,6 +207,37 @@ class AdminCommands:
         purged = bound.purge()
         self.dead_letters.forget(queue)
         return {'queue': queue, 'purged': purged or 0}
+
+    def _requeue_dead_letters(self, queue, args, outbox):
+        """Put up to ``limit`` dead letters back on the queue they came
+        from, each as it was (its headers but the two dead-letter ones)."""
+        limit = int(args.get('limit', DEAD_LETTER_BATCH))
+        bound = outbox.bind(naming.dead_letter_queue(self.settings, queue))
+        bound.declare()
+        requeued = 0
+        while requeued < limit:
+            message = bound.get(no_ack=False, accept=None)
+            if message is None:
+                break
+            headers = {key: value for key, value in
+                       (message.headers or {}).items()
+                       if key not in ('compression', naming.REASON_HEADER)}
+            origin = headers.pop(naming.FROM_QUEUE_HEADER, None)
+            outbox.republish(message, self._origin(queue, origin), headers,
+                             compression=self.settings.compressor)
+            message.ack()
+            requeued += 1
+        self.dead_letters.forget(queue)
+        return {'queue': queue, 'requeued': requeued,
+                'left': _queue_size(bound)}
+
+    def _origin(self, queue, name):
+        """The kombu queue a dead letter came from (default: the job
+        queue): its job, store or admin queue."""
+        for make in (naming.store_queue, naming.admin_queue):
+            if make(self.settings, queue).name == name:
+                return make(self.settings, queue)
+        return naming.job_queue(self.settings, queue)
 
     # --- the failed-job registry: each queue's owner answers for it ------
 

@@ -141,6 +141,11 @@ def job(request, data, token):
                   ('kwargs', f'<code>{esc(deferred["kwargs"])}</code>')]
     body = '<dl>' + ''.join(f'<dt>{esc(k)}</dt><dd>{v}</dd>'
                             for k, v in items) + '</dl>'
+    if deferred is None and data['missing']:
+        body += ('<p class="msg warn">No answer from queue(s) '
+                 f'{esc(", ".join(data["missing"]))}: whether the job is '
+                 'stored there, and when it runs next, is unknown; reload '
+                 'to ask again.</p>')
     if status is not None and status.traceback:
         body += f'<h2>Traceback</h2><pre>{esc(status.traceback)}</pre>'
     return body + '<p>' + _job_actions(request, data, token) + '</p>'
@@ -178,9 +183,11 @@ def failed(request, data, token):
 def dead_letters(request, data, token):
     body = ''
     for queue, result in data['queues'].items():
-        purge = button(_url(request, 'purge_dead_letters'), 'Purge', token,
-                       {'queue': queue}, danger=True) if result.get(
-            'count') else ''
+        purge = (button(_url(request, 'requeue_dead_letters'), 'Requeue',
+                        token, {'queue': queue})
+                 + button(_url(request, 'purge_dead_letters'), 'Purge',
+                          token, {'queue': queue}, danger=True)
+                 ) if result.get('count') else ''
         body += (f'<h2>{esc(queue)}: {esc(result.get("count"))} in '
                  f'{esc(result.get("dead_letter_queue"))} {purge}</h2>')
         body += table(['recent reasons (this runtime)'],

@@ -18,7 +18,8 @@ PAGES = types.MappingProxyType({
 ACTIONS = types.MappingProxyType({
     'requeue': '/requeue', 'cancel': '/cancel',
     'purge_failed': '/purge-failed',
-    'purge_dead_letters': '/purge-dead-letters'})
+    'purge_dead_letters': '/purge-dead-letters',
+    'requeue_dead_letters': '/requeue-dead-letters'})
 REFRESH_SECONDS = 5
 
 
@@ -144,17 +145,30 @@ def purge_failed(request, scheduler):
 
 
 def purge_dead_letters(request, scheduler):
+    return _dead_letters_action(request, scheduler, 'purge-dead-letters',
+                                lambda result: f'purged {result["purged"]}')
+
+
+def requeue_dead_letters(request, scheduler):
+    return _dead_letters_action(
+        request, scheduler, 'requeue-dead-letters',
+        lambda result: f'requeued {result["requeued"]}')
+
+
+def _dead_letters_action(request, scheduler, command, done):
+    """Ask the owner of the form's queue to ``command`` its dead letters."""
     queue = request.POST.get('queue', '')
     if queue not in scheduler.settings.queues:
         raise HTTPBadRequest(f'no queue {queue!r}')
-    answers = data.ask(scheduler, 'purge-dead-letters', [queue])
+    answers = data.ask(scheduler, command, [queue])
     if queue not in answers.results:
-        return (f'!no answer from queue {queue}: nothing purged',
+        return (f'!no answer from queue {queue}: nothing done',
                 ('dead_letters', {}))
-    purged = answers.results[queue].get('purged', 0)
-    return f'purged {purged} dead letter(s) of {queue}', ('dead_letters', {})
+    return (f'{done(answers.results[queue])} dead letter(s) of {queue}',
+            ('dead_letters', {}))
 
 
 ACTION_HANDLERS = types.MappingProxyType({
     'requeue': requeue, 'cancel': cancel, 'purge_failed': purge_failed,
-    'purge_dead_letters': purge_dead_letters})
+    'purge_dead_letters': purge_dead_letters,
+    'requeue_dead_letters': requeue_dead_letters})

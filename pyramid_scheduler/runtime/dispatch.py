@@ -204,10 +204,15 @@ class Dispatcher:
         self.stats.add('dead_lettered')
         self.dead_letters.add(queue, reason)
         target = self._dead_letter_queue_for(queue)
+        # Its own headers kept (its signature, its outbox entry): a dead
+        # letter requeued (``requeue-dead-letters``) is the message it was.
+        # kombu has decompressed it: its compression header goes.
+        headers = {key: value for key, value in (message.headers or {}).items()
+                   if key != 'compression'}
+        headers.update({naming.REASON_HEADER: reason[:1000],
+                        naming.FROM_QUEUE_HEADER: queue})
         try:
-            self.outbox.republish(
-                message, target, headers={'x-pscheduler-reason': reason[:1000],
-                                          'x-pscheduler-queue': queue})
+            self.outbox.republish(message, target, headers=headers)
         except Exception:
             log.exception('could not move a rejected message to %s',
                           target.name)
