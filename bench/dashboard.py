@@ -10,7 +10,8 @@ database), stores ``--jobs`` cron jobs (``cron-0`` ...; the first 200 sent
 through the broker, the rest written straight into the job store table as
 the child would, bench.daemon.bulk_load), then times each page of the
 dashboard, served in this process through WebTest: the median of
-``--repeat`` requests, in ms. The pages that ask the daemon (overview,
+``--repeat`` requests, in ms; then the daemon's metrics scrape (over HTTP,
+20 times). The pages that ask the daemon (overview,
 scheduled jobs, a job) include the admin command's round trip over the
 broker.
 """
@@ -60,11 +61,12 @@ def pages(n_jobs):
     ]
 
 
-def write_ini(work, jobstore_url):
+def write_ini(work, jobstore_url, metrics_port):
     lines = ['[app:main]', 'use = call:bench.dashboard:make_app',
              'scheduler.queues = jobs', 'scheduler.allowed_modules = bench',
              f'scheduler.database = {work / "pscheduler.sqlite"}',
-             f'scheduler.id = dash{os.getpid()}']
+             f'scheduler.id = dash{os.getpid()}',
+             f'scheduler.metrics.bind = 127.0.0.1:{metrics_port}']
     if jobstore_url:
         lines.append(f'scheduler.jobstore.url = {jobstore_url}')
     ini = work / 'bench.ini'
@@ -110,6 +112,32 @@ def time_pages(app, n_jobs, repeat):
     return results
 
 
+def time_scrapes(port, n_jobs, repeat):
+    """The metrics scrape, once the owner has counted the stored jobs."""
+    import urllib.request
+    url = f'http://127.0.0.1:{port}/metrics'
+
+    def scrape():
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+    wait_for(lambda: f'pscheduler_scheduled_jobs{{queue="jobs"}} '
+             f'{float(n_jobs)}' in scrape(), 60,
+             what='the stored jobs counted in the metrics')
+    times = []
+    for _ in range(max(repeat, 20)):
+        t0 = time.perf_counter()
+        scrape()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), max(times)
+
+
+def free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def drop_table(url, scheduler_id):
     import sqlalchemy
     engine = sqlalchemy.create_engine(url)
@@ -131,7 +159,8 @@ def main(argv=None):
     work = pathlib.Path(tempfile.mkdtemp(prefix='pscheduler-dash-bench-'))
     url = (os.environ.get('PSCHEDULER_BENCH_PG_URL', DEFAULT_PG)
            if args.jobstore == 'postgres' else None)
-    ini = write_ini(work, url)
+    port = free_port()
+    ini = write_ini(work, url, port)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     log = open(work / 'pscheduler.log', 'wb')
     daemon = subprocess.Popen([sys.executable, '-m', 'pscheduler', str(ini)],
@@ -150,6 +179,9 @@ def main(argv=None):
         print(f'{"page":48} {"median ms":>10} {"max ms":>8}')
         for label, median, most in time_pages(app, args.jobs, args.repeat):
             print(f'{label:48} {median:10.1f} {most:8.1f}')
+        median, most = time_scrapes(port, args.jobs, args.repeat)
+        print(f'{"metrics scrape (GET /metrics, 20 times)":48} '
+              f'{median:10.1f} {most:8.1f}')
     finally:
         daemon.terminate()
         daemon.wait(60)
