@@ -128,6 +128,17 @@ def test_processes_come_once_per_daemon_or_from_each_queue():
                                      'retried': 0}
 
 
+def test_restarts_come_once_per_daemon_and_are_shown():
+    from pyramid_scheduler.dashboard import pages
+    entry = {'queue': 'jobs', 'slot': 0, 'reason': 'killed', 'count': 2}
+    daemon = {'host': 'h', 'master_pid': 1, 'restarts': [entry]}
+    found = data.restarts({'a': {'daemon': daemon}, 'b': {'daemon': daemon},
+                           'c': {}})
+    assert found == [dict(entry, host='h')]
+    assert 'jobs slot 0: killed &times;2' in pages._restarts(found)
+    assert 'No child restarted' in pages._restarts([])
+
+
 @pytest.mark.slow   # the job's page waits for the absent daemon's answer
 def test_a_requeue_the_scheduler_refuses_comes_back_as_a_message(tmp_path):
     app = TestApp(make_app(tmp_path, **{

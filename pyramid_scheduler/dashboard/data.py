@@ -60,7 +60,20 @@ def overview(scheduler):
             'failed': failed.count(queue),
         })
     return {'queues': queues, 'processes': processes(status.results),
-            'missing': status.missing}
+            'restarts': restarts(status.results), 'missing': status.missing}
+
+
+def restarts(results):
+    """Each daemon's child restarts by queue, slot and reason (once per
+    daemon, as processes())."""
+    found = {}
+    for result in results.values():
+        daemon = result.get('daemon') or {}
+        key = (daemon.get('host'), daemon.get('master_pid'))
+        if daemon and key not in found:
+            found[key] = [dict(entry, host=daemon.get('host'))
+                          for entry in daemon.get('restarts') or ()]
+    return [entry for entries in found.values() for entry in entries]
 
 
 def processes(results):

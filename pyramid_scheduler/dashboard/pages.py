@@ -45,10 +45,19 @@ def overview(request, data):
              'CPU', 'run/failed/retried', 'since daemon start',
              'in flight', 'scheduler', 'store owner'],
             process_rows, numeric=(1, 3, 6, 7, 10)) +
+        _restarts(data.get('restarts') or []) +
         '<p><small>run/failed/retried: jobs since the process started; '
         'scheduler: its scheduler thread; store owner: the process that '
         f'owns the queue\'s job store. Refreshes every 5 s; read at '
         f'{esc(now_text())}.</small></p>')
+
+
+def _restarts(entries):
+    if not entries:
+        return '<p>No child restarted since the daemon started.</p>'
+    return '<p>Children restarted: ' + ', '.join(
+        f'{esc(e["queue"])} slot {esc(e["slot"])}: {esc(e["reason"])} '
+        f'&times;{esc(e["count"])}' for e in entries) + '.</p>'
 
 
 def _figures(counts):
