@@ -16,6 +16,7 @@ last.
 Its own children (the queues' processes) close the socket right after the
 fork, like every descriptor of the master's.
 """
+import glob
 import logging
 import os
 import signal
@@ -151,7 +152,6 @@ def url_of(sock):
 def serve(sock, state_dir, url):
     """Serve ``sock`` until SIGTERM; the process's exit code."""
     from prometheus_client import CollectorRegistry, make_wsgi_app
-    from prometheus_client.multiprocess import MultiProcessCollector
     for signum in SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the master's
@@ -160,7 +160,7 @@ def serve(sock, state_dir, url):
     die_with_parent(signal.SIGTERM)
     set_title(f'pscheduler: metrics {url}')
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=metrics_dir(state_dir))
+    registry.register(FilesCollector(metrics_dir(state_dir)))
     registry.register(TableCollector(state_dir))
     server = PreboundServer(sock, QuietHandler)
     server.set_app(make_wsgi_app(registry))
@@ -189,6 +189,34 @@ class QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format, *args):
         pass
+
+
+class FilesCollector:
+    """prometheus_client's multiprocess collector, minus the file another
+    process is creating this instant (empty, not readable yet) or the
+    master is deleting (a dead child's gauges): such a file would fail the
+    whole scrape, and the next one reads it, or does without."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def collect(self):
+        from prometheus_client.multiprocess import MultiProcessCollector
+        files = glob.glob(os.path.join(self.path, '*.db'))
+        try:
+            return MultiProcessCollector.merge(files, accumulate=True)
+        except Exception:
+            readable = [path for path in files if _readable(path)]
+            return MultiProcessCollector.merge(readable, accumulate=True)
+
+
+def _readable(path):
+    from prometheus_client.multiprocess import MultiProcessCollector
+    try:
+        MultiProcessCollector.merge([path], accumulate=False)
+    except Exception:
+        return False
+    return True
 
 
 class TableCollector:

@@ -105,3 +105,16 @@ def test_a_daemon_is_shown_once_whatever_the_queues_that_answer():
 
 def test_no_table_no_daemon(tmp_path):
     assert daemon_view(str(tmp_path)) is None
+
+
+@pytest.mark.slow   # another process writes the files
+def test_a_scrape_does_without_a_file_being_created(tmp_path):
+    """An empty file (a process creating it this instant) fails
+    prometheus_client's own collector, and only that file is left out."""
+    from pscheduler.metricsserver import FilesCollector
+    (tmp_path / 'counter_123.db').touch()
+    write_metrics(tmp_path, 0, executed=3)
+    samples = {(sample.name, sample.labels.get('outcome')): sample.value
+               for family in FilesCollector(str(tmp_path)).collect()
+               for sample in family.samples}
+    assert samples[('pscheduler_jobs_total', 'succeeded')] == 3
