@@ -135,7 +135,7 @@ def test_restarts_come_once_per_daemon_and_are_shown():
     found = data.restarts({'a': {'daemon': daemon}, 'b': {'daemon': daemon},
                            'c': {}})
     assert found == [dict(entry, host='h')]
-    assert 'jobs slot 0: killed &times;2' in pages._restarts(found)
+    assert 'jobs #1: killed &times;2' in pages._restarts(found)
     assert 'No child restarted' in pages._restarts([])
 
 

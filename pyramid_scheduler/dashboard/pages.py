@@ -41,10 +41,10 @@ def overview(request, data):
              'running', 'dead letters', 'failed'],
             queue_rows, numeric=(2, 3, 4, 5, 6)) +
         '<h2>Processes</h2>' + table(
-            ['role', 'pid', 'queue', 'slot', 'state', 'uptime', 'RSS',
+            ['role', 'pid', 'queue', 'process', 'state', 'uptime', 'RSS',
              'CPU', 'run/failed/retried', 'since daemon start',
              'in flight', 'scheduler', 'store owner'],
-            process_rows, numeric=(1, 3, 6, 7, 10)) +
+            process_rows, numeric=(1, 6, 7, 10)) +
         _restarts(data.get('restarts') or []) +
         '<p><small>run/failed/retried: jobs since the process started; '
         'scheduler: its scheduler thread; store owner: the process that '
@@ -52,11 +52,16 @@ def overview(request, data):
         f'{esc(now_text())}.</small></p>')
 
 
+def _slot(slot):
+    """``#1`` for slot 0: how process titles and ``status`` number them."""
+    return '-' if slot is None else f'#{slot + 1}'
+
+
 def _restarts(entries):
     if not entries:
         return '<p>No child restarted since the daemon started.</p>'
     return '<p>Children restarted: ' + ', '.join(
-        f'{esc(e["queue"])} slot {esc(e["slot"])}: {esc(e["reason"])} '
+        f'{esc(e["queue"])} {esc(_slot(e["slot"]))}: {esc(e["reason"])} '
         f'&times;{esc(e["count"])}' for e in entries) + '.</p>'
 
 
@@ -71,7 +76,7 @@ def _process_row(p):
     alive = p.get('scheduler_alive')
     return [
         esc(p.get('role')), f'<span class="pid">{esc(p.get("pid"))}</span>',
-        esc(p.get('queue')), esc(p.get('slot')), esc(p.get('state')),
+        esc(p.get('queue')), esc(_slot(p.get('slot'))), esc(p.get('state')),
         esc(seconds(p.get('uptime'))), esc(size(p.get('rss'))),
         esc('-' if p.get('cpu') is None else f'{p["cpu"]:.1f} s'),
         _figures(p.get('since_start')), _figures(p.get('since_daemon_start')),
