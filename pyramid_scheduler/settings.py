@@ -116,6 +116,7 @@ class SchedulerSettings:
     admin_timeout: float
     apscheduler_options: dict
     queue_settings: dict
+    failover: float = 5.0
 
     def __repr__(self):
         # Reprs end up in logs and tracebacks: never the secrets (repr=False

@@ -63,11 +63,12 @@ from .received import ReceivedCopies
 from .records import Records
 from .retries import Retries
 from .state import RunState
-from .storelock import StoreLock, lock_path
+from .storelock import store_lock, store_owners
 from .timelimits import TimeLimits
 from .workers import InFlight, WorkerPool
 
-__all__ = ['Runtime', 'STORED_JOB_FUNC', 'delete_consumed_messages']
+__all__ = ['Runtime', 'STORED_JOB_FUNC', 'delete_consumed_messages',
+           'store_owners']
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class Runtime:
         self.state = RunState()
         self.worker_count = sum(settings.executor_size(q)
                                 for q in self.queues)
-        self._locks = ({q: StoreLock(lock_path(settings, q))
+        self._locks = ({q: store_lock(settings, q)
                         for q in self.queues} if self.owns_stores else {})
         self._build_parts()
         self.consumer = None
@@ -139,7 +140,8 @@ class Runtime:
             self.introspection = Introspection(settings, self.registry, None)
             self.deferred = DeferredJobs(
                 settings, queues, self.worker_count, self.jobs, self.in_flight,
-                housekeeping=self.introspection.housekeeping)
+                housekeeping=self.introspection.housekeeping,
+                fences={q: lock.may_fire for q, lock in self._locks.items()})
             self.introspection.deferred = self.retries.deferred = self.deferred
             commands = admin_commands(self)
         self.dispatcher = Dispatcher(
@@ -158,7 +160,7 @@ class Runtime:
                    else lock.try_acquire())
             if not got:
                 log.debug('job store of queue %r is in use by another '
-                          'scheduler process (lock %s)', queue, lock.path)
+                          'scheduler process', queue)
                 return False
         return True
 
@@ -224,8 +226,9 @@ class Runtime:
 
     def problem(self):
         """The first thread the runtime depends on that is dead or stuck,
-        with why; None while all are fine."""
-        return self.state.threads.problem()
+        or a job store ownership lost, with why; None while all are fine."""
+        return next((lock.lost for lock in self._locks.values()
+                     if lock.lost), None) or self.state.threads.problem()
 
     def health(self):
         """Each thread's state and the time of the last scheduler pass

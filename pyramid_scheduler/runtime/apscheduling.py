@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 FIRST_RETRY = 0.5
 
 
+class NotOwner(Exception):
+    """The job store's ownership lapsed in the middle of a pass."""
+
+
 class HandOvers:
     """Due runs submitted to a worker, not yet taken out of the job store.
 
@@ -43,8 +47,18 @@ class HandOvers:
     remove_job all hold it), so it needs no lock of its own.
     """
 
-    def __init__(self):
+    def __init__(self, may_fire=lambda queue: True):
         self._waiting = {}   # job id -> threading.Event
+        # may_fire(queue): whether this process owns the queue's job store
+        # now (deferred.DeferredJobs.may_fire); checked before a run is
+        # read from the store, handed to a worker, or taken out of the store.
+        self.may_fire = may_fire
+
+    def check_owner(self, queue):
+        if not self.may_fire(queue):
+            raise NotOwner(f'this process no longer owns the job store of '
+                           f'queue {queue}: its runs are left in the store, '
+                           f'for its new owner')
 
     def expect(self, job_id):
         """The event a worker waits on before it starts ``job_id``'s run."""
@@ -134,11 +148,20 @@ class HandingOverJobStore(PreparedJobStore):
         super().__init__(**options)
         self._hand_overs = hand_overs
 
+    def get_due_jobs(self, now):
+        # Not the owner (any more, or not for the moment): nothing is due
+        # here, and the store is not even read.
+        if not self._hand_overs.may_fire(self._alias):
+            return []
+        return super().get_due_jobs(now)
+
     def update_job(self, job):
+        self._hand_overs.check_owner(self._alias)
         super().update_job(job)
         self._hand_overs.out_of_store(job.id)
 
     def remove_job(self, job_id):
+        self._hand_overs.check_owner(self._alias)
         super().remove_job(job_id)
         self._hand_overs.out_of_store(job_id)
 
@@ -157,6 +180,9 @@ class RuntimeExecutor(BaseExecutor):
         self._hand_overs = hand_overs
 
     def _do_submit_job(self, job, run_times):
+        # Raising here, APScheduler would still take the run out of the
+        # store: the store's update_job/remove_job refuse it then too.
+        self._hand_overs.check_owner(getattr(job, '_jobstore_alias', None))
         last_run = job.trigger.get_next_fire_time(
             run_times[-1], datetime.datetime.now(datetime.timezone.utc)) is None
         # Kept durable before APScheduler takes it out of the store, unless
