@@ -8,8 +8,9 @@ with a connection is made here, after the fork. It then
    promise from the kernel to be told when the master dies;
 2. loads the application and checks it includes pyramid_scheduler, not in
    combined mode (distinct exit codes, which the master turns into its own);
-3. takes its queue's job store lock (never two schedulers on one store),
-   starts the runtime, waits for its broker's first answer and reports
+3. takes its queue's job store lock (never two schedulers on one store;
+   while another process, on any host, owns it, the child stands by and
+   says so: runtime/storelock.py), starts the runtime, waits for its broker's first answer and reports
    ``ready``: a broker that is down keeps it waiting (and saying why to the
    master), one that refuses the configuration (wrong password, no such
    database) ends it with exit code 3, as a job store that does;
@@ -238,20 +239,25 @@ class Child:
 
         Our master stops a queue's old child before it starts the new one,
         so the lock is normally free at once. Another process holding it
-        (a second pscheduler, a combined-mode web process on this host)
-        makes us wait as a standby, alive and saying so, not fail.
+        (a pscheduler on another host, a combined-mode web process) makes us
+        a standby: we tell the master (which tells systemd we are ready,
+        standing by), and take the store over as soon as it is free.
         """
+        if runtime.acquire_stores():
+            return True
         next_log = time.monotonic()
+        self.spec.reports.standby(describe_owners(runtime))
         while True:
             got = runtime.acquire_stores(timeout=1,
                                          should_stop=self._beat_and_check)
             if got:
+                log.warning('queue %s: taking over the job store', self.label)
                 return True
             if self.should_stop():
                 return False
             if time.monotonic() >= next_log:
-                log.warning('queue %s: waiting for the job store, which '
-                            'another scheduler process holds', self.label)
+                log.warning('queue %s: standing by: the job store is owned '
+                            'by %s', self.label, describe_owners(runtime))
                 next_log = time.monotonic() + LOCK_WAIT_LOG_INTERVAL
 
     def _beat_and_check(self):
@@ -311,6 +317,17 @@ class Child:
         stopping.start()
         stopping.join(STOP_AFTER_PROBLEM)
         return exitcodes.FAILURE
+
+
+def describe_owners(runtime):
+    """``host db1 pid 42``: who owns the runtime's job stores (logs and
+    systemd's STATUS); read from the stores, so it may fail."""
+    try:
+        owners = runtime.store_owners()
+    except Exception as exc:
+        return f'another process (unknown: {one_line(exc)})'
+    return ', '.join(f'host {o["host"]} pid {o["pid"]}' if o
+                     else 'another process' for o in owners.values())
 
 
 def exit_past_hard_time_limit(reports, reason):

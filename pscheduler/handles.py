@@ -48,6 +48,8 @@ class ChildHandle:
         self.clock = clock             # the master's
         self.started_at = clock()
         self.ready_at = None
+        # Who owns its job store while it stands by (channel.STANDBY).
+        self.standby = None
         self.error = None
         self.stop_reason = None        # why the master asked it to go
         self.kill_at = None            # when a stopping child gets SIGKILL

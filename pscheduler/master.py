@@ -37,8 +37,8 @@ import os
 import signal
 import time
 
-from . import exitcodes, handles, health, reload, restarts, systemd
-from .channel import FAILED, READY, WAITING
+from . import (childreports, exitcodes, handles, health, reload, restarts,
+               systemd)
 from .exitcodes import ExitError
 from .handles import PLANNED_STOPS, SHUTDOWN, describe_exit
 from .signals import SignalQueue
@@ -268,22 +268,7 @@ class Master:
 
     def handle_reports(self, child, reports):
         for report in reports:
-            event = report.get('event')
-            if event == READY and not child.ready:
-                child.mark_ready()
-                slot = self.slots.get(child.slot_key)
-                if slot is not None and slot.child is child:
-                    slot.boot_failures = 0
-                log.info('child %d serving queue %s (started in %.1fs)',
-                         child.pid, child.label, child.uptime())
-                if self.watch_files is not None and report.get('files'):
-                    self.watch_files(report['files'])
-            elif event == FAILED:
-                child.error = report.get('error')
-            elif event == WAITING:  # alive, not ready: not serving yet
-                log.warning('child %d for queue %s is not ready: %s; it '
-                            'keeps trying', child.pid, child.label,
-                            report.get('reason'))
+            childreports.handle(self, child, report)
 
     # --- health --------------------------------------------------------------
 

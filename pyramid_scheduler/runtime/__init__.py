@@ -155,14 +155,12 @@ class Runtime:
 
     def acquire_stores(self, timeout=0, should_stop=lambda: False):
         """Take the lock of every queue's job store; False if one is held."""
-        for queue, lock in self._locks.items():
-            got = (lock.acquire(timeout, should_stop) if timeout
-                   else lock.try_acquire())
-            if not got:
-                log.debug('job store of queue %r is in use by another '
-                          'scheduler process', queue)
-                return False
-        return True
+        return all(lock.acquire(timeout, should_stop) if timeout
+                   else lock.try_acquire() for lock in self._locks.values())
+
+    def store_owners(self):
+        """``{queue: {'host', 'pid'} or None}``, read from the stores."""
+        return store_owners(self.settings, self.queues)
 
     def release_stores(self):
         """Release the job store locks taken by :meth:`acquire_stores` (a

@@ -1,0 +1,87 @@
+"""Two pscheduler daemons for the same queue, sharing Redis and a
+PostgreSQL job store, with lock files that never meet (two directories, as
+two hosts, or systemd's ``PrivateTmp=yes``): issue 17 on one machine.
+
+The second stands by and tells systemd it is ready (READY=1, STATUS says it
+stands by); date jobs run once each; SIGKILL of the owner's whole process
+group hands its deferred jobs to the standby within ``scheduler.failover``
+(5 s by default), and no run happens twice.
+"""
+import os
+import time
+from collections import Counter
+
+import pytest
+
+from tests import jobs
+from tests.daemon_helpers import (
+    PG_URL, NotifySocket, child_env, producer, wait_for, write_ini)
+
+pytestmark = pytest.mark.slow
+
+
+def two_daemon_inis(tmp_path, broker_for, **extra):
+    settings = broker_for('redis', **{
+        'scheduler.jobstore.url': PG_URL, **extra})
+    inis = []
+    for name in ('a', 'b'):
+        (tmp_path / name).mkdir()
+        inis.append(write_ini(tmp_path / name / 'app.ini', settings=settings))
+    return inis
+
+
+def interval_doubles(runs, job_id, period=1.0):
+    """Runs of an interval job closer than half its period: one tick run
+    twice."""
+    times = sorted(at for name, _, at in runs if name == job_id)
+    return sum(1 for a, b in zip(times, times[1:]) if b - a < period / 2)
+
+
+def test_a_standby_reports_ready_and_takes_over_within_the_failover(
+        tmp_path, broker_for, daemons):
+    ini_a, ini_b = two_daemon_inis(tmp_path, broker_for)
+    out = str(tmp_path / 'runs')
+    owner = daemons(ini_a)
+    owner.wait_ready({'jobs'})
+    notify = NotifySocket()
+    try:
+        standby = daemons(ini_b, env=child_env(NOTIFY_SOCKET=notify.path))
+        standby.wait_ready({'jobs'})
+        ready = wait_for(lambda: [m for m in notify.received()
+                                  if m.get('READY') == '1'], 20)
+        assert 'standing by' in ready[0]['STATUS'], ready
+        assert f'pid {owner.child_pids()["jobs"]}' in ready[0]['STATUS']
+        start = time.time()
+        with producer(ini_a) as scheduler:
+            for number in range(20):
+                scheduler.add_date_job(
+                    jobs.append_id, start + 1 + number * 0.3,
+                    args=(out, f'date{number}'), id=f'date{number}')
+            scheduler.add_interval_job(jobs.append_id, seconds=1,
+                                       args=(out, 'tick'), id='tick')
+        owner_pid = owner.child_pids()['jobs']
+        wait_for(lambda: sum(1 for r in jobs.read_ids(out)
+                             if r[0].startswith('date')) >= 10, 20)
+        killed = time.time()
+        owner.kill_all()
+        standby_pid = standby.child_pids()['jobs']
+        wait_for(lambda: [r for r in jobs.read_ids(out)
+                          if r[1] == standby_pid and r[0] == 'tick'], 15,
+                 what=f'a tick by the standby; log:\n{standby.log()}')
+        taken_over = min(at for name, pid, at in jobs.read_ids(out)
+                         if pid == standby_pid) - killed
+        wait_for(lambda: len({r[0] for r in jobs.read_ids(out)
+                              if r[0].startswith('date')}) == 20, 20)
+        wait_for(lambda: notify.received() and any(
+            'standing by' not in m.get('STATUS', 'standing by')
+            for m in notify.received()), 10)
+    finally:
+        notify.close()
+    runs = jobs.read_ids(out)
+    dates = Counter(name for name, _, _ in runs if name.startswith('date'))
+    print(f'failover after SIGKILL of the owner: {taken_over:.2f}s; '
+          f'{sum(dates.values())} date runs of 20 jobs')
+    assert taken_over < 5.0
+    assert all(count == 1 for count in dates.values()), dates
+    assert interval_doubles(runs, 'tick') == 0, runs
+    assert {pid for _, pid, _ in runs} == {owner_pid, standby_pid}
