@@ -35,14 +35,14 @@ from . import exitcodes
 from .config import get_loader
 from .exitcodes import ExitError
 from .signals import SignalQueue
+from .standby import Standby, StandbyFailed
 from .titles import child_title, set_title, slot_label
 
 log = logging.getLogger(__name__)
 
 LOOP_INTERVAL = 0.2          # how often the main loop beats, at most
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-LOCK_WAIT_LOG_INTERVAL = 10
-STOP_AFTER_PROBLEM = 10      # most seconds a child with a dead thread stops  # how often a child waiting for its store says so
+STOP_AFTER_PROBLEM = 10      # most seconds a child with a dead thread stops
 PR_SET_PDEATHSIG = 1         # <linux/prctl.h>
 # Blocked by the master across the fork, unblocked by the child once its
 # own handlers are in place.
@@ -77,6 +77,7 @@ class Child:
         self.label = slot_label(spec.queue, spec.slot, spec.processes)
         self.stop_signal = None
         self.signals = None   # a SignalQueue, once forked
+        self.standby = None   # a standby.Standby, once booting
 
     def run(self):
         """The child's whole life; returns its exit code."""
@@ -146,7 +147,7 @@ class Child:
         runtime = scheduler.make_runtime([self.queue], slot=self.spec.slot)
         runtime.limits.on_hard_limit = functools.partial(
             exit_past_hard_time_limit, self.spec.reports)
-        if not self.acquire_store(runtime):
+        if not self.acquire_store(runtime, scheduler):
             return None
         try:
             runtime.start()
@@ -234,35 +235,20 @@ class Child:
                 told = problem
         return True
 
-    def acquire_store(self, runtime):
+    def acquire_store(self, runtime, scheduler):
         """Wait for the queue's job store lock; False if told to stop.
 
         Our master stops a queue's old child before it starts the new one,
-        so the lock is normally free at once. Another process holding it
-        (a pscheduler on another host, a combined-mode web process) makes us
-        a standby: we tell the master (which tells systemd we are ready,
-        standing by), and take the store over as soon as it is free.
+        so the lock is normally free at once. Another process holding it (a
+        pscheduler on another host, a combined-mode web process) makes us a
+        standby, serving async jobs meanwhile (standby.py).
         """
-        if runtime.acquire_stores():
-            return True
-        next_log = time.monotonic()
-        self.spec.reports.standby(describe_owners(runtime))
-        while True:
-            got = runtime.acquire_stores(timeout=1,
-                                         should_stop=self._beat_and_check)
-            if got:
-                log.warning('queue %s: taking over the job store', self.label)
-                return True
-            if self.should_stop():
-                return False
-            if time.monotonic() >= next_log:
-                log.warning('queue %s: standing by: the job store is owned '
-                            'by %s', self.label, describe_owners(runtime))
-                next_log = time.monotonic() + LOCK_WAIT_LOG_INTERVAL
-
-    def _beat_and_check(self):
-        self.spec.heartbeat.beat()
-        return self.should_stop()
+        self.standby = Standby(self, scheduler, functools.partial(
+            exit_past_hard_time_limit, self.spec.reports))
+        try:
+            return self.standby.wait_for_store(runtime)
+        except StandbyFailed as exc:
+            raise BootError(str(exc)) from exc
 
     def module_files(self):
         """The application's source files, for ``--reload`` to watch."""
@@ -303,6 +289,8 @@ class Child:
                  'waiting up to %gs for running jobs', self.label,
                  os.getpid(), signal.Signals(self.stop_signal).name, timeout)
         runtime.stop(timeout=timeout)
+        if self.standby is not None:   # its async jobs, after a take-over
+            self.standby.finish(timeout)
         log.info('queue %s: child %d stopped', self.label, os.getpid())
         return exitcodes.OK
 
@@ -317,17 +305,6 @@ class Child:
         stopping.start()
         stopping.join(STOP_AFTER_PROBLEM)
         return exitcodes.FAILURE
-
-
-def describe_owners(runtime):
-    """``host db1 pid 42``: who owns the runtime's job stores (logs and
-    systemd's STATUS); read from the stores, so it may fail."""
-    try:
-        owners = runtime.store_owners()
-    except Exception as exc:
-        return f'another process (unknown: {one_line(exc)})'
-    return ', '.join(f'host {o["host"]} pid {o["pid"]}' if o
-                     else 'another process' for o in owners.values())
 
 
 def exit_past_hard_time_limit(reports, reason):

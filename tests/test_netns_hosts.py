@@ -190,6 +190,10 @@ def test_a_partitioned_owner_stops_firing_and_another_host_takes_over(
           f'doubled, {doubled_ticks(runs, ticks)} ticks doubled')
     assert first - cut < FAILOVER
     assert late == []
+    # It knew: its child said so, and its next child stands by.
+    old_owner = daemons[number]
+    old_owner.wait_log('lost the ownership', timeout=20)
+    wait_standing_by(old_owner)
     assert set(dates.values()) == {1}, dates
     assert doubled_ticks(runs, ticks) == 0
 
