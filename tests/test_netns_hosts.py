@@ -222,3 +222,14 @@ def test_two_hosts_with_two_processes_run_every_async_job_once(
           f'{dict(Counter(host for _, host, _ in runs))}')
     assert set(counts.values()) == {1}
     assert {host for _, host, _ in runs} == {'host0', 'host1'}
+
+
+def test_sqlite_job_stores_on_two_hosts_say_they_serve_one_host(cluster):
+    """Each host its own SQLite job store (the default), one Redis: the
+    second owner to start sees the first on the broker and says what to
+    do. (Only Redis can tell: the README says so.)"""
+    first = cluster(0, **{'scheduler.jobstore.url': ''})
+    first.wait_log('pscheduler ready', timeout=30)
+    second = cluster(1, **{'scheduler.jobstore.url': ''})
+    second.wait_log('the SQLite job store serves one host only', timeout=30)
+    assert 'another host (host0/' in second.log()
