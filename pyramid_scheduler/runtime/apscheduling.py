@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 # Seconds before the first retry of a failed pass over the job stores.
 FIRST_RETRY = 0.5
+# Seconds between passes while a job store's ownership has lapsed: its due
+# runs are still due (see HandingOverJobStore.get_due_jobs).
+FENCED_RETRY = 0.2
 
 
 class NotOwner(Exception):
@@ -49,6 +52,7 @@ class HandOvers:
 
     def __init__(self, may_fire=lambda queue: True):
         self._waiting = {}   # job id -> threading.Event
+        self.fenced = False  # a store of this pass was not read: not ours
         # may_fire(queue): whether this process owns the queue's job store
         # now (deferred.DeferredJobs.may_fire); checked before a run is
         # read from the store, handed to a worker, or taken out of the store.
@@ -152,6 +156,7 @@ class HandingOverJobStore(PreparedJobStore):
         # Not the owner (any more, or not for the moment): nothing is due
         # here, and the store is not even read.
         if not self._hand_overs.may_fire(self._alias):
+            self._hand_overs.fenced = True
             return []
         return super().get_due_jobs(now)
 
@@ -260,6 +265,12 @@ class SafeStopScheduler(BackgroundScheduler):
                 self.last_pass_at = time.time()
                 self._next_pass_at = None
                 self._hand_overs.pass_done()
+            if self._hand_overs.fenced:
+                # Its due runs were not read, so the store still says they
+                # are due: not a pass at once, again and again, but a look
+                # now and then, until the ownership is back or lost.
+                self._hand_overs.fenced = False
+                wait_seconds = FENCED_RETRY
             if wait_seconds is not None:
                 self._next_pass_at = time.time() + wait_seconds
             return wait_seconds
