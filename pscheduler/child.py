@@ -147,10 +147,13 @@ class Child:
         runtime = scheduler.make_runtime([self.queue], slot=self.spec.slot)
         runtime.limits.on_hard_limit = functools.partial(
             exit_past_hard_time_limit, self.spec.reports)
-        if not self.acquire_store(runtime, scheduler):
-            return None
         try:
+            if not self.acquire_store(runtime, scheduler):
+                return None
             runtime.start()
+        except BootError:
+            runtime.stop(timeout=0)
+            raise
         except ConfigurationError as exc:  # a job store refusing us
             runtime.stop(timeout=0)
             raise BootError(one_line(exc), exitcodes.CONFIG) from exc

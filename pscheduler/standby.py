@@ -40,6 +40,14 @@ class Standby:
         if owner.acquire_stores():
             return True
         self._start_async_runtime()
+        try:
+            return self._stand_by(owner)
+        except BaseException:
+            if self._draining is None:
+                self.runtime.stop(timeout=0)
+            raise
+
+    def _stand_by(self, owner):
         next_log = time.monotonic()
         self.child.spec.reports.standby(describe_owners(owner))
         while True:
@@ -56,7 +64,6 @@ class Standby:
                        (None if self.runtime.running else
                         'its runtime of async jobs stopped by itself'))
             if problem is not None:
-                self.runtime.stop(timeout=0)
                 raise StandbyFailed(f'standing by: {problem}')
             if time.monotonic() >= next_log:
                 log.warning('queue %s: standing by: the job store is owned '

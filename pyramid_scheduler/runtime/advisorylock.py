@@ -32,8 +32,10 @@ import threading
 import time
 
 import sqlalchemy
+from pyramid.exceptions import ConfigurationError
 from sqlalchemy.pool import NullPool
 
+from .. import refusals
 from .storelock import Timing, identity, parse_identity
 
 log = logging.getLogger(__name__)
@@ -132,8 +134,13 @@ class AdvisoryLock:
                                self.keys)
                 got = cursor.fetchone()[0]
         except Exception as exc:
+            refused = refusals.store_configuration_error(exc, self.settings)
+            if refused is not None:   # retrying cannot help: say so
+                self._close()
+                raise refused from exc
             if 'idle_session_timeout' in str(exc):
-                raise RuntimeError(
+                self._close()
+                raise ConfigurationError(
                     'setting "scheduler.jobstore.url": PostgreSQL 14 or '
                     'newer is needed to own a job store across hosts '
                     f'(idle_session_timeout): {exc}') from exc

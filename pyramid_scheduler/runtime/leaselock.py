@@ -20,6 +20,7 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from .. import refusals
 from .storelock import Timing, identity, parse_identity
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ class LeaseLock:
         try:
             token = self._take()
         except Exception as exc:
+            refused = refusals.store_configuration_error(exc, self.settings)
+            if refused is not None:   # retrying cannot help: say so
+                raise refused from exc
             log.warning('queue %s: cannot reach the job store to take its '
                         'ownership: %s', self.queue, str(exc).strip())
             return False
