@@ -33,7 +33,8 @@ only the ones below it:
   time limits (:mod:`.timelimits`: a watchdog thread), with :mod:`.retries`
   (retrying a failed run) and :mod:`.records` (status);
 - :mod:`.introspection`: reading the job stores, housekeeping;
-- :mod:`.storelock`: one runtime per job store; :mod:`.state`: the flags
+- :mod:`.storelock`: one owner per job store (across hosts with
+  :mod:`.advisorylock` or :mod:`.leaselock`); :mod:`.state`: the flags
   the threads share, and the watch of their liveness (:mod:`.liveness`).
 
 A message is acknowledged only once its job is durable (stored) or done
