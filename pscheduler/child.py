@@ -9,11 +9,12 @@ with a connection is made here, after the fork. It then
 2. loads the application and checks it includes pyramid_scheduler, not in
    combined mode (distinct exit codes, which the master turns into its own);
 3. takes its queue's job store lock (never two schedulers on one store;
-   while another process, on any host, owns it, the child stands by and
-   says so: runtime/storelock.py), starts the runtime, waits for its broker's first answer and reports
-   ``ready``: a broker that is down keeps it waiting (and saying why to the
-   master), one that refuses the configuration (wrong password, no such
-   database) ends it with exit code 3, as a job store that does;
+   while another process, on any host, owns it, the child stands by,
+   running async jobs, and says so: standby.py), starts the runtime, waits
+   for its broker's first answer and reports ``ready``: a broker that is
+   down keeps it waiting (and saying why to the master), one that refuses
+   the configuration (wrong password, no such database) ends it with exit
+   code 3, as a job store that does;
 4. beats its heartbeat while the runtime lives, until SIGTERM/SIGINT (a
    SignalQueue, as in the master: the wait ends at once) or the
    master's death, then drains: no new messages, running jobs finish.

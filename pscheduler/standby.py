@@ -16,7 +16,8 @@ import time
 
 log = logging.getLogger(__name__)
 
-LOCK_WAIT_LOG_INTERVAL = 10   # how often a standby says whose store it waits for
+# How often a standby says whose store it waits for.
+LOCK_WAIT_LOG_INTERVAL = 10
 ASYNC_ONLY = 'standby'        # the slot of its runtime of async jobs
 
 

@@ -182,7 +182,8 @@ def test_a_partitioned_owner_stops_firing_and_another_host_takes_over(
     time.sleep(3)   # the old owner, back, would fire now
     runs = jobs.read_runs(out)
     dates = Counter(name for name, _, _ in runs if name.startswith('date'))
-    late = [r for r in runs if r[1] == old_host and r[2] > cut + 0.4 * FAILOVER]
+    fence = cut + 0.4 * FAILOVER
+    late = [r for r in runs if r[1] == old_host and r[2] > fence]
     print(f'partition: another host fired {first - cut:.2f}s after the cut; '
           f'the old owner fired {len(late)} run(s) after its fence, '
           f'{len([r for r in runs if r[1] == old_host and r[2] > mended])} '

@@ -38,7 +38,8 @@ def owners_table(settings):
 def read_owner(settings, queue):
     """``{'host', 'pid'}`` of the lease holder of ``queue``, or None."""
     table = owners_table(settings)
-    engine = sa.create_engine(settings.jobstore_url, poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(settings.jobstore_url,
+                              poolclass=sa.pool.NullPool)
     try:
         table.create(engine, checkfirst=True)
         with engine.connect() as connection:
