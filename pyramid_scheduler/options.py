@@ -11,8 +11,8 @@ import textwrap
 from .values import (
     DEFAULT_QUEUE, PREFIX, bad_value, parse_bool, parse_compressor,
     parse_count, parse_duration, parse_grace_time, parse_list,
-    parse_positive_duration, parse_positive_int, parse_queues, parse_serializer, parse_size,
-    parse_text, parse_timezone, resolve_dotted)
+    parse_positive_duration, parse_positive_int, parse_queues,
+    parse_serializer, parse_size, parse_text, parse_timezone, resolve_dotted)
 
 DEFAULT_ID = 'pyramid_scheduler'
 # With a secret, a signed message older than this is refused (a replay);
