@@ -1,5 +1,5 @@
-"""Two pscheduler daemons for the same queue, sharing Redis and a
-PostgreSQL job store, with lock files that never meet (two directories, as
+"""Two pscheduler daemons for the same queue, sharing a broker (Redis or
+RabbitMQ) and a PostgreSQL job store, with lock files that never meet (two directories, as
 two hosts, or systemd's ``PrivateTmp=yes``): issue 17 on one machine.
 
 The second stands by and tells systemd it is ready (READY=1, STATUS says it
@@ -19,8 +19,8 @@ from tests.daemon_helpers import (
 pytestmark = pytest.mark.slow
 
 
-def two_daemon_inis(tmp_path, broker_for, **extra):
-    settings = broker_for('redis', **{
+def two_daemon_inis(tmp_path, broker_for, broker='redis', **extra):
+    settings = broker_for(broker, **{
         'scheduler.jobstore.url': PG_URL, **extra})
     inis = []
     for name in ('a', 'b'):
@@ -38,9 +38,10 @@ def interval_doubles(runs, job_id, period=1.0):
                if b - a < period / 2 and pid_a != pid_b)
 
 
+@pytest.mark.parametrize('broker', ['redis', 'rabbitmq'])
 def test_a_standby_reports_ready_and_takes_over_within_the_failover(
-        tmp_path, broker_for, daemons):
-    ini_a, ini_b = two_daemon_inis(tmp_path, broker_for)
+        tmp_path, broker_for, daemons, broker):
+    ini_a, ini_b = two_daemon_inis(tmp_path, broker_for, broker)
     out = str(tmp_path / 'runs')
     owner = daemons(ini_a)
     owner.wait_ready({'jobs'})
@@ -92,7 +93,8 @@ def test_a_standby_reports_ready_and_takes_over_within_the_failover(
     assert len(runs) == len(set(runs))
     assert Counter(n for n, _, _ in runs if n.startswith('async')) == {
         f'async{number}': 1 for number in range(40)}
-    print(f'failover after SIGKILL of the owner: {taken_over:.2f}s; '
+    print(f'{broker}: failover after SIGKILL of the owner: '
+          f'{taken_over:.2f}s; '
           f'{sum(dates.values())} date runs of 20 jobs')
     assert taken_over < 5.0
     assert all(count == 1 for count in dates.values()), dates
