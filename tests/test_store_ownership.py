@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -75,6 +76,20 @@ def test_a_file_lock_names_its_holder(tmp_path):
     assert store_owners(settings)['jobs']['pid'] == os.getpid()
     lock.release()
     assert store_owners(settings) == {'jobs': None}
+
+
+def test_an_sqlite_lock_lives_beside_its_file_not_in_a_private_tmp(
+        tmp_path, monkeypatch):
+    """The case of the issue: two processes on one host whose temporary
+    directories differ (systemd's PrivateTmp=yes) met no lock."""
+    settings = settings_for(tmp_path, url=f'sqlite:///{tmp_path}/jobs.db')
+    paths = set()
+    for directory in ('a', 'b'):
+        monkeypatch.setenv('TMPDIR', str(tmp_path / directory))
+        tempfile.tempdir = None
+        paths.add(lock_path(settings, 'jobs'))
+    tempfile.tempdir = None
+    assert paths == {f'{tmp_path}/jobs.db.{settings.scheduler_id}.jobs.lock'}
 
 
 @needs_pg

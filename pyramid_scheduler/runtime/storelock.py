@@ -101,12 +101,30 @@ def store_owners(settings, queues=None):
 
 
 def lock_path(settings, queue):
+    """Beside an SQLite file, where every process using it meets (a
+    temporary directory may be private to a process: systemd's
+    ``PrivateTmp=yes``); in the temporary directory for a store elsewhere."""
     if settings.jobstore_url == 'sqlite:///' + settings.database_path:
         return f'{settings.database_path}.{queue}.lock'
+    path = sqlite_file(settings)
+    if path is not None:
+        return f'{path}.{settings.scheduler_id}.{queue}.lock'
     key = hashlib.sha1(
         f'{settings.jobstore_url}\0{settings.scheduler_id}\0{queue}'.encode()
     ).hexdigest()[:16]
     return os.path.join(tempfile.gettempdir(), f'pscheduler-{key}.lock')
+
+
+def sqlite_file(settings):
+    """The absolute path of the SQLite job store's file, or None."""
+    url = settings.jobstore_url
+    if settings.jobstore_class is not None or not url.startswith('sqlite'):
+        return None
+    database = url.split('///', 1)[1].split('?', 1)[0] if '///' in url \
+        else ''
+    if not database or database == ':memory:':
+        return None
+    return os.path.abspath(database)
 
 
 def read_file_owner(path):
