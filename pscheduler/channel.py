@@ -5,7 +5,10 @@ child that exits before that as a boot failure, and tells systemd READY=1
 only when every child said it) and ``failed`` with its error when it cannot
 start, so the master can log why it gives up. A child whose broker does
 not answer yet says ``waiting`` with the reason (each time it changes): it
-is alive, not ready, and the master logs why.
+is alive, not ready, and the master logs why. A child whose queue's job
+store another process owns (on this host or another) says ``standby``: it
+is ready to take the store over (the master counts it as ready, and tells
+systemd so in STATUS), and says ``ready`` once it has.
 """
 import errno
 import json
@@ -14,6 +17,7 @@ import os
 READY = 'ready'
 FAILED = 'failed'
 WAITING = 'waiting'
+STANDBY = 'standby'
 
 
 def open_channel():
@@ -38,6 +42,9 @@ class ReportWriter:
 
     def ready(self, module_files=None):
         self.send(READY, pid=os.getpid(), files=module_files or [])
+
+    def standby(self, owner):
+        self.send(STANDBY, pid=os.getpid(), owner=str(owner))
 
     def waiting(self, reason):
         self.send(WAITING, pid=os.getpid(), reason=str(reason))

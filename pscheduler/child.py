@@ -8,11 +8,13 @@ with a connection is made here, after the fork. It then
    promise from the kernel to be told when the master dies;
 2. loads the application and checks it includes pyramid_scheduler, not in
    combined mode (distinct exit codes, which the master turns into its own);
-3. takes its queue's job store lock (never two schedulers on one store),
-   starts the runtime, waits for its broker's first answer and reports
-   ``ready``: a broker that is down keeps it waiting (and saying why to the
-   master), one that refuses the configuration (wrong password, no such
-   database) ends it with exit code 3, as a job store that does;
+3. takes its queue's job store lock (never two schedulers on one store;
+   while another process, on any host, owns it, the child stands by,
+   running async jobs, and says so: standby.py), starts the runtime, waits
+   for its broker's first answer and reports ``ready``: a broker that is
+   down keeps it waiting (and saying why to the master), one that refuses
+   the configuration (wrong password, no such database) ends it with exit
+   code 3, as a job store that does;
 4. beats its heartbeat while the runtime lives, until SIGTERM/SIGINT (a
    SignalQueue, as in the master: the wait ends at once) or the
    master's death, then drains: no new messages, running jobs finish.
@@ -34,14 +36,14 @@ from . import exitcodes
 from .config import get_loader
 from .exitcodes import ExitError
 from .signals import SignalQueue
+from .standby import Standby, StandbyFailed
 from .titles import child_title, set_title, slot_label
 
 log = logging.getLogger(__name__)
 
 LOOP_INTERVAL = 0.2          # how often the main loop beats, at most
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-LOCK_WAIT_LOG_INTERVAL = 10
-STOP_AFTER_PROBLEM = 10      # most seconds a child with a dead thread stops  # how often a child waiting for its store says so
+STOP_AFTER_PROBLEM = 10      # most seconds a child with a dead thread stops
 PR_SET_PDEATHSIG = 1         # <linux/prctl.h>
 # Blocked by the master across the fork, unblocked by the child once its
 # own handlers are in place.
@@ -79,6 +81,7 @@ class Child:
         self.label = slot_label(spec.queue, spec.slot, spec.processes)
         self.stop_signal = None
         self.signals = None   # a SignalQueue, once forked
+        self.standby = None   # a standby.Standby, once booting
 
     def run(self):
         """The child's whole life; returns its exit code."""
@@ -149,10 +152,13 @@ class Child:
         runtime.state_dir = self.spec.state_dir
         runtime.limits.on_hard_limit = functools.partial(
             exit_past_hard_time_limit, self.spec.reports)
-        if not self.acquire_store(runtime):
-            return None
         try:
+            if not self.acquire_store(runtime, scheduler):
+                return None
             runtime.start()
+        except BootError:
+            runtime.stop(timeout=0)
+            raise
         except ConfigurationError as exc:  # a job store refusing us
             runtime.stop(timeout=0)
             raise BootError(one_line(exc), exitcodes.CONFIG) from exc
@@ -237,30 +243,20 @@ class Child:
                 told = problem
         return True
 
-    def acquire_store(self, runtime):
+    def acquire_store(self, runtime, scheduler):
         """Wait for the queue's job store lock; False if told to stop.
 
         Our master stops a queue's old child before it starts the new one,
-        so the lock is normally free at once. Another process holding it
-        (a second pscheduler, a combined-mode web process on this host)
-        makes us wait as a standby, alive and saying so, not fail.
+        so the lock is normally free at once. Another process holding it (a
+        pscheduler on another host, a combined-mode web process) makes us a
+        standby, serving async jobs meanwhile (standby.py).
         """
-        next_log = time.monotonic()
-        while True:
-            got = runtime.acquire_stores(timeout=1,
-                                         should_stop=self._beat_and_check)
-            if got:
-                return True
-            if self.should_stop():
-                return False
-            if time.monotonic() >= next_log:
-                log.warning('queue %s: waiting for the job store, which '
-                            'another scheduler process holds', self.label)
-                next_log = time.monotonic() + LOCK_WAIT_LOG_INTERVAL
-
-    def _beat_and_check(self):
-        self.spec.heartbeat.beat()
-        return self.should_stop()
+        self.standby = Standby(self, scheduler, functools.partial(
+            exit_past_hard_time_limit, self.spec.reports))
+        try:
+            return self.standby.wait_for_store(runtime)
+        except StandbyFailed as exc:
+            raise BootError(str(exc)) from exc
 
     def module_files(self):
         """The application's source files, for ``--reload`` to watch."""
@@ -302,6 +298,8 @@ class Child:
                  'waiting up to %gs for running jobs', self.label,
                  os.getpid(), signal.Signals(self.stop_signal).name, timeout)
         runtime.stop(timeout=timeout)
+        if self.standby is not None:   # its async jobs, after a take-over
+            self.standby.finish(timeout)
         log.info('queue %s: child %d stopped', self.label, os.getpid())
         return exitcodes.OK
 

@@ -49,6 +49,8 @@ class ChildHandle:
         self.started_at = clock()
         self.started_wall = time.time()  # for the process table
         self.ready_at = None
+        # Who owns its job store while it stands by (channel.STANDBY).
+        self.standby = None
         self.error = None
         self.stop_reason = None        # why the master asked it to go
         self.kill_at = None            # when a stopping child gets SIGKILL

@@ -281,7 +281,8 @@ class Master:
             self.handle_reports(child, child.read_reports())
 
     def handle_reports(self, child, reports):
-        childreports.handle(child, reports, self.slots, self.watch_files)
+        for report in reports:
+            childreports.handle(self, child, report)
 
     # --- health --------------------------------------------------------------
 

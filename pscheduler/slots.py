@@ -114,8 +114,17 @@ def all_current(slots, generation):
 
 
 def status_text(slots):
-    """``serving jobs (pid 12), mail (starting)``: for logs and systemd."""
-    return 'serving ' + ', '.join(
-        f'{slot.label} (pid {slot.child.pid})' if slot.child
-        else f'{slot.label} (starting)'
-        for slot in slots if not slot.removed)
+    """``serving jobs (pid 12), mail (starting)``: for logs and systemd;
+    a child standing by says whose job store it waits for."""
+    return 'serving ' + ', '.join(map(slot_status, (
+        slot for slot in slots if not slot.removed)))
+
+
+def slot_status(slot):
+    child = slot.child
+    if child is None:
+        return f'{slot.label} (starting)'
+    if child.standby:
+        return (f'{slot.label} (pid {child.pid}, standing by: job store '
+                f'owned by {child.standby})')
+    return f'{slot.label} (pid {child.pid})'

@@ -9,7 +9,8 @@ import dataclasses
 import textwrap
 
 from .values import (
-    DEFAULT_QUEUE, PREFIX, parse_address, parse_bool, parse_compressor,
+    DEFAULT_QUEUE, PREFIX, bad_value, parse_address, parse_bool,
+    parse_compressor,
     parse_count, parse_duration, parse_grace_time, parse_list,
     parse_positive_duration, parse_positive_int, parse_queues,
     parse_serializer, parse_size, parse_text, parse_timezone, resolve_dotted)
@@ -19,6 +20,16 @@ DEFAULT_ID = 'pyramid_scheduler'
 # it only bounds time spent in the broker: stored jobs are not affected.
 DEFAULT_MAX_MESSAGE_AGE = '1d'
 DEFAULT_DATABASE_NAME = 'pscheduler.sqlite'
+def parse_failover(key, value):
+    # The lease, fence and keep-alive derive from it (runtime.storelock.
+    # Timing); below a second they would be lost to a busy database.
+    seconds = parse_duration(key, value)
+    if seconds < 1:
+        raise bad_value(key, value, 'a duration of at least 1s (such as '
+                        '"5s")')
+    return seconds
+
+
 def parse_scheduler_id(key, value):
     # Empty means the default: queue names and tables start with the id.
     return str(value or DEFAULT_ID).strip()
@@ -128,6 +139,11 @@ OPTIONS = (
            'or more queues, arguments that are the same for two queues are '
            'refused (see "Job stores")',
            shown_default='SQLAlchemyJobStore'),
+    Option('failover', 'failover', parse_failover, '5s',
+           'several hosts (or daemons) serving one queue: the most time '
+           'between the death or partition of the owner of its job store '
+           'and another taking over its deferred jobs; at least 1s (see '
+           '"Several machines")'),
     Option('misfire_grace_time', 'misfire_grace_time', parse_grace_time, '1h',
            'how late a deferred run may still run'),
     Option('coalesce', 'coalesce', parse_bool, 'true',

@@ -117,6 +117,7 @@ class SchedulerSettings:
     metrics_bind: tuple     # (host, port), or None
     apscheduler_options: dict
     queue_settings: dict
+    failover: float = 5.0
 
     def __repr__(self):
         # Reprs end up in logs and tracebacks: never the secrets (repr=False

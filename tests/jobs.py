@@ -213,3 +213,28 @@ def fail_unless_exists(flag, value):
     if not os.path.exists(flag):
         raise RuntimeError(f'{os.path.basename(flag)} is absent')
     return value
+
+
+# --- used by the tests of several hosts (tests/test_netns_hosts.py) ----------
+
+def append_run(path, job_id, seconds=0):
+    """Append ``job_id host time`` to ``path`` (one O_APPEND write), then
+    sleep ``seconds``: which host ran it, each host its own host name."""
+    import socket
+    line = f'{job_id} {socket.gethostname()} {time.time():.6f}\n'.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    if seconds:
+        time.sleep(seconds)
+
+
+def read_runs(path):
+    """``[(job_id, host, at)]`` written by :func:`append_run`, in order."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding='utf-8') as handle:
+        return [(parts[0], parts[1], float(parts[2]))
+                for parts in map(str.split, handle) if len(parts) == 3]

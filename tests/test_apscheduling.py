@@ -7,7 +7,8 @@ import pytest
 from apscheduler.jobstores.memory import MemoryJobStore
 
 from pyramid_scheduler.runtime.apscheduling import (
-    HandingOverJobStore, HandOvers, RuntimeExecutor, SafeStopScheduler)
+    FENCED_RETRY, HandingOverJobStore, HandOvers, NotOwner, RuntimeExecutor,
+    SafeStopScheduler)
 
 UTC = datetime.timezone.utc
 
@@ -165,3 +166,48 @@ def test_the_prepared_job_store_behaves_as_apschedulers(tmp_path):
             job_state=b'not a pickle', next_run_time=0))
     assert store.get_due_jobs(in_seconds(0)) == []
     assert store.get_all_jobs() == []
+
+
+@pytest.mark.slow
+def test_a_store_not_ours_fires_nothing_until_it_is_ours_again(tmp_path):
+    """While the job store's ownership has lapsed (storelock: a keep-alive
+    late, or lost) its due run is not read, nor fired; the scheduler looks
+    again every FENCED_RETRY seconds, not in a loop; the run fires once
+    the store is ours again, once."""
+    ours = threading.Event()
+    hand_overs = HandOvers(lambda queue: ours.is_set())
+    ran = []
+    deferred = StubDeferredJobs(lambda job: ran.append(job.id))
+    store = HandingOverJobStore(hand_overs,
+                                url=f'sqlite:///{tmp_path}/jobs.sqlite')
+    scheduler = CountingScheduler(
+        hand_overs, jobstores={'default': store},
+        executors={'default': RuntimeExecutor(deferred, hand_overs)},
+        timezone=UTC)
+    scheduler.add_job('tests.test_apscheduling:job_func', 'date',
+                      run_date=in_seconds(0.1), id='due')
+    scheduler.start()
+    try:
+        time.sleep(1.2)
+        assert ran == [] and store.lookup_job('due') is not None
+        assert 2 <= scheduler.passes <= 1.2 / FENCED_RETRY + 3
+        ours.set()
+        deadline = time.monotonic() + 5
+        while not ran and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert ran == ['due'] and store.lookup_job('due') is None
+    finally:
+        scheduler.shutdown()
+
+
+def test_a_write_to_a_store_not_ours_is_refused(tmp_path):
+    """Ownership lapsing in the middle of a pass: the store keeps the run
+    (for the new owner) rather than taking it out unfired."""
+    hand_overs = HandOvers(lambda queue: False)
+    store = HandingOverJobStore(hand_overs,
+                                url=f'sqlite:///{tmp_path}/jobs.sqlite')
+    store._alias = 'jobs'
+    with pytest.raises(NotOwner, match='queue jobs'):
+        store.remove_job('any')
+    assert store.get_due_jobs(in_seconds(60)) == []

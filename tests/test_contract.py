@@ -434,14 +434,15 @@ def test_a_due_run_waiting_for_a_worker_is_kept_with_these_keys(
 
 def test_lock_and_wake_paths_outside_the_database_directory(
         tmp_path, make_scheduler):
-    # A path too long for AF_UNIX sockets beside it, and a job store that
-    # is not the embedded database: both go to the temporary directory.
+    # A path too long for AF_UNIX sockets beside it: the wake directory
+    # goes to the temporary directory. A job store that is not the
+    # embedded database but an SQLite file: its lock beside that file,
+    # where every process using it meets (issue 17: a private temporary
+    # directory met no lock).
     database = tmp_path / ('d' * 90) / 'pscheduler.sqlite'
     store = tmp_path / 'store.sqlite'
     store_url = f'sqlite:///{store}'
-    key = hashlib.sha1(f'{store_url}\0acme\0jobs'.encode()
-                       ).hexdigest()[:16]
-    lock = Path(tempfile.gettempdir()) / f'pscheduler-{key}.lock'
+    lock = Path(f'{store}.acme.jobs.lock')
     wake = Path(tempfile.gettempdir()) / ('pscheduler-wake-' + hashlib.sha1(
         os.fsencode(os.path.realpath(database))).hexdigest()[:16])
     try:

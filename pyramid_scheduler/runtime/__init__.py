@@ -33,7 +33,8 @@ only the ones below it:
   time limits (:mod:`.timelimits`: a watchdog thread), with :mod:`.retries`
   (retrying a failed run) and :mod:`.records` (status);
 - :mod:`.introspection`: reading the job stores, housekeeping;
-- :mod:`.storelock`: one runtime per job store; :mod:`.state`: the flags
+- :mod:`.storelock`: one owner per job store (across hosts with
+  :mod:`.advisorylock` or :mod:`.leaselock`); :mod:`.state`: the flags
   the threads share, and the watch of their liveness (:mod:`.liveness`).
 
 A message is acknowledged only once its job is durable (stored) or done
@@ -66,11 +67,12 @@ from .received import ReceivedCopies
 from .records import Records
 from .retries import Retries
 from .state import RunState
-from .storelock import StoreLock, lock_path
+from .storelock import store_lock, store_owners
 from .timelimits import TimeLimits
 from .workers import InFlight, WorkerPool
 
-__all__ = ['Runtime', 'STORED_JOB_FUNC', 'delete_consumed_messages']
+__all__ = ['Runtime', 'STORED_JOB_FUNC', 'delete_consumed_messages',
+           'store_owners']
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +145,7 @@ class Runtime:
         self.state = RunState()
         self.worker_count = sum(settings.executor_size(q)
                                 for q in self.queues)
-        self._locks = ({q: StoreLock(lock_path(settings, q))
+        self._locks = ({q: store_lock(settings, q)
                         for q in self.queues} if self.owns_stores else {})
         self._build_parts()
         self.consumer = None
@@ -170,7 +172,8 @@ class Runtime:
             self.introspection = Introspection(settings, self.registry, None)
             self.deferred = DeferredJobs(
                 settings, queues, self.worker_count, self.jobs, self.in_flight,
-                housekeeping=self.introspection.housekeeping)
+                housekeeping=self.introspection.housekeeping,
+                fences={q: lock.may_fire for q, lock in self._locks.items()})
             self.introspection.deferred = self.retries.deferred = self.deferred
             commands = admin_commands(self)
         self.dispatcher = Dispatcher(
@@ -184,14 +187,12 @@ class Runtime:
 
     def acquire_stores(self, timeout=0, should_stop=lambda: False):
         """Take the lock of every queue's job store; False if one is held."""
-        for queue, lock in self._locks.items():
-            got = (lock.acquire(timeout, should_stop) if timeout
-                   else lock.try_acquire())
-            if not got:
-                log.debug('job store of queue %r is in use by another '
-                          'scheduler process (lock %s)', queue, lock.path)
-                return False
-        return True
+        return all(lock.acquire(timeout, should_stop) if timeout
+                   else lock.try_acquire() for lock in self._locks.values())
+
+    def store_owners(self):
+        """``{queue: {'host', 'pid'} or None}``, read from the stores."""
+        return store_owners(self.settings, self.queues)
 
     def release_stores(self):
         """Release the job store locks taken by :meth:`acquire_stores` (a
@@ -254,8 +255,9 @@ class Runtime:
 
     def problem(self):
         """The first thread the runtime depends on that is dead or stuck,
-        with why; None while all are fine."""
-        return self.state.threads.problem()
+        or a job store ownership lost, with why; None while all are fine."""
+        return next((lock.lost for lock in self._locks.values()
+                     if lock.lost), None) or self.state.threads.problem()
 
     def health(self):
         """Each thread's state and the time of the last scheduler pass

@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 
 # Seconds before the first retry of a failed pass over the job stores.
 FIRST_RETRY = 0.5
+# Seconds between passes while a job store's ownership has lapsed: its due
+# runs are still due (see HandingOverJobStore.get_due_jobs).
+FENCED_RETRY = 0.2
+
+
+class NotOwner(Exception):
+    """The job store's ownership lapsed in the middle of a pass."""
 
 
 class HandOvers:
@@ -43,8 +50,19 @@ class HandOvers:
     remove_job all hold it), so it needs no lock of its own.
     """
 
-    def __init__(self):
+    def __init__(self, may_fire=lambda queue: True):
         self._waiting = {}   # job id -> threading.Event
+        self.fenced = False  # a store of this pass was not read: not ours
+        # may_fire(queue): whether this process owns the queue's job store
+        # now (deferred.DeferredJobs.may_fire); checked before a run is
+        # read from the store, handed to a worker, or taken out of the store.
+        self.may_fire = may_fire
+
+    def check_owner(self, queue):
+        if not self.may_fire(queue):
+            raise NotOwner(f'this process no longer owns the job store of '
+                           f'queue {queue}: its runs are left in the store, '
+                           f'for its new owner')
 
     def expect(self, job_id):
         """The event a worker waits on before it starts ``job_id``'s run."""
@@ -134,11 +152,21 @@ class HandingOverJobStore(PreparedJobStore):
         super().__init__(**options)
         self._hand_overs = hand_overs
 
+    def get_due_jobs(self, now):
+        # Not the owner (any more, or not for the moment): nothing is due
+        # here, and the store is not even read.
+        if not self._hand_overs.may_fire(self._alias):
+            self._hand_overs.fenced = True
+            return []
+        return super().get_due_jobs(now)
+
     def update_job(self, job):
+        self._hand_overs.check_owner(self._alias)
         super().update_job(job)
         self._hand_overs.out_of_store(job.id)
 
     def remove_job(self, job_id):
+        self._hand_overs.check_owner(self._alias)
         super().remove_job(job_id)
         self._hand_overs.out_of_store(job_id)
 
@@ -157,6 +185,9 @@ class RuntimeExecutor(BaseExecutor):
         self._hand_overs = hand_overs
 
     def _do_submit_job(self, job, run_times):
+        # Raising here, APScheduler would still take the run out of the
+        # store: the store's update_job/remove_job refuse it then too.
+        self._hand_overs.check_owner(getattr(job, '_jobstore_alias', None))
         last_run = job.trigger.get_next_fire_time(
             run_times[-1], datetime.datetime.now(datetime.timezone.utc)) is None
         # Kept durable before APScheduler takes it out of the store, unless
@@ -234,6 +265,12 @@ class SafeStopScheduler(BackgroundScheduler):
                 self.last_pass_at = time.time()
                 self._next_pass_at = None
                 self._hand_overs.pass_done()
+            if self._hand_overs.fenced:
+                # Its due runs were not read, so the store still says they
+                # are due: not a pass at once, again and again, but a look
+                # now and then, until the ownership is back or lost.
+                self._hand_overs.fenced = False
+                wait_seconds = FENCED_RETRY
             if wait_seconds is not None:
                 self._next_pass_at = time.time() + wait_seconds
             return wait_seconds

@@ -21,7 +21,6 @@ from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from sqlalchemy import select
 
 from .. import status, transports
 from ..errors import InvalidJob
@@ -29,8 +28,8 @@ from ..events import Event, JobInfo
 from ..jobs import build_trigger, check_options, scheduler_options
 from .apscheduling import (
     HandingOverJobStore, HandOvers, RuntimeExecutor, SafeStopScheduler)
-from .dueruns import DeferredWorkers, DueRuns
-from .walcheckpoint import DISABLE_AUTOCHECKPOINT, WalCheckpointer
+from .dueruns import DeferredWorkers, DueRuns, runs_left
+from .walcheckpoint import WalCheckpointer, sqlite_pragmas
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,10 @@ class DeferredJobs:
     """The job stores of ``queues``, their scheduler and their due runs."""
 
     def __init__(self, settings, queues, worker_count, runner, inflight,
-                 housekeeping=None):
+                 housekeeping=None, fences=None):
         self.settings = settings
+        # queue -> the may_fire() of its job store's lock (storelock).
+        self._fences = fences or {}
         self.queues = queues
         self._worker_count = worker_count
         self._runner = runner
@@ -187,14 +188,7 @@ class DeferredJobs:
             table = f'{self.settings.scheduler_id}_{queue}_due'.replace(
                 '.', '_')
             due_runs = self._due_runs[queue] = DueRuns(store.engine, table)
-            left = []
-            for row_id, run in due_runs.left():
-                if _still_stored(store, run):
-                    # Killed before APScheduler took it out of the store:
-                    # the store fires it, not us.
-                    due_runs.started(row_id)
-                else:
-                    left.append((row_id, run))
+            left = runs_left(store, due_runs)
             if left:
                 log.warning('queue %s: starting %d deferred run(s) that were '
                             'due when the previous runtime died',
@@ -227,6 +221,10 @@ class DeferredJobs:
                           'now, but a crash before it starts would lose it',
                           aps_job.id)
             return None
+
+    def may_fire(self, queue):
+        """Whether this process owns ``queue``'s job store now."""
+        return self._fences.get(queue, lambda: True)()
 
     def _due_run_started(self, due):
         if due is None:
@@ -267,6 +265,10 @@ class DeferredJobs:
                 # store (it does so after handing it over), so that a
                 # started run is never still in the store.
                 out_of_store.wait()
+            if not self.may_fire(aps_job.args[0]):
+                log.error('job %s: not started: no longer the owner of its '
+                          'job store (its new owner runs it)', aps_job.id)
+                return
             self._due_run_started(due)
             self._run_due(aps_job, run_times, last_run)
         finally:
@@ -313,7 +315,7 @@ def build_scheduler(settings, queues, deferred, checkpointers,
     """APScheduler with a persistent job store per queue, whose due runs
     go to ``deferred`` (through apscheduling.RuntimeExecutor); the WAL
     checkpointers of SQLite stores are added to ``checkpointers``."""
-    hand_overs = HandOvers()
+    hand_overs = HandOvers(deferred.may_fire)
     jobstores = {INTERNAL_STORE: MemoryJobStore()}
     for queue in queues:
         jobstores[queue] = _make_jobstore(settings, queue, hand_overs,
@@ -354,7 +356,7 @@ def _make_jobstore(settings, queue, hand_overs, checkpointers):
         hand_overs, url=settings.jobstore_url, tablename=table,
         engine_options=options)
     if settings.jobstore_url.startswith('sqlite'):
-        sqlalchemy.event.listen(store.engine, 'connect', _sqlite_pragmas)
+        sqlalchemy.event.listen(store.engine, 'connect', sqlite_pragmas)
         _checkpoint_wal_of(store.engine.url.database, checkpointers)
     return store
 
@@ -367,32 +369,6 @@ def _checkpoint_wal_of(path, checkpointers):
     path = os.path.abspath(path)
     if path not in checkpointers:
         checkpointers[path] = WalCheckpointer(path)
-
-
-def _still_stored(store, run):
-    """Whether a due run is still pending in its SQLAlchemy job store."""
-    table = store.jobs_t
-    with store.engine.connect() as connection:
-        next_run = connection.execute(
-            select(table.c.next_run_time).where(
-                table.c.id == run['job_id'])).scalar()
-    return next_run is not None and \
-        next_run <= run['run_times'][-1].timestamp() + 0.001
-
-
-def _sqlite_pragmas(dbapi_connection, connection_record):
-    # WAL: the job store's writes (every due run) need not wait for readers,
-    # nor readers for them. synchronous=NORMAL is safe in WAL against a
-    # crashed process (not a power cut) and saves an fsync per commit, which
-    # is most of a deferred job's lateness on SQLite. Checkpoints happen in
-    # a thread of their own, not in the commit of a due run (walcheckpoint).
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute('PRAGMA journal_mode=WAL')
-        cursor.execute('PRAGMA synchronous=NORMAL')
-        cursor.execute(DISABLE_AUTOCHECKPOINT)
-    finally:
-        cursor.close()
 
 
 def _local_timezone():

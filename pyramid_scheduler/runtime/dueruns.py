@@ -109,3 +109,27 @@ class DeferredWorkers:
     def run_done(self):
         with self._lock:
             self._runs -= 1
+
+
+def runs_left(store, due_runs):
+    """The due runs a dead runtime left and never started, but those the
+    store still holds: killed before APScheduler took them out of the
+    store, the store fires them, not us."""
+    left = []
+    for row_id, run in due_runs.left():
+        if _still_stored(store, run):
+            due_runs.started(row_id)
+        else:
+            left.append((row_id, run))
+    return left
+
+
+def _still_stored(store, run):
+    """Whether a due run is still pending in its SQLAlchemy job store."""
+    table = store.jobs_t
+    with store.engine.connect() as connection:
+        next_run = connection.execute(
+            select(table.c.next_run_time).where(
+                table.c.id == run['job_id'])).scalar()
+    return next_run is not None and \
+        next_run <= run['run_times'][-1].timestamp() + 0.001

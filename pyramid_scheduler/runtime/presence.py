@@ -31,6 +31,10 @@ class Presence:
         delivery tags of messages this process holds (never put back)."""
         self.queue_names = set(queue_names)
         self.owns_stores = owns_stores
+        # An SQLite job store serves one host: its owner says so when it
+        # sees another host owning the same queue's store (storelock).
+        self.one_host_store = owns_stores and settings.jobstore_url.startswith(
+            'sqlite') and settings.jobstore_class is None
         self.held_tags = held_tags
         self.channel = None   # the consumer's current channel
         self.instance = transports.consumer_instance(settings)
@@ -92,6 +96,8 @@ class Presence:
         self._restore_dead_instances(channel)
         if self.owns_stores:
             self._restore_legacy_slots(channel)
+        if self.one_host_store:
+            self._say_if_another_host_owns(channel)
 
     def _restore_dead_instances(self, channel):
         """What consumer processes that are gone held (Redis: their
@@ -104,6 +110,27 @@ class Presence:
             log.exception('could not restore the messages of consumer '
                           'processes that are gone; trying again in %gs',
                           DEAD_INSTANCES_SCAN_INTERVAL)
+
+    def _say_if_another_host_owns(self, channel):
+        """Two hosts each owning an SQLite job store of the same queues
+        fire each deferred job where it was received, and a dead host's
+        jobs wait for it: an ERROR that says what to do. Only Redis tells
+        (its registry of consumers); the other brokers cannot."""
+        stores = {name for name in self.queue_names
+                  if name.endswith('.store')}
+        try:
+            hosts = transports.other_hosts_fetching(channel, stores)
+        except Exception:
+            log.exception('could not look for other hosts on the broker')
+            return
+        if hosts:
+            log.error('another host (%s) also owns a job store of queue(s) '
+                      '%s: the SQLite job store serves one host only, each '
+                      'host fires its own deferred jobs and a dead host\'s '
+                      'jobs wait for it. For several hosts set '
+                      'scheduler.jobstore.url to a PostgreSQL database (see '
+                      '"Several machines" in the README)',
+                      ', '.join(sorted(hosts)), ', '.join(sorted(stores)))
 
     def _restore_legacy_slots(self, channel):
         """What processes of a version before consumer instances left

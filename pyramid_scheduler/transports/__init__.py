@@ -244,6 +244,16 @@ def restore_dead_instances(channel, own_instance=None):
                                                            own_instance)
 
 
+def other_hosts_fetching(channel, queue_names):
+    """Other hosts whose live consumers fetch from ``queue_names``: known
+    on Redis (its registry of consumer instances), an empty set elsewhere."""
+    if not is_redis(channel):
+        return set()
+    with channel.conn_or_acquire() as client:
+        return _redis_module('instances').other_hosts_fetching(client,
+                                                               queue_names)
+
+
 def restore_legacy_slots(channel, queue_names):
     """Put back the Redis messages of ``queue_names`` left under the
     numbered slots' keys of a version before instances; 0 elsewhere."""

@@ -95,6 +95,23 @@ def is_alive(client, instance):
     return not here or _process_exists(pid)
 
 
+def other_hosts_fetching(client, queue_names):
+    """The hosts (``host_identity``) other than this one whose live
+    instances fetch from any of ``queue_names``."""
+    here, found = host_identity(), set()
+    for instance, queues in registered(client).items():
+        if not set(queues) & set(queue_names):
+            continue
+        raw = client.get(alive_key(instance))
+        try:
+            host = json.loads(raw)['host'] if raw is not None else None
+        except (ValueError, TypeError, KeyError):
+            host = None
+        if host is not None and host != here:
+            found.add(host)
+    return found
+
+
 def host_identity():
     """This host, as the processes that can see each other's pids share
     it: the host name and the pid namespace (containers given one host

@@ -1,0 +1,200 @@
+"""Several "hosts" on one machine, for tests/test_netns_hosts.py (issue 17).
+
+Each host is a network namespace (``ip netns``) joined to a bridge by a veth
+pair, and runs ``pscheduler`` in a UTS namespace of its own (its own host
+name). The bridge carries a private PostgreSQL (initdb into a temporary
+directory, run by the ``postgres`` user: it refuses root) and a private
+Redis, listening on the bridge's address only, so each host reaches them
+over its link and cutting that link (``partition``) cuts it off while its
+processes live on. Everything is made by :func:`net_hosts` and torn down
+after, as root; the addresses are in 10.231.0.0/16, on this machine only.
+"""
+import contextlib
+import glob
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from tests.daemon_helpers import Daemon, child_env, wait_for
+
+
+def can_make_hosts():
+    """Why this machine cannot make network namespaces, or None."""
+    if os.geteuid() != 0:
+        return 'needs root (ip netns, veth, a private PostgreSQL)'
+    for tool in ('ip', 'unshare', 'runuser', 'redis-server'):
+        if shutil.which(tool) is None:
+            return f'{tool} is not installed (scripts/services.sh start)'
+    if not postgres_bin():
+        return 'no PostgreSQL server installed (scripts/services.sh start)'
+    return None
+
+
+def postgres_bin():
+    found = sorted(glob.glob('/usr/lib/postgresql/*/bin/initdb'),
+                   key=lambda p: int(p.split('/')[4]))
+    return os.path.dirname(found[-1]) if found else None
+
+
+def ip(*args, netns=None, check=True):
+    command = ['ip', *(['netns', 'exec', netns, 'ip'] if netns else []),
+               *args]
+    return subprocess.run(command, check=check, capture_output=True,
+                          text=True)
+
+
+class NetHosts:
+    """The bridge, the hosts and the servers; see the module docstring."""
+
+    def __init__(self, count):
+        self.tag = uuid.uuid4().hex[:5]
+        self.bridge = f'psb{self.tag}'
+        self.subnet = f'10.231.{random.randrange(1, 250)}'
+        self.server_ip = f'{self.subnet}.1'
+        self.names = [f'psh{self.tag}{n}' for n in range(count)]
+        self.links = [f'psv{self.tag}{n}' for n in range(count)]
+        self.work = Path(tempfile.mkdtemp(prefix='pshosts-'))
+        self.servers = []
+        self.pg_port = self.redis_port = None
+
+    # --- the network ---------------------------------------------------------
+
+    def make_network(self):
+        ip('link', 'add', self.bridge, 'type', 'bridge')
+        ip('addr', 'add', f'{self.server_ip}/24', 'dev', self.bridge)
+        ip('link', 'set', self.bridge, 'up')
+        for number, (name, link) in enumerate(zip(self.names, self.links)):
+            ip('netns', 'add', name)
+            ip('link', 'add', link, 'type', 'veth', 'peer', 'name',
+               f'{link}p')
+            ip('link', 'set', f'{link}p', 'netns', name)
+            ip('link', 'set', link, 'master', self.bridge)
+            ip('link', 'set', link, 'up')
+            ip('addr', 'add', f'{self.subnet}.{11 + number}/24', 'dev',
+               f'{link}p', netns=name)
+            ip('link', 'set', f'{link}p', 'up', netns=name)
+            ip('link', 'set', 'lo', 'up', netns=name)
+
+    def partition(self, number, cut=True):
+        """Cut host ``number``'s link (its processes live on), or mend it."""
+        ip('link', 'set', self.links[number], 'down' if cut else 'up')
+
+    # --- the servers ---------------------------------------------------------
+
+    def start_servers(self):
+        self.pg_port, self.redis_port = free_port(), free_port()
+        self._start_postgres()
+        self.servers.append(subprocess.Popen(
+            ['redis-server', '--bind', self.server_ip, '--port',
+             str(self.redis_port), '--protected-mode', 'no', '--save', '',
+             '--appendonly', 'no'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for(self._servers_answer, 30, interval=0.2,
+                 what='the private PostgreSQL and Redis')
+
+    def _start_postgres(self):
+        data = self.work / 'pg'
+        data.mkdir()
+        shutil.chown(self.work, 'postgres')
+        shutil.chown(data, 'postgres')
+        binaries = postgres_bin()
+        subprocess.run(
+            ['runuser', '-u', 'postgres', '--', f'{binaries}/initdb', '-D',
+             str(data), '-A', 'trust', '-U', 'postgres', '--no-sync'],
+            check=True, capture_output=True, cwd='/')
+        with open(data / 'pg_hba.conf', 'a') as hba:
+            hba.write(f'host all all {self.subnet}.0/24 trust\n')
+        self.servers.append(subprocess.Popen(
+            ['runuser', '-u', 'postgres', '--', f'{binaries}/postgres',
+             '-D', str(data), '-p', str(self.pg_port), '-c',
+             f'listen_addresses={self.server_ip}', '-c',
+             f'unix_socket_directories={data}', '-c', 'fsync=off', '-c',
+             'synchronous_commit=off', '-c', 'max_connections=200'],
+            stdout=open(self.work / 'pg.log', 'ab'), stderr=subprocess.STDOUT,
+            cwd='/'))
+
+    def _servers_answer(self):
+        import psycopg2
+        import redis
+        try:
+            psycopg2.connect(host=self.server_ip, port=self.pg_port,
+                             user='postgres', dbname='postgres',
+                             connect_timeout=1).close()
+            return redis.Redis(host=self.server_ip, port=self.redis_port,
+                               socket_timeout=1).ping()
+        except Exception:
+            return False
+
+    @property
+    def pg_url(self):
+        return (f'postgresql+psycopg2://postgres@{self.server_ip}:'
+                f'{self.pg_port}/postgres')
+
+    @property
+    def redis_url(self):
+        return f'redis://{self.server_ip}:{self.redis_port}/0'
+
+    # --- daemons -------------------------------------------------------------
+
+    def daemon(self, number, ini, log_path=None):
+        """A Daemon for ``ini`` on host ``number`` (not started)."""
+        return HostDaemon(self.names[number], f'host{number}', ini,
+                          log_path=log_path)
+
+    def tear_down(self):
+        for server in self.servers:
+            server.terminate()
+        for server in self.servers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(10)
+            if server.poll() is None:
+                server.kill()
+        for name in self.names:
+            ip('netns', 'del', name, check=False)
+        ip('link', 'del', self.bridge, check=False)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+class HostDaemon(Daemon):
+    """``python -m pscheduler`` in a host's network namespace, with its own
+    host name; its pid is the master's (ip, unshare and sh exec it)."""
+
+    def __init__(self, netns, hostname, ini, log_path=None):
+        super().__init__(ini, env=child_env(), log_path=log_path)
+        self.netns = netns
+        self.hostname = hostname
+
+    def start(self):
+        command = ['ip', 'netns', 'exec', self.netns, 'unshare', '--uts',
+                   'sh', '-c', f'hostname {self.hostname} && exec "$0" "$@"',
+                   sys.executable, '-m', 'pscheduler', str(self.ini)]
+        with open(self.log_path, 'ab') as log:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, cwd=str(self.ini.parent),
+                env=self.env, start_new_session=True)
+        return self
+
+
+def free_port():
+    """A port free on this machine's loopback, likely free on the bridge."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def net_hosts(count):
+    hosts = NetHosts(count)
+    try:
+        hosts.make_network()
+        hosts.start_servers()
+        yield hosts
+    finally:
+        hosts.tear_down()
