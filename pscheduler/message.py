@@ -243,7 +243,15 @@ def _format_status(head, result):
             f'retried {result.get("retried", 0)}, '
             f'missed {result.get("missed")}, '
             f'dead letters {result.get("dead_lettered")}'
+            + _format_owner(result.get('store_owner'))
             + _format_health(result))
+
+
+def _format_owner(owner):
+    """Who owns the queue's job store (several daemons, several hosts)."""
+    if not owner:
+        return ''
+    return f'; job store owner: {owner.get("host")} pid {owner.get("pid")}'
 
 
 def _format_health(result):

@@ -68,6 +68,11 @@ def test_status_lists_every_process_and_counters_survive_a_killed_child(
                       ('beta', 0): True, ('beta', 1): False}
     assert all(p['scheduler_alive'] for p in children_of(view).values()
                if p['owns_jobstore'])
+    owners = {reply['queue']: reply['result']['store_owner']
+              for reply in status_json(ini)['replies']}
+    assert owners == {
+        queue: {'host': socket.gethostname(), 'pid': pids[f'{queue} #1']}
+        for queue in ('alpha', 'beta')}
 
     out = str(tmp_path / 'out')
     with producer(ini) as scheduler:
@@ -103,6 +108,8 @@ def test_status_lists_every_process_and_counters_survive_a_killed_child(
                  what='the 21st job counted')
 
     text = run_cli('--message', 'status', ini=ini).stdout
+    assert (f'job store owner: {socket.gethostname()} pid '
+            f'{pids["beta #1"]}') in text
     assert f'daemon on {socket.gethostname()}: master {daemon.pid}' in text
     assert f'alpha #{busiest["slot"] + 1} killed x1' in text
     ping = run_cli('--message', 'ping', ini=ini)

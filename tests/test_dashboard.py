@@ -3,6 +3,8 @@ CSRF check of its actions, its settings, and pages escaping what they show.
 The pages with a real daemon and a real browser: test_dashboard_browser."""
 import re
 
+import socket
+
 import pytest
 from pyramid.exceptions import ConfigurationError
 from pyramid.request import Request
@@ -170,8 +172,9 @@ def test_pages_of_a_real_daemons_jobs(tmp_path, daemons):
     wait_for(lambda: len(stored_job_ids(ini, 'jobs')) == 60, 30,
              what='60 stored jobs')
     web = TestApp(app)
-    assert f'<span class="pid">{pids["jobs"]}</span>' in web.get(
-        '/scheduler/').text
+    overview = web.get('/scheduler/').text
+    assert f'<span class="pid">{pids["jobs"]}</span>' in overview
+    assert f'{socket.gethostname()} pid {pids["jobs"]}' in overview
     first = web.get('/scheduler/jobs')
     assert '60 deferred job(s) stored in queue jobs; #1-50' in first.text
     assert 'every 1 minute' in first.text and 'every 2 minutes' in first.text

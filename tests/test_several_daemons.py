@@ -7,6 +7,7 @@ stands by); date jobs run once each; SIGKILL of the owner's whole process
 group hands its deferred jobs to the standby within ``scheduler.failover``
 (5 s by default), and no run happens twice.
 """
+import json
 import time
 from collections import Counter
 
@@ -14,7 +15,7 @@ import pytest
 
 from tests import jobs
 from tests.daemon_helpers import (
-    PG_URL, NotifySocket, child_env, producer, wait_for, write_ini)
+    PG_URL, NotifySocket, child_env, producer, run_cli, wait_for, write_ini)
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +39,14 @@ def interval_doubles(runs, job_id, period=1.0):
                if b - a < period / 2 and pid_a != pid_b)
 
 
+def store_owner_pids(ini):
+    """The pids ``status`` says own the queue's job store."""
+    done = run_cli('--message', 'status', '--json', ini=ini)
+    assert done.returncode == 0, done.stderr
+    return {(reply['result']['store_owner'] or {}).get('pid')
+            for reply in json.loads(done.stdout)['replies']}
+
+
 @pytest.mark.parametrize('broker', ['redis', 'rabbitmq'])
 def test_a_standby_reports_ready_and_takes_over_within_the_failover(
         tmp_path, broker_for, daemons, broker):
@@ -54,6 +63,7 @@ def test_a_standby_reports_ready_and_takes_over_within_the_failover(
         assert 'standing by' in ready[0]['STATUS'], ready
         assert f'pid {owner.child_pids()["jobs"]}' in ready[0]['STATUS']
         standby_pid = standby.child_pids()['jobs']
+        assert store_owner_pids(ini_b) == {owner.child_pids()['jobs']}
         # The standby runs its share of the async jobs meanwhile.
         with producer(ini_a) as scheduler:
             for number in range(40):
@@ -86,6 +96,8 @@ def test_a_standby_reports_ready_and_takes_over_within_the_failover(
         wait_for(lambda: notify.received() and any(
             'standing by' not in m.get('STATUS', 'standing by')
             for m in notify.received()), 10)
+        # status names the new owner, read from the shared store.
+        assert store_owner_pids(ini_b) == {standby_pid}
     finally:
         notify.close()
     runs = jobs.read_ids(out)

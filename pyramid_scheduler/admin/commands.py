@@ -40,7 +40,7 @@ class AdminCommands:
 
     def __init__(self, settings, queues, *, listeners, stats, inflight,
                  introspection, dead_letters, failed, health=None,
-                 daemon=None):
+                 daemon=None, store_owner=None):
         self.settings = settings
         self.queues = queues
         self.listeners = listeners
@@ -54,6 +54,9 @@ class AdminCommands:
         # () -> the whole daemon (pyramid_scheduler.daemonview), or None
         # when this runtime has no pscheduler master.
         self.daemon = daemon or (lambda: None)
+        # queue -> {'host', 'pid'} of its job store's owner, read from the
+        # store (runtime.storelock): on several hosts, maybe another's.
+        self.store_owner = store_owner or (lambda queue: None)
         self._handlers = {
             'print-jobs': self._print_jobs,
             'ping': self._ping,
@@ -136,7 +139,16 @@ class AdminCommands:
             'pending': self.introspection.pending_count(queue),
             **(self.health() if self.health is not None else {}),
             'daemon': self.daemon(),
+            'store_owner': self._owner(queue),
         }
+
+    def _owner(self, queue):
+        try:
+            return self.store_owner(queue)
+        except Exception as exc:   # the store's answer, not the status's
+            log.warning('queue %s: cannot read who owns its job store: %s',
+                        queue, exc)
+            return None
 
     def figures(self, queue, outbox):
         """The counts the metrics show of ``queue`` (runtime.figures)."""

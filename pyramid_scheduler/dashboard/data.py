@@ -57,6 +57,7 @@ def overview(scheduler):
             'deferred': (result or {}).get('pending'),
             'running': (result or {}).get('running'),
             'dead_letters': dead.results.get(queue, {}).get('count'),
+            'owner': (result or {}).get('store_owner'),
             'failed': failed.count(queue),
         })
     return {'queues': queues, 'processes': processes(status.results),

@@ -28,6 +28,7 @@ def overview(request, data):
         if q['dead_letters'] else _count(q['dead_letters']),
         link(_url(request, 'failed'), q['failed']) if q['failed']
         else _count(q['failed']),
+        _owner(q.get('owner')),
     ] for q in data['queues']]
     process_rows = [_process_row(p) for p in data['processes']]
     missing = ''
@@ -38,7 +39,7 @@ def overview(request, data):
     return (
         f'{missing}<h2>Queues</h2>' + table(
             ['queue', 'runtime', 'waiting messages', 'deferred jobs',
-             'running', 'dead letters', 'failed'],
+             'running', 'dead letters', 'failed', 'job store owner'],
             queue_rows, numeric=(2, 3, 4, 5, 6)) +
         '<h2>Processes</h2>' + table(
             ['role', 'pid', 'queue', 'process', 'state', 'uptime', 'RSS',
@@ -50,6 +51,13 @@ def overview(request, data):
         'scheduler: its scheduler thread; store owner: the process that '
         f'owns the queue\'s job store. Refreshes every 5 s; read at '
         f'{esc(now_text())}.</small></p>')
+
+
+def _owner(owner):
+    """The host and pid owning a queue's job store (runtime.storelock)."""
+    if not owner:
+        return '-'
+    return f'{esc(owner.get("host"))} pid {esc(owner.get("pid"))}'
 
 
 def _slot(slot):

@@ -99,7 +99,9 @@ def admin_commands(runtime):
         dead_letters=runtime.dead_letter_log, health=runtime.health,
         failed=FailedJobs(runtime.settings, runtime.records.table),
         daemon=lambda: (daemon_view(runtime.state_dir)
-                        if runtime.state_dir else None))
+                        if runtime.state_dir else None),
+        store_owner=lambda queue: store_owners(runtime.settings,
+                                               [queue])[queue])
 
 
 def store_figures(runtime):
