@@ -24,7 +24,7 @@ from webtest.http import StopableWSGIServer  # noqa: E402
 
 from tests import browser  # noqa: E402
 
-WIDTH, HEIGHT = 1280, 640
+WIDTH, HEIGHT = 1440, 640
 
 
 def wait_until_answered(scheduler, timeout=60):

@@ -13,7 +13,7 @@ color:#1d2330;background:#f5f6f8}header{background:#1d2330;color:#fff;
 padding:.6em 1em;display:flex;flex-wrap:wrap;gap:.4em 1.2em;
 align-items:baseline}header b{font-size:1.1em}header a{color:#cfd8ff;
 text-decoration:none}header a.on{color:#fff;text-decoration:underline}
-main{padding:1em;max-width:1200px;margin:auto}h1{font-size:1.3em;
+main{padding:1em;max-width:1400px;margin:auto}h1{font-size:1.3em;
 margin:.2em 0 .6em}h2{font-size:1.1em;margin:1.2em 0 .4em}.scroll{
 overflow-x:auto;background:#fff;border:1px solid #dde;border-radius:6px}
 table{border-collapse:collapse;width:100%}th,td{padding:.35em .45em;
