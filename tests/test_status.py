@@ -152,3 +152,28 @@ def jobs_info(job_id):
     return JobInfo({'id': job_id, 'kind': 'async', 'func': 'tests.jobs:noop',
                     'args': [], 'kwargs': {}, 'trigger': {}, 'options': {},
                     'created_at': time.time()}, queue='jobs')
+
+
+def test_batches_of_any_length_are_written_by_a_few_statements(tmp_path):
+    """sqlite3 compiles and keeps every distinct statement: one per batch
+    length (up to 1,927 rows each) grew a child by ~0.85 KB a job, to 919
+    MB after a million jobs. Every length, and every record written."""
+    import sqlalchemy as sa
+
+    from pyramid_scheduler.statusdb import StatusTable
+    settings = parse_settings({}, here=str(tmp_path))
+    table = StatusTable(settings)
+    texts = set()
+    sa.event.listen(table.engine, 'before_cursor_execute',
+                    lambda conn, cursor, statement, *rest:
+                    texts.add(statement) if 'ON CONFLICT' in statement
+                    else None)
+    written = 0
+    for length in range(1, 700):
+        table.upsert([{'job_id': f'job-{written + n}', 'state': 'queued'}
+                      for n in range(length)])
+        written += length
+    assert len(texts) <= 5, len(texts)
+    with table.engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(
+            table.table)).scalar() == written
