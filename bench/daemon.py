@@ -23,10 +23,12 @@ CASE6_DB = 15
 class Daemon(PyramidSchedulerSystem):
     worker_ready_timeout = 120
 
-    def __init__(self, ctx, broker, redis_db):
-        super().__init__(ctx, broker, redis_db=redis_db, use_daemon=True)
-        self.queue = f'{ctx.run_id}_daemon{redis_db}_{broker}'
-        self.scheduler_id = f'{ctx.run_id}_d{redis_db}_{broker}'
+    def __init__(self, ctx, broker, redis_db, tag='', extra_settings=None):
+        super().__init__(ctx, broker, redis_db=redis_db, use_daemon=True,
+                         extra_settings=extra_settings)
+        # tag: cases that share a Redis database keep their own names
+        self.queue = f'{ctx.run_id}_daemon{redis_db}{tag}_{broker}'
+        self.scheduler_id = f'{ctx.run_id}_d{redis_db}{tag}_{broker}'
         self.settings['scheduler.id'] = self.scheduler_id
         self.database = os.path.join(ctx.tmp, f'ps-{self.queue}.sqlite')
         self.settings['scheduler.database'] = self.database
