@@ -221,15 +221,27 @@ def bulk_load(settings, indexes, start, batch=5000):
             conn.execute(store.jobs_t.insert(), rows)
         rows.clear()
 
-    try:
-        for i in indexes:
+    templates = {}
+
+    def template(crontab):
+        """(queue, spec, trigger, next run) of one crontab, built once: a
+        million jobs have 1,440 crontabs (checking and parsing each job's
+        was 60 % of the time)."""
+        if crontab not in templates:
             queue, spec = build_spec(
                 settings, 'cron', noop, None, None, None,
-                {'start_date': start,
-                 'crontab': f'{i % 60} {(i // 60) % 24} * * *'},
-                {'id': f'cron-{i}'})
+                {'start_date': start, 'crontab': crontab}, {'id': 'x'})
             trigger = build_trigger('cron', spec['trigger'],
                                     settings.timezone)
+            templates[crontab] = (queue, spec, trigger,
+                                  trigger.get_next_fire_time(None, now))
+        return templates[crontab]
+
+    try:
+        for i in indexes:
+            queue, spec, trigger, next_run = template(
+                f'{i % 60} {(i // 60) % 24} * * *')
+            spec = dict(spec, id=f'cron-{i}')
             options = dict(spec['options'])
             options.pop('id', None)
             name = options.pop('name', None) or spec['func']
@@ -240,7 +252,7 @@ def bulk_load(settings, indexes, start, batch=5000):
                           'misfire_grace_time', settings.misfire_grace_time),
                       coalesce=options.get('coalesce', settings.coalesce),
                       max_instances=options.get('max_instances', 1),
-                      next_run_time=trigger.get_next_fire_time(None, now))
+                      next_run_time=next_run)
             rows.append({
                 'id': job.id,
                 'next_run_time': datetime_to_utc_timestamp(job.next_run_time),
