@@ -94,11 +94,15 @@ def _stored(scheduler):
     return replies[0]['result']['total'] if replies else 0
 
 
-def time_pages(app, n_jobs, repeat):
+def time_pages(app, n_jobs, repeat, chosen=None):
+    """[(label, median ms, max ms)] of each page (or of those whose label
+    starts with one of ``chosen``)."""
     from webtest import TestApp
     web = TestApp(app)
     results = []
     for label, url in pages(n_jobs):
+        if chosen and not label.startswith(tuple(chosen)):
+            continue
         page = web.get(url)   # warm: imports, connections, caches
         if 'class="msg warn"' in page.text:   # not answered: not a timing
             raise SystemExit(f'{label}: {url} says: ' + page.text.split(
