@@ -279,6 +279,8 @@ def main(argv=None):
                         errors.append(f'{system.label} on {broker}: '
                                       f'teardown: {exc}')
         run_more_cases(ctx, args, sizes, classes, extra, errors)
+        if worker_label == '?' and 'pyramid_scheduler' in args.systems:
+            worker_label = 'pscheduler (master + children, as each case says)'
     finally:
         stop_all()
 

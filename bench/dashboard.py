@@ -96,12 +96,13 @@ def _stored(scheduler):
 
 def time_pages(app, n_jobs, repeat, chosen=None):
     """[(label, median ms, max ms)] of each page (or of those whose label
-    starts with one of ``chosen``)."""
+    is one of ``chosen``, or it followed by a space and more)."""
     from webtest import TestApp
     web = TestApp(app)
     results = []
     for label, url in pages(n_jobs):
-        if chosen and not label.startswith(tuple(chosen)):
+        if chosen and not any(label == c or label.startswith(c + ' ')
+                              for c in chosen):
             continue
         page = web.get(url)   # warm: imports, connections, caches
         if 'class="msg warn"' in page.text:   # not answered: not a timing

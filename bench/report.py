@@ -496,9 +496,11 @@ Method
 - **A million stored cron jobs** (11, pscheduler on Redis, SQLite job
   store): written to the job store table while no daemon runs
   (``bench.daemon.bulk_load``); then pscheduler start to a job run by its
-  child (twice), the child's RSS, ``pscheduler --message jobs``, four
-  dashboard pages (served in the benchmark's process through WebTest,
-  their admin commands over the broker) and ``GET /metrics`` once the
+  child (twice), the child's RSS, ``pscheduler --message jobs``, five
+  dashboard pages (overview, the first, middle and last page of the
+  scheduled jobs, a job; served in the benchmark's process through
+  WebTest, their admin commands over the broker; a page whose answer
+  does not come within the dashboard's 3 s says so) and ``GET /metrics`` once the
   master counts the stored jobs (``bench/million.py``).
 """
 

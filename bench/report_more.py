@@ -118,7 +118,8 @@ def million_rows(extra):
          f'{fmt(case["jobs_cli_s"])} s / '
          f'{fmt(case["jobs_rt_s"] * 1000)} ms'),
     ]
-    rows += [(f'11. {n:,} stored: dashboard, {label}', f'{fmt(ms)} ms')
+    rows += [(f'11. {n:,} stored: dashboard, {label}',
+              ms if isinstance(ms, str) else f'{fmt(ms)} ms')
              for label, ms in case['pages']]
     rows.append((f'11. {n:,} stored: metrics scrape (GET /metrics)',
                  f'{fmt(case["scrape_ms"])} ms'))

@@ -10,7 +10,6 @@ one would hide a leak): the case fails if it was replaced.
 """
 import os
 import signal
-import time
 
 from .common import BenchError, Recorder, rss
 from .daemon import CASE5_DB, Daemon
