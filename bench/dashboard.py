@@ -125,8 +125,7 @@ def time_scrapes(port, n_jobs, repeat):
     def scrape():
         with urllib.request.urlopen(url, timeout=10) as response:
             return response.read().decode()
-    wait_for(lambda: f'pscheduler_scheduled_jobs{{queue="jobs"}} '
-             f'{float(n_jobs)}' in scrape(), 60,
+    wait_for(lambda: scheduled_jobs(scrape()) == n_jobs, 60,
              what='the stored jobs counted in the metrics')
     times = []
     for _ in range(max(repeat, 20)):
@@ -134,6 +133,16 @@ def time_scrapes(port, n_jobs, repeat):
         scrape()
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times), max(times)
+
+
+def scheduled_jobs(text, queue='jobs'):
+    """The gauge pscheduler_scheduled_jobs of ``queue`` in a scrape (its
+    value may read ``1e+06``)."""
+    prefix = f'pscheduler_scheduled_jobs{{queue="{queue}"}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return None
 
 
 def free_port():
