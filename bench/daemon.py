@@ -111,12 +111,12 @@ class Daemon(PyramidSchedulerSystem):
                              f'{result.stderr.decode()[-2000:]}')
         return elapsed
 
-    def message_roundtrip(self, name, args=None):
+    def message_roundtrip(self, name, args=None, timeout=30):
         """Seconds for one admin command's answer, from this process."""
         from pyramid_scheduler import admin
         t0 = time.perf_counter()
         replies, missing = admin.send_command(self.scheduler.settings, name,
-                                              args=args, timeout=30)
+                                              args=args, timeout=timeout)
         elapsed = time.perf_counter() - t0
         if missing:
             raise BenchError(f'{name}: no answer from {missing}')

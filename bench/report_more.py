@@ -117,6 +117,9 @@ def million_rows(extra):
          'the same command from a loaded process',
          f'{fmt(case["jobs_cli_s"])} s / '
          f'{fmt(case["jobs_rt_s"] * 1000)} ms'),
+        (f'11. {n:,} stored: the last page of `jobs` (offset '
+         f'{max(n - 50, 0):,}) from a loaded process, once',
+         f'{fmt(case["jobs_last_rt_s"])} s'),
     ]
     rows += [(f'11. {n:,} stored: dashboard, {label}',
               ms if isinstance(ms, str) else f'{fmt(ms)} ms')
