@@ -63,7 +63,7 @@ def parse_args(argv):
                     'kombu, Celery and Huey; print a table of medians and '
                     'ratios and write docs/benchmarks.rst.')
     parser.add_argument('--quick', action='store_true',
-                        help='smaller counts, one repetition (~3 min)')
+                        help='smaller counts, one repetition (~4 min)')
     parser.add_argument('--cases', default=','.join(CASE_NAMES),
                         help='comma-separated numbers or names: '
                              + ', '.join(f'{k} {v}' for k, v in

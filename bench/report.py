@@ -409,10 +409,11 @@ benchmark command; do not edit it by hand (the method is in
 .. code-block:: bash
 
    pip install -e '.[redis,amqp,bench]'
-   python -m bench                 # everything, medians of 3 (~15 min here)
+   python -m bench                 # everything, medians of 3 (~30 min here)
    python -m bench --quick         # smaller counts, one repetition, writes
-                                   # nothing (~2 min here)
+                                   # nothing (~3 min here)
    python -m bench --brokers redis --cases enqueue,latency
+   python -m bench --cases 8,9,10,11   # or realistic,soak,costs,million
 
 Results
 =======
