@@ -27,7 +27,7 @@ def plan(ctx, args, sizes, classes, errors):
                                         sizes['soak_every']), False),
         'costs': (lambda: costs.costs_case(
             ctx, sizes['costs'], sizes['throughput_cap'],
-            sizes['costs_rounds']), True),
+            sizes['costs_rounds'], errors), True),
         'million': (lambda: million.million_case(ctx, sizes['million'], 3),
                     False),
     }

@@ -79,7 +79,8 @@ def costs_rows(extra):
     rows = []
     for key, label in COST_LABELS:
         r = costs['throughput'].get(key) or {}
-        text = fmt(r.get('rate'), '/s') if 'rate' in r else 'error'
+        text = (fmt(r.get('rate'), '/s') if 'rate' in r else
+                'error: ' + r.get('error', '?')[:100])
         if r.get('partial'):
             text += ' (cut)'
         if key == 'metrics_scraped' and 'scrape_p50' in r:
