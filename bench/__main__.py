@@ -7,7 +7,11 @@
 
 Cases: 1 enqueue, 2 throughput, 3 latency (time to execution), 4 lateness
 (date jobs), 5 cron (many stored cron jobs; pscheduler), 6 daemon (SIGKILL,
-SIGHUP, RSS; pscheduler), 7 idle (idle CPU; on SQLite by default).
+SIGHUP, RSS; pscheduler), 7 idle (idle CPU; on SQLite by default),
+8 realistic (5 ms I/O and 5 ms CPU jobs, 1/2/4 processes; Redis),
+9 soak (a million jobs through one child; pscheduler), 10 costs (status
+records, metrics, outbox; pscheduler), 11 million (a million stored cron
+jobs; pscheduler).
 """
 import argparse
 import json
@@ -21,7 +25,8 @@ from .common import (ROOT, Context, install_cleanup, load_average, median,
                      stop_all)
 
 CASE_NAMES = {'1': 'enqueue', '2': 'throughput', '3': 'latency',
-              '4': 'lateness', '5': 'cron', '6': 'daemon', '7': 'idle'}
+              '4': 'lateness', '5': 'cron', '6': 'daemon', '7': 'idle',
+              '8': 'realistic', '9': 'soak', '10': 'costs', '11': 'million'}
 BROKER_CASES = ('enqueue', 'throughput', 'latency', 'lateness', 'idle')
 ALL_SYSTEMS = ('pyramid_scheduler', 'kombu', 'celery', 'huey')
 # Results of pscheduler with two children per queue (throughput case).
@@ -30,11 +35,16 @@ POOL_KEY = report.POOL_KEY
 FULL = dict(repeat=3, enqueue=2000, warmup=200,
             throughput={'redis': 20000, 'amqp': 20000, 'sqlite': 3000},
             throughput_cap=60, latency=200, latency_cap=8, lateness=1000,
-            lateness_spacing=0.005, idle=4, cron=100000, cron_sent=3000)
+            lateness_spacing=0.005, idle=4, cron=100000, cron_sent=3000,
+            realistic=2000, realistic_processes=(1, 2, 4), soak=1000000,
+            soak_every=100000, costs=20000, costs_rounds=1000,
+            million=1000000)
 QUICK = dict(repeat=1, enqueue=500, warmup=100,
              throughput={'redis': 2000, 'amqp': 2000, 'sqlite': 500},
              throughput_cap=15, latency=50, latency_cap=4, lateness=100,
-             lateness_spacing=0.01, idle=3, cron=10000, cron_sent=500)
+             lateness_spacing=0.01, idle=3, cron=10000, cron_sent=500,
+             realistic=200, realistic_processes=(1, 2, 4), soak=20000,
+             soak_every=5000, costs=2000, costs_rounds=100, million=20000)
 
 
 def system_classes():
@@ -53,8 +63,8 @@ def parse_args(argv):
                     'kombu, Celery and Huey; print a table of medians and '
                     'ratios and write docs/benchmarks.rst.')
     parser.add_argument('--quick', action='store_true',
-                        help='smaller counts, one repetition (~3 min)')
-    parser.add_argument('--cases', default='1,2,3,4,5,6,7',
+                        help='smaller counts, one repetition (~4 min)')
+    parser.add_argument('--cases', default=','.join(CASE_NAMES),
                         help='comma-separated numbers or names: '
                              + ', '.join(f'{k} {v}' for k, v in
                                          CASE_NAMES.items()))
@@ -75,6 +85,12 @@ def parse_args(argv):
     parser.add_argument('--cron-sent', type=int,
                         help='of which sent with add_cron_job (default 3000,'
                              ' --quick 500; the rest is written to the store)')
+    parser.add_argument('--soak-jobs', type=int,
+                        help='jobs through one child in case 9 (default '
+                             '1,000,000, --quick 20,000)')
+    parser.add_argument('--million-jobs', type=int,
+                        help='stored cron jobs in case 11 (default '
+                             '1,000,000, --quick 20,000)')
     parser.add_argument('--output', default=None,
                         help='where to write the .rst (default '
                              'docs/benchmarks.rst; --quick: nowhere)')
@@ -129,6 +145,25 @@ def run_case(case, system, sizes):
     raise ValueError(case)
 
 
+def run_more_cases(ctx, args, sizes, classes, extra, errors):
+    """Cases 5, 6 and 8-11, each once or ``repeat`` times (medians), into
+    ``extra``."""
+    from . import extracases
+    for name, run, repeated in extracases.plan(ctx, args, sizes, classes,
+                                                errors):
+        ctx.log(f'{name} (case {extracases.NUMBERS[name]})')
+        runs = []
+        for rep in range(sizes['repeat'] if repeated else 1):
+            try:
+                runs.append(run())
+            except Exception as exc:
+                if args.verbose:
+                    traceback.print_exc()
+                errors.append(f'{name}: {exc}')
+                runs.append({'error': str(exc)})
+        extra[name] = extracases.median_nested(runs)
+
+
 def medians(runs):
     good = [r for r in runs if 'error' not in r]
     if not good:
@@ -152,6 +187,11 @@ def main(argv=None):
         sizes['cron'] = args.cron_jobs
     if args.cron_sent is not None:
         sizes['cron_sent'] = args.cron_sent
+    if args.soak_jobs:
+        sizes['soak'] = args.soak_jobs
+        sizes['soak_every'] = min(sizes['soak_every'], args.soak_jobs)
+    if args.million_jobs:
+        sizes['million'] = args.million_jobs
     output = args.output or (None if args.quick else os.path.join(
         ROOT, 'docs', 'benchmarks.rst'))
     if args.no_write:
@@ -238,27 +278,9 @@ def main(argv=None):
                     except Exception as exc:
                         errors.append(f'{system.label} on {broker}: '
                                       f'teardown: {exc}')
-        if 'pyramid_scheduler' in args.systems:
-            from . import daemon
-            if 'cron' in args.cases:
-                ctx.log(f'cron: {sizes["cron"]:,} stored cron jobs')
-                try:
-                    extra['cron'] = daemon.cron_case(
-                        ctx, sizes['cron'], sizes['cron_sent'], 3)
-                except Exception as exc:
-                    if args.verbose:
-                        traceback.print_exc()
-                    errors.append(f'cron: {exc}')
-                    extra['cron'] = {'error': str(exc)}
-            if 'daemon' in args.cases:
-                ctx.log('daemon: SIGKILL, SIGHUP, RSS')
-                try:
-                    extra['daemon'] = daemon.daemon_case(ctx, 3)
-                except Exception as exc:
-                    if args.verbose:
-                        traceback.print_exc()
-                    errors.append(f'daemon: {exc}')
-                    extra['daemon'] = {'error': str(exc)}
+        run_more_cases(ctx, args, sizes, classes, extra, errors)
+        if worker_label == '?' and 'pyramid_scheduler' in args.systems:
+            worker_label = 'pscheduler (master + children, as each case says)'
     finally:
         stop_all()
 

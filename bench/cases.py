@@ -29,18 +29,22 @@ def enqueue_cost(system, n, warmup):
     return p50_p99(samples)
 
 
-def throughput(system, n, max_seconds):
+def throughput(system, n, max_seconds, queue_jobs=None):
     """Jobs/s: ``n`` jobs queued while the worker is stopped, then run.
 
     The rate is taken between the first and the last job's start (recorded
     by the jobs), so the worker's boot is not counted. A run cut at
     ``max_seconds`` reports the rate of the jobs that ran.
+    ``queue_jobs(path, n)``, if given, queues the jobs instead of
+    ``system.send_record`` (case 10: through the outbox).
     """
     system.stop_worker()
     system.purge()
     recorder = Recorder(system.ctx, 'tput')
     try:
-        for _ in range(n):
+        if queue_jobs is not None:
+            queue_jobs(recorder.path, n)
+        for _ in range(n if queue_jobs is None else 0):
             system.send_record(recorder.path, 0)
         system.start_worker()
         try:

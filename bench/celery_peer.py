@@ -40,6 +40,11 @@ def make_app(broker, queue):
         from bench.jobs import record as record_job
         record_job(path, tag)
 
+    @app.task(name='bench.work')
+    def work(kind, path, tag):
+        from bench.jobs import cpu_record, io_record
+        (io_record if kind == 'io' else cpu_record)(path, tag)
+
     return app
 
 
@@ -64,6 +69,7 @@ class CelerySystem(System):
         self.app = make_app(self.url, self.queue)
         self.noop = self.app.tasks['bench.noop']
         self.record = self.app.tasks['bench.record']
+        self.work = self.app.tasks['bench.work']
         self.noop.delay()  # connect and declare
         self.purge()
 
@@ -72,6 +78,13 @@ class CelerySystem(System):
 
     def send_record(self, path, tag):
         self.record.delay(path, tag)
+
+    def send_work(self, kind, path, tag):
+        self.work.delay(kind, path, tag)
+
+    def set_processes(self, n):
+        self.concurrency = n
+        self.label = f'Celery (prefork -c {n})'
 
     def send_record_at(self, path, when):
         eta = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)

@@ -94,11 +94,16 @@ def _stored(scheduler):
     return replies[0]['result']['total'] if replies else 0
 
 
-def time_pages(app, n_jobs, repeat):
+def time_pages(app, n_jobs, repeat, chosen=None):
+    """[(label, median ms, max ms)] of each page (or of those whose label
+    is one of ``chosen``, or it followed by a space and more)."""
     from webtest import TestApp
     web = TestApp(app)
     results = []
     for label, url in pages(n_jobs):
+        if chosen and not any(label == c or label.startswith(c + ' ')
+                              for c in chosen):
+            continue
         page = web.get(url)   # warm: imports, connections, caches
         if 'class="msg warn"' in page.text:   # not answered: not a timing
             raise SystemExit(f'{label}: {url} says: ' + page.text.split(
@@ -120,8 +125,7 @@ def time_scrapes(port, n_jobs, repeat):
     def scrape():
         with urllib.request.urlopen(url, timeout=10) as response:
             return response.read().decode()
-    wait_for(lambda: f'pscheduler_scheduled_jobs{{queue="jobs"}} '
-             f'{float(n_jobs)}' in scrape(), 60,
+    wait_for(lambda: scheduled_jobs(scrape()) == n_jobs, 60,
              what='the stored jobs counted in the metrics')
     times = []
     for _ in range(max(repeat, 20)):
@@ -129,6 +133,16 @@ def time_scrapes(port, n_jobs, repeat):
         scrape()
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times), max(times)
+
+
+def scheduled_jobs(text, queue='jobs'):
+    """The gauge pscheduler_scheduled_jobs of ``queue`` in a scrape (its
+    value may read ``1e+06``)."""
+    prefix = f'pscheduler_scheduled_jobs{{queue="{queue}"}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return None
 
 
 def free_port():

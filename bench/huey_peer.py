@@ -36,11 +36,16 @@ def make_huey(name, sqlite_path=None):
         from bench.jobs import record as record_job
         record_job(path, tag)
 
-    return huey, noop, record
+    @huey.task(name='bench.work')
+    def work(kind, path, tag):
+        from bench.jobs import cpu_record, io_record
+        (io_record if kind == 'io' else cpu_record)(path, tag)
+
+    return huey, noop, record, work
 
 
 if os.environ.get(NAME_ENV):
-    huey, _noop, _record = make_huey(os.environ[NAME_ENV],
+    huey, _noop, _record, _work = make_huey(os.environ[NAME_ENV],
                                      os.environ.get(FILE_ENV) or None)
 
 
@@ -60,7 +65,7 @@ class HueySystem(System):
                             if broker == 'sqlite' else None)
 
     def setup(self):
-        self.huey, self.noop, self.record = make_huey(self.queue,
+        self.huey, self.noop, self.record, self.work = make_huey(self.queue,
                                                       self.sqlite_path)
 
     def enqueue_noop(self):
@@ -68,6 +73,13 @@ class HueySystem(System):
 
     def send_record(self, path, tag):
         self.record(path, tag)
+
+    def send_work(self, kind, path, tag):
+        self.work(kind, path, tag)
+
+    def set_processes(self, n):
+        self.workers = n
+        self.label = f'Huey (-w {n} -k process)'
 
     def send_record_at(self, path, when):
         eta = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)

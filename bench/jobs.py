@@ -38,3 +38,23 @@ def record(path, tag=0.0):
 
 def noop():
     pass
+
+
+def burn(seconds):
+    """Use ``seconds`` of this thread's CPU time (not wall time: on a busy
+    machine the job still does the same work)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def io_record(path, tag=0.0, seconds=0.005):
+    """Case 8: record the start, then wait ``seconds`` as on I/O."""
+    record(path, tag)
+    time.sleep(seconds)
+
+
+def cpu_record(path, tag=0.0, seconds=0.005):
+    """Case 8: record the start, then burn ``seconds`` of CPU."""
+    record(path, tag)
+    burn(seconds)

@@ -117,8 +117,9 @@ class PyramidSchedulerSystem(System):
         self.ini = write_ini(self.ctx, self.queue, self.settings)
         self.app = make_app(dict(self.settings))
         self.scheduler = self.app.registry.scheduler
-        from .jobs import noop, record
+        from .jobs import cpu_record, io_record, noop, record
         self._noop, self._record = noop, record
+        self._work = {'io': io_record, 'cpu': cpu_record}
 
     @contextlib.contextmanager
     def enqueue_context(self):
@@ -135,6 +136,9 @@ class PyramidSchedulerSystem(System):
 
     def send_record(self, path, tag):
         self.scheduler.add_async_job(self._record, args=(path, tag))
+
+    def send_work(self, kind, path, tag):
+        self.scheduler.add_async_job(self._work[kind], args=(path, tag))
 
     def send_record_at(self, path, when):
         self.scheduler.add_date_job(self._record, when, args=(path, when))

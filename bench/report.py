@@ -352,12 +352,14 @@ def grid(headers, rows):
 def tables(results, extra, sizes):
     headers = ['case', 'broker'] + [LABELS[s] for s in SYSTEMS] + [
         'ours / kombu', 'ours / Celery', 'ours / Huey']
+    from .report_more import more_rows, realistic_rows
     rows = [[label, broker] + cells + ratios
-            for label, broker, cells, ratios in main_rows(results, sizes)]
+            for label, broker, cells, ratios in
+            main_rows(results, sizes) + realistic_rows(extra)]
     main = grid(headers, rows) if rows else ''
-    more = extra_rows(extra)
-    daemon = grid(['pscheduler (Redis, SQLite job store)', 'median of 3'],
-                  more) if more else ''
+    more = extra_rows(extra) + more_rows(extra)
+    daemon = grid(['pscheduler only (Redis; SQLite job store unless said)',
+                   'measured'], more) if more else ''
     target_rows = [[label, value, ratio,
                     {True: 'met', False: 'MISSED', None: '—'}[met]]
                    for label, value, ratio, met in targets(results, extra)]
@@ -407,10 +409,11 @@ benchmark command; do not edit it by hand (the method is in
 .. code-block:: bash
 
    pip install -e '.[redis,amqp,bench]'
-   python -m bench                 # everything, medians of 3 (~15 min here)
+   python -m bench                 # everything, medians of 3 (~30 min here)
    python -m bench --quick         # smaller counts, one repetition, writes
-                                   # nothing (~2 min here)
+                                   # nothing (~3 min here)
    python -m bench --brokers redis --cases enqueue,latency
+   python -m bench --cases 8,9,10,11   # or realistic,soak,costs,million
 
 Results
 =======
@@ -465,6 +468,41 @@ Method
   master's first restart, after its 0.1 s backoff); the job that shows the
   queue is served again is sent once the killed process is gone (see the
   note on Redis below).
+- Cases 5, 6 and 11 show medians of 3 tries inside one run; cases 8 and 10
+  medians of the repetitions; case 9 is one run.
+- **Realistic jobs** (8, Redis): a burst of 2,000 jobs that each sleep
+  5 ms, then 2,000 that each burn 5 ms of their thread's CPU time, added
+  as fast as the producer can to a running worker with 1, 2 and 4
+  processes per queue (pscheduler ``scheduler.processes``, 4 threads per
+  child; Celery prefork ``-c N``; Huey ``-w N -k process``). Jobs/s from
+  the first to the last job's start; time to execution from the add call
+  to the job's start, including the wait behind the rest of the burst.
+  Raw kombu has no pool of processes: not run (``bench/realistic.py``).
+- **A million jobs through one child** (9, pscheduler on Redis): rounds
+  of 100,000 no-op jobs; the child is paused (SIGSTOP) while a round is
+  added and resumed (SIGCONT), so the round's rate (first to last start)
+  is the child's, not the producer's; its RSS is read after each round.
+  The same child runs every round (``bench/soak.py``).
+- **Costs** (10, pscheduler on Redis, one child): the throughput case
+  (20,000 jobs) with the status records in the SQLite file and in
+  PostgreSQL (there is no setting that turns status records off: where
+  they go is the choice), without and with ``scheduler.metrics.bind``, and
+  with ``/metrics`` scraped every 100 ms during the run; jobs committed
+  through the outbox, 100 per transaction (explicit ``transaction``
+  manager); and 1,000 rounds of begin, ``add_async_job``, commit with
+  ``scheduler.transactional`` on (the outbox, with its fsync) and off
+  (sent at once). PostgreSQL: ``PSCHEDULER_BENCH_PG_URL`` (default the
+  local ``pscheduler_test`` database; the run's tables are dropped after)
+  (``bench/costs.py``).
+- **A million stored cron jobs** (11, pscheduler on Redis, SQLite job
+  store): written to the job store table while no daemon runs
+  (``bench.daemon.bulk_load``); then pscheduler start to a job run by its
+  child (twice), the child's RSS, ``pscheduler --message jobs``, five
+  dashboard pages (overview, the first, middle and last page of the
+  scheduled jobs, a job; served in the benchmark's process through
+  WebTest, their admin commands over the broker; a page whose answer
+  does not come within the dashboard's 3 s says so) and ``GET /metrics`` once the
+  master counts the stored jobs (``bench/million.py``).
 """
 
 
