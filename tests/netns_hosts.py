@@ -27,7 +27,7 @@ def can_make_hosts():
     """Why this machine cannot make network namespaces, or None."""
     if os.geteuid() != 0:
         return 'needs root (ip netns, veth, a private PostgreSQL)'
-    for tool in ('ip', 'unshare', 'runuser', 'redis-server'):
+    for tool in ('ip', 'nsenter', 'unshare', 'runuser', 'redis-server'):
         if shutil.which(tool) is None:
             return f'{tool} is not installed (scripts/services.sh start)'
     if not postgres_bin():
@@ -41,9 +41,15 @@ def postgres_bin():
     return os.path.dirname(found[-1]) if found else None
 
 
+def in_netns(netns):
+    """The command prefix that runs a program in ``netns``: nsenter, not
+    ``ip netns exec``, which remounts / and /sys and fails where / is not
+    a mount point (a chroot: "mount --make-rslave / failed")."""
+    return ['nsenter', f'--net=/run/netns/{netns}']
+
+
 def ip(*args, netns=None, check=True):
-    command = ['ip', *(['netns', 'exec', netns, 'ip'] if netns else []),
-               *args]
+    command = [*(in_netns(netns) if netns else []), 'ip', *args]
     return subprocess.run(command, check=check, capture_output=True,
                           text=True)
 
@@ -162,7 +168,7 @@ class NetHosts:
 
 class HostDaemon(Daemon):
     """``python -m pscheduler`` in a host's network namespace, with its own
-    host name; its pid is the master's (ip, unshare and sh exec it)."""
+    host name; its pid is the master's (nsenter, unshare and sh exec it)."""
 
     def __init__(self, netns, hostname, ini, log_path=None):
         super().__init__(ini, env=child_env(), log_path=log_path)
@@ -170,7 +176,7 @@ class HostDaemon(Daemon):
         self.hostname = hostname
 
     def start(self):
-        command = ['ip', 'netns', 'exec', self.netns, 'unshare', '--uts',
+        command = [*in_netns(self.netns), 'unshare', '--uts',
                    'sh', '-c', f'hostname {self.hostname} && exec "$0" "$@"',
                    sys.executable, '-m', 'pscheduler', str(self.ini)]
         with open(self.log_path, 'ab') as log:
