@@ -83,6 +83,9 @@ def test_values(tmp_path):
     ('shutdown_timeout', '1 week', 'a duration'),
     ('child.memory_limit', 'lots', 'a size'),
     ('broker.secret', 'short', 'at least 16 characters'),
+    ('metrics.bind', '9464', 'HOST:PORT'),
+    ('metrics.bind', '127.0.0.1:99999', 'HOST:PORT'),
+    ('metrics.bind', 'localhost:http', 'HOST:PORT'),
 ])
 def test_bad_settings_raise_configuration_error_naming_the_key(
         tmp_path, key, value, fragment):
