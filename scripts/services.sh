@@ -92,11 +92,10 @@ pg_version() {
 # their own (tests/test_broker_outage.py, tests/test_durability.py), and call
 # kill (procps: the systemd unit's ExecReload=/bin/kill), systemd-analyze and
 # the daemontools programs, and drive Chromium through chromedriver (the
-# dashboard's browser test); ip, nsenter, unshare and runuser make the
-# "hosts" of tests/test_netns_hosts.py (network namespaces, each with a
-# private PostgreSQL server run by the postgres user). RabbitMQ and
-# PostgreSQL are installed too, so that this machine can run the suite on
-# its own. Prints "package:program" pairs
+# dashboard's browser test); ip, nsenter and unshare make the "hosts" of
+# tests/test_netns_hosts.py (network namespaces with host names of their
+# own). RabbitMQ and PostgreSQL are installed too, so that this machine can
+# run the suite on its own. Prints "package:program" pairs
 # whose program is missing.
 missing_packages() {
 	local pair pkgs=()
@@ -106,8 +105,7 @@ missing_packages() {
 		redis-server:redis-server redis-tools:redis-cli \
 		rabbitmq-server:rabbitmq-server postgresql-client:psql \
 		chromium:chromium chromium-driver:chromedriver \
-		iproute2:ip util-linux:nsenter util-linux:unshare \
-		util-linux:runuser; do
+		iproute2:ip util-linux:nsenter util-linux:unshare; do
 		command -v "${pair#*:}" >/dev/null || pkgs+=("${pair%%:*}")
 	done
 	pg_version >/dev/null || pkgs+=(postgresql)
@@ -143,7 +141,7 @@ apt_install() {
 # The programs the tests execute; daemontools and systemd-analyze are only
 # needed as programs, never run as services.
 TOOLS=(supervise svc svscan svstat multilog setuidgid systemd-analyze /bin/kill
-	redis-server chromium chromedriver ip nsenter unshare runuser)
+	redis-server chromium chromedriver ip nsenter unshare)
 
 check_tools() {
 	local tool

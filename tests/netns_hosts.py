@@ -2,15 +2,16 @@
 
 Each host is a network namespace (``ip netns``) joined to a bridge by a veth
 pair, and runs ``pscheduler`` in a UTS namespace of its own (its own host
-name). The bridge carries a private PostgreSQL (initdb into a temporary
-directory, run by the ``postgres`` user: it refuses root) and a private
-Redis, listening on the bridge's address only, so each host reaches them
-over its link and cutting that link (``partition``) cuts it off while its
-processes live on. Everything is made by :func:`net_hosts` and torn down
+name). The bridge carries a private Redis, listening on the bridge's
+address only, and a forwarder to the suite's own PostgreSQL
+(``PSCHEDULER_TEST_PG_URL``, on loopback, which no namespace reaches): each
+host reaches both over its link, and cutting that link (``partition``)
+cuts it off while its processes live on. (A private PostgreSQL would have
+to run as the ``postgres`` user, which a fresh root made by
+tools/fresh-debian cannot: its ``/`` is not traversable by other users.) Everything is made by :func:`net_hosts` and torn down
 after, as root; the addresses are in 10.231.0.0/16, on this machine only.
 """
 import contextlib
-import glob
 import os
 import random
 import shutil
@@ -20,25 +21,20 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from tests.daemon_helpers import Daemon, child_env, wait_for
+from sqlalchemy.engine import url as sa_url
+
+from tests.daemon_helpers import PG_URL, Daemon, child_env, wait_for
+from tests.forwarding import Forwarder
 
 
 def can_make_hosts():
     """Why this machine cannot make network namespaces, or None."""
     if os.geteuid() != 0:
         return 'needs root (ip netns, veth, a private PostgreSQL)'
-    for tool in ('ip', 'nsenter', 'unshare', 'runuser', 'redis-server'):
+    for tool in ('ip', 'nsenter', 'unshare', 'redis-server'):
         if shutil.which(tool) is None:
             return f'{tool} is not installed (scripts/services.sh start)'
-    if not postgres_bin():
-        return 'no PostgreSQL server installed (scripts/services.sh start)'
     return None
-
-
-def postgres_bin():
-    found = sorted(glob.glob('/usr/lib/postgresql/*/bin/initdb'),
-                   key=lambda p: int(p.split('/')[4]))
-    return os.path.dirname(found[-1]) if found else None
 
 
 def in_netns(netns):
@@ -67,6 +63,8 @@ class NetHosts:
         self.work = Path(tempfile.mkdtemp(prefix='pshosts-'))
         self.servers = []
         self.pg_port = self.redis_port = None
+        self.pg_database = None
+        self.forwarder = None    # to the suite's PostgreSQL
 
     # --- the network ---------------------------------------------------------
 
@@ -104,32 +102,19 @@ class NetHosts:
                  what='the private PostgreSQL and Redis')
 
     def _start_postgres(self):
-        data = self.work / 'pg'
-        data.mkdir()
-        shutil.chown(self.work, 'postgres')
-        shutil.chown(data, 'postgres')
-        binaries = postgres_bin()
-        subprocess.run(
-            ['runuser', '-u', 'postgres', '--', f'{binaries}/initdb', '-D',
-             str(data), '-A', 'trust', '-U', 'postgres', '--no-sync'],
-            check=True, capture_output=True, cwd='/')
-        with open(data / 'pg_hba.conf', 'a') as hba:
-            hba.write(f'host all all {self.subnet}.0/24 trust\n')
-        self.servers.append(subprocess.Popen(
-            ['runuser', '-u', 'postgres', '--', f'{binaries}/postgres',
-             '-D', str(data), '-p', str(self.pg_port), '-c',
-             f'listen_addresses={self.server_ip}', '-c',
-             f'unix_socket_directories={data}', '-c', 'fsync=off', '-c',
-             'synchronous_commit=off', '-c', 'max_connections=200'],
-            stdout=open(self.work / 'pg.log', 'ab'), stderr=subprocess.STDOUT,
-            cwd='/'))
+        """The forwarder from the bridge to the suite's PostgreSQL."""
+        target = sa_url.make_url(PG_URL)
+        self.pg_database = target.database
+        self.forwarder = Forwarder(
+            (self.server_ip, self.pg_port),
+            (target.host or '127.0.0.1', target.port or 5432)).open()
 
     def _servers_answer(self):
         import psycopg2
         import redis
         try:
             psycopg2.connect(host=self.server_ip, port=self.pg_port,
-                             user='postgres', dbname='postgres',
+                             user='postgres', dbname=self.pg_database,
                              connect_timeout=1).close()
             return redis.Redis(host=self.server_ip, port=self.redis_port,
                                socket_timeout=1).ping()
@@ -139,7 +124,7 @@ class NetHosts:
     @property
     def pg_url(self):
         return (f'postgresql+psycopg2://postgres@{self.server_ip}:'
-                f'{self.pg_port}/postgres')
+                f'{self.pg_port}/{self.pg_database}')
 
     @property
     def redis_url(self):
@@ -153,6 +138,8 @@ class NetHosts:
                           log_path=log_path)
 
     def tear_down(self):
+        if self.forwarder is not None:
+            self.forwarder.close()
         for server in self.servers:
             server.terminate()
         for server in self.servers:

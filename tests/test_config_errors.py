@@ -17,7 +17,6 @@ import contextlib
 import os
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from pscheduler import exitcodes
 from pscheduler.message import parse_message
 from tests.daemon_helpers import (AMQP_URL, PG_URL, REDIS_URL, NotifySocket,
                                   child_env, run_cli, wait_for, write_ini)
+from tests.forwarding import Forwarder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REDIS_BASE = REDIS_URL.rsplit('/', 1)[0]
@@ -175,55 +175,20 @@ def free_port():
         return sock.getsockname()[1]
 
 
-class LateRedis:
+def late_redis():
     """A port where nothing listens, until ``open()`` forwards it to the
     test Redis: a broker that is down when pscheduler starts."""
-
-    def __init__(self):
-        self.port = free_port()
-        host, port = REDIS_BASE.split('//', 1)[1].rsplit(':', 1)
-        self.target = (host, int(port))
-        self.listener = None
-        self.sockets = []
-
-    def open(self):
-        self.listener = socket.create_server(('127.0.0.1', self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink),
-                                 daemon=True).start()
-
-    @staticmethod
-    def _pipe(source, sink):
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-    def close(self):
-        for sock in [self.listener, *self.sockets]:
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.close()
+    host, port = REDIS_BASE.split('//', 1)[1].rsplit(':', 1)
+    return Forwarder(('127.0.0.1', free_port()), (host, int(port)))
 
 
 def test_a_broker_down_at_boot_is_waited_for_and_ready_comes_after(
         tmp_path, daemons):
-    broker = LateRedis()
+    broker = late_redis()
     notify = NotifySocket()
     scheduler_id = f'pst-late-{os.getpid()}'
     ini = write_ini(tmp_path / 'app.ini', settings={
-        'scheduler.broker.url': f'redis://127.0.0.1:{broker.port}/11',
+        'scheduler.broker.url': f'redis://127.0.0.1:{broker.listen[1]}/11',
         'scheduler.id': scheduler_id})
     try:
         daemon = daemons(ini, env=child_env(NOTIFY_SOCKET=notify.path))
