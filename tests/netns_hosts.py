@@ -37,11 +37,21 @@ def can_make_hosts():
     return None
 
 
+NETNS_DIR = '/run/netns'
+
+
+def is_mount_point(path):
+    """Whether something is mounted on ``path`` (a bind mount within the
+    same file system too, which os.path.ismount does not see)."""
+    with open('/proc/self/mountinfo') as mounts:
+        return any(line.split()[4] == path for line in mounts)
+
+
 def in_netns(netns):
     """The command prefix that runs a program in ``netns``: nsenter, not
     ``ip netns exec``, which remounts / and /sys and fails where / is not
     a mount point (a chroot: "mount --make-rslave / failed")."""
-    return ['nsenter', f'--net=/run/netns/{netns}']
+    return ['nsenter', f'--net={NETNS_DIR}/{netns}']
 
 
 def ip(*args, netns=None, check=True):
@@ -65,6 +75,9 @@ class NetHosts:
         self.pg_port = self.redis_port = None
         self.pg_database = None
         self.forwarder = None    # to the suite's PostgreSQL
+        # "ip netns add" bind-mounts /run/netns the first time: a mount
+        # made by these tests is undone by them (tear_down).
+        self.netns_mounted_before = is_mount_point(NETNS_DIR)
 
     # --- the network ---------------------------------------------------------
 
@@ -150,6 +163,9 @@ class NetHosts:
         for name in self.names:
             ip('netns', 'del', name, check=False)
         ip('link', 'del', self.bridge, check=False)
+        if (not self.netns_mounted_before and is_mount_point(NETNS_DIR)
+                and not os.listdir(NETNS_DIR)):
+            subprocess.run(['umount', NETNS_DIR], check=False)
         shutil.rmtree(self.work, ignore_errors=True)
 
 
