@@ -185,6 +185,9 @@ def test_redelivery_delay_after_a_child_sigkill(
             new_pid, at = again[0]
             assert new_pid != pid
             delays.append(at - killed_at)
+            # The master logs the child ready when it reads its report: on
+            # a loaded machine, after the job has already started there.
+            daemon.wait_log(f'child {new_pid} serving queue jobs')
             after_ready.append(at - logged_at(
                 daemon, f'child {new_pid} serving queue jobs'))
     report(f'{broker}: a SIGKILLed child\'s unacknowledged async job ran '
