@@ -233,7 +233,7 @@ class AdminCommands:
                 break
             headers = {key: value for key, value in
                        (message.headers or {}).items()
-                       if key not in ('compression', naming.REASON_HEADER)}
+                       if key != naming.REASON_HEADER}
             origin = headers.pop(naming.FROM_QUEUE_HEADER, None)
             outbox.republish(message, self._origin(queue, origin), headers,
                              compression=self.settings.compressor)

@@ -67,7 +67,7 @@ from .received import ReceivedCopies
 from .records import Records
 from .retries import Retries
 from .state import RunState
-from .storelock import store_lock, store_owners
+from .storelock import store_lock, store_owner, store_owners
 from .timelimits import TimeLimits
 from .workers import InFlight, WorkerPool
 
@@ -100,8 +100,7 @@ def admin_commands(runtime):
         failed=FailedJobs(runtime.settings, runtime.records.table),
         daemon=lambda: (daemon_view(runtime.state_dir)
                         if runtime.state_dir else None),
-        store_owner=lambda queue: store_owners(runtime.settings,
-                                               [queue])[queue])
+        store_owner=lambda queue: store_owner(runtime.settings, queue))
 
 
 def store_figures(runtime):

@@ -206,9 +206,7 @@ class Dispatcher:
         target = self._dead_letter_queue_for(queue)
         # Its own headers kept (its signature, its outbox entry): a dead
         # letter requeued (``requeue-dead-letters``) is the message it was.
-        # kombu has decompressed it: its compression header goes.
-        headers = {key: value for key, value in (message.headers or {}).items()
-                   if key != 'compression'}
+        headers = dict(message.headers or {})
         headers.update({naming.REASON_HEADER: reason[:1000],
                         naming.FROM_QUEUE_HEADER: queue})
         try:
@@ -237,12 +235,9 @@ class Dispatcher:
         queue = body.get('queue')
         target = naming.store_queue(
             self.settings, queue if queue in self.queues else self.queues[0])
-        # The body as received, signature header included. kombu has
-        # decompressed it: its compression header goes, and the publish
+        # The body as received, signature header included; the publish
         # compresses it again as configured.
-        headers = {key: value for key, value in (message.headers or {}).items()
-                   if key != 'compression'}
-        self.outbox.republish(message, target, headers,
+        self.outbox.republish(message, target, message.headers or {},
                               compression=self.settings.compressor)
         log.debug('passed a %s message on to %s', body['type'], target.name)
         message.ack()

@@ -40,7 +40,11 @@ class Outbox:
         return entity(self.channel)
 
     def republish(self, message, target, headers, compression=None):
-        """Send a received message's body on to the queue ``target``."""
+        """Send a received message's body on to the queue ``target``, with
+        ``headers`` but their ``compression``: kombu has decompressed the
+        body, and ``compression`` says how to compress it again."""
+        headers = {key: value for key, value in headers.items()
+                   if key != 'compression'}
         self._producer().publish(
             message.body, routing_key=target.name, exchange='',
             content_type=message.content_type or 'application/data',
