@@ -309,8 +309,12 @@ def _timezone_field(fields, timezone):
 
 
 def build_spec(settings, kind, func, args=None, kwargs=None, queue=None,
-               trigger=None, options=None, now=None):
-    """Validate a job and return ``(queue, spec)``; raises InvalidJob."""
+               trigger=None, options=None, now=None, functions=None):
+    """Validate a job and return ``(queue, spec)``; raises InvalidJob.
+
+    ``functions``: a references.AllowedFunctions of these settings, which
+    remembers the functions it allowed (a producer adds the same few
+    functions again and again); else each is checked anew."""
     queue = settings.check_queue(queue)
     options = {k: v for k, v in (options or {}).items() if v is not None}
     prepare_retry_options(options)
@@ -318,7 +322,10 @@ def build_spec(settings, kind, func, args=None, kwargs=None, queue=None,
     check_honoured(options, kind)
     check_time_limits(options, settings.time_limit, settings.hard_time_limit)
     ref = func_reference(func)
-    check_allowed(ref, settings.allowed_modules)
+    if functions is not None:
+        functions.get(ref)
+    else:
+        check_allowed(ref, settings.allowed_modules)
     args, kwargs = normalize_args(args, kwargs)
     check_round_trip(args, kwargs, settings.serializer)
     fields = {k: v for k, v in (trigger or {}).items() if v is not None}

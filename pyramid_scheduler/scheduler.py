@@ -6,6 +6,7 @@ from .events import Listeners
 from .failedjobs import FailedJobs
 from .jobs import CRON_FIELDS, INTERVAL_FIELDS, build_spec
 from .producer import AfterCommitSender, Producer
+from .references import AllowedFunctions
 from .status import PENDING_STATES, JobId, wait_until_done
 
 
@@ -38,6 +39,7 @@ class Scheduler:
         """Use validated ``SchedulerSettings``; called by the include."""
         self.settings = settings
         self.producer = Producer(settings)
+        self._functions = AllowedFunctions(settings.allowed_modules)
         # Here, so that the web app and each daemon child say it once.
         transports.warn_if_volatile(settings)
         self._sender = AfterCommitSender(settings.transactional, settings,
@@ -106,7 +108,7 @@ class Scheduler:
     def _add(self, kind, func, args, kwargs, queue, trigger, options):
         settings = self._require_settings()
         queue, spec = build_spec(settings, kind, func, args, kwargs, queue,
-                                 trigger, options)
+                                 trigger, options, functions=self._functions)
         if 'unique' in spec and \
                 self.status_table().state_of(spec['id']) in PENDING_STATES:
             # Checked again where the job is received (runtime.records):

@@ -126,14 +126,76 @@ def test_an_empty_queue_blocks_and_then_delivers(connection, queue_name):
     publish(kombu.Connection(URL), queue_name, 1)
     poll(lambda: connection.drain_events(timeout=1) or received, timeout=10)
 
-    # Taken by BRPOPLPUSH, then recorded, and out of the fetched list.
+    # Taken by BRPOPLPUSH, then (at the next fetch) recorded, and out of
+    # the fetched list.
     assert len(received) == 1
+    with pytest.raises(TimeoutError):
+        connection.drain_events(timeout=0.3)
     assert set(recorded(channel, queue_name)) == {received[0].delivery_tag}
     client = redis.Redis.from_url(URL)
     assert client.llen(redis_channel.fetched_key(queue_name)) == 0
     client.close()
     received[0].ack()
     assert recorded(channel, queue_name) == {}
+
+
+def consume_settling(connection, queue_name, settle):
+    """A consumer whose callback notes where its message is (the fetched
+    list's length, the records), then settles it with ``settle(message)``."""
+    seen = []
+    client = redis.Redis.from_url(URL)
+    channel = connection.channel()
+
+    def on_message(body, message):
+        seen.append((client.llen(channel.fetched_key(queue_name)),
+                     set(recorded(channel, queue_name))))
+        settle(message)
+    consumer = kombu.Consumer(
+        channel, queues=[kombu.Queue(queue_name, routing_key=queue_name)],
+        callbacks=[on_message], accept=['json'])
+    consumer.consume()
+    with pytest.raises(TimeoutError):   # the queue is empty: BRPOPLPUSH
+        connection.drain_events(timeout=0.3)
+    publish(kombu.Connection(URL), queue_name, 1)
+    poll(lambda: connection.drain_events(timeout=1) or seen, timeout=10)
+    return channel, client, seen
+
+
+def test_a_fetched_message_is_recorded_once_handed_on(
+        connection, queue_name):
+    held = []
+    channel, client, seen = consume_settling(connection, queue_name,
+                                             held.append)
+
+    # While the callback ran, and until the next fetch, the message was
+    # safe in the fetched list: the record (one round trip) does not hold
+    # up its job.
+    assert seen == [(1, set())]
+    assert client.llen(channel.fetched_key(queue_name)) == 1
+    with pytest.raises(TimeoutError):
+        connection.drain_events(timeout=0.3)
+    assert set(recorded(channel, queue_name)) == {held[0].delivery_tag}
+    assert client.llen(channel.fetched_key(queue_name)) == 0
+    held[0].ack()
+    assert recorded(channel, queue_name) == {}
+    client.close()
+
+
+@pytest.mark.parametrize('settle, left_in_queue', [
+    (lambda message: message.ack(), 0),
+    (lambda message: message.reject(), 0),
+    (lambda message: message.reject(requeue=True), 1),
+    (lambda message: message.requeue(), 1),
+])
+def test_a_message_settled_by_its_callback_is_settled_once(
+        connection, queue_name, settle, left_in_queue):
+    channel, client, seen = consume_settling(connection, queue_name, settle)
+
+    assert seen == [(1, set())]
+    assert recorded(channel, queue_name) == {}
+    assert client.llen(channel.fetched_key(queue_name)) == 0
+    assert client.llen(queue_name) == left_in_queue
+    client.close()
 
 
 def test_an_unreadable_item_is_dropped_and_the_rest_delivered(

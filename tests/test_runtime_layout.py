@@ -24,6 +24,7 @@ SIBLINGS = {
     'jobmessages': set(),
     'dueruns': set(),
     'figures': set(),
+    'inline': set(),
     'introspection': {'jobsearch'},
     'jobsearch': set(),
     'jobrunner': set(),

@@ -11,7 +11,8 @@ job or command it receives on to the store queue. Its threads:
 - the consumer thread owns the broker connection: it receives messages,
   stores deferred jobs, hands async jobs to the worker pool, answers admin
   commands, and acknowledges messages (kombu connections are not thread-safe,
-  so workers queue their acknowledgements for it);
+  so workers queue their acknowledgements for it); a lone async job it runs
+  itself, while a worker turns its loop (:mod:`.inline`);
 - APScheduler's thread wakes deferred jobs from the persistent job stores;
 - two bounded pools of worker threads run the jobs: one for async jobs, one
   for deferred runs, so a due run never waits behind prefetched async jobs;
@@ -29,6 +30,7 @@ only the ones below it:
 - :mod:`.deferred`: APScheduler, the job stores and the due runs, with
   :mod:`.apscheduling`, :mod:`.dueruns` and :mod:`.walcheckpoint`;
 - :mod:`.workers`: the async jobs' threads and the count of jobs in flight;
+  :mod:`.inline`: a lone job run by the thread that received it;
 - :mod:`.jobrunner`: running one job, its events and counters, under its
   time limits (:mod:`.timelimits`: a watchdog thread), with :mod:`.retries`
   (retrying a failed run) and :mod:`.records` (status);
@@ -54,6 +56,7 @@ from ..producer import Producer
 from ..spool import SpoolDrainer
 from .acks import AckPolicy
 from .consumer import QueueConsumer, kombu_queues
+from .inline import InlineJobs
 from .crashes import CrashJournal, journal_directory
 from .deferred import STORED_JOB_FUNC, DeferredJobs
 from .dispatch import DeadLetterLog, Dispatcher
@@ -144,8 +147,7 @@ class Runtime:
         # whole daemon's status: daemonview); None elsewhere.
         self.state_dir = None
         self.state = RunState()
-        self.worker_count = sum(settings.executor_size(q)
-                                for q in self.queues)
+        self.worker_count = sum(map(settings.executor_size, self.queues))
         self._locks = ({q: store_lock(settings, q)
                         for q in self.queues} if self.owns_stores else {})
         self._build_parts()
@@ -160,6 +162,7 @@ class Runtime:
         self.acks = AckPolicy(self.worker_count)
         self.in_flight = InFlight()
         self.pool = WorkerPool(self.worker_count, 'pscheduler-job')
+        self.inline = InlineJobs(self.pool)   # the dispatcher's pool
         self.crash_journal = CrashJournal(journal_directory(settings))
         self.jobs = build_job_runner(settings, self.registry, self.listeners,
                                      self.stats, self.crash_journal,
@@ -179,7 +182,7 @@ class Runtime:
             commands = admin_commands(self)
         self.dispatcher = Dispatcher(
             settings, queues, state=self.state, acks=self.acks,
-            pool=self.pool, inflight=self.in_flight, runner=self.jobs,
+            pool=self.inline, inflight=self.in_flight, runner=self.jobs,
             deferred=self.deferred, outbox=self.outbox,
             dead_letters=self.dead_letter_log, commands=commands,
             received=ReceivedCopies(settings), crashes=self.crash_journal)
@@ -224,7 +227,7 @@ class Runtime:
             owns_stores=self.owns_stores, dispatcher=self.dispatcher,
             acks=self.acks, outbox=self.outbox, state=self.state,
             jobs_done=self._jobs_done, presence=self.presence,
-            figures=store_figures(self),
+            inline=self.inline, figures=store_figures(self),
             reconnected=lambda: [self.metrics.reconnected(queue)
                                  for queue in self.queues])
         self.presence.start()

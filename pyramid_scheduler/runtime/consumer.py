@@ -9,6 +9,8 @@ at each turn, and ends once a stop is requested and the jobs are done.
 import collections
 import contextlib
 import logging
+import socket
+import threading
 import time
 
 import kombu
@@ -49,13 +51,14 @@ class QueueConsumer(ConsumerMixin):
 
     def __init__(self, connection, settings, queues, *, owns_stores,
                  dispatcher, acks, outbox, state, jobs_done, presence,
-                 figures=None, reconnected=None):
+                 inline, figures=None, reconnected=None):
         """``queues``: the runtime's queue names; ``acks``: the
         acks.AckPolicy; ``state``: the state.RunState; ``jobs_done()``:
         whether every job in flight has ended (to stop); ``presence``: the
         presence.Presence that restores what dead consumers left;
         ``figures``: the figures.StoreFigures to count at each turn, or
-        None; ``reconnected()``: called when a lost connection is back."""
+        None; ``reconnected()``: called when a lost connection is back;
+        ``inline``: the inline.InlineJobs the dispatcher submits to."""
         self.figures = figures
         self.reconnected = reconnected or (lambda: None)
         self.presence = presence
@@ -74,6 +77,13 @@ class QueueConsumer(ConsumerMixin):
         # Messages delivered while one is being handled (consumer thread).
         self._waiting_messages = collections.deque()
         self._handling_message = False
+        self.inline = inline
+        # The loop, turned by one thread at a time (see turn).
+        self._turn_lock = threading.Lock()
+        self._turns = None
+        self._ended = False
+        self._errors = (connection.connection_errors
+                        + connection.channel_errors)
 
     def kombu_queues(self):
         return kombu_queues(self.settings, self.queues, self.owns_stores)
@@ -215,29 +225,65 @@ class QueueConsumer(ConsumerMixin):
                    self.settings.child_heartbeat_timeout / 4)
 
     def run(self, _tokens=1, **kwargs):
-        errors = (self.connection.connection_errors
-                  + self.connection.channel_errors)
-        drain_timeout = self.drain_timeout()
-        while not self.should_stop:
+        """The consumer thread: turn the loop until it ends, running a lone
+        job kept in a turn after it (inline.py)."""
+        while self.turn():
+            self.inline.after_turn(self.turn)
+
+    def turn(self):
+        """One turn of the loop (hooks, one drain), in the thread that holds
+        it now: the consumer thread, or a worker standing in for it while
+        it runs a job. False once the loop has ended."""
+        with self._turn_lock:
+            if self._ended:
+                return False
+            self.inline.turning()
             try:
-                for _ in self.consume(limit=None,
-                                      safety_interval=drain_timeout):
-                    pass
+                if self._turns is None:
+                    self._turns = self._drains()
+                next(self._turns)
+            except StopIteration:
+                self._turns = None
+                self._ended = self.should_stop
             except StopReconnecting:
-                return
-            except errors as exc:
-                self.state.beat()
-                try:
-                    self._refused_at_boot(exc)
-                except StopReconnecting:
-                    return
-                if self._down_since is None:
-                    self._down_since = time.monotonic()
-                    log.error('lost the broker connection (%s); reconnecting',
-                              exc)
-                time.sleep(0.5)
+                self._ended = True
+            except self._errors as exc:
+                self._turns = None
+                self._ended = self._lost_connection(exc)
             except Exception:
-                # Never let the consumer thread die: a bug in one message's
-                # handling must not stop the queue.
+                # Never let the loop die: a bug in one message's handling
+                # must not stop the queue.
+                self._turns = None
                 log.exception('the consumer loop failed; restarting it')
                 time.sleep(1)
+            return not self._ended
+
+    def _drains(self):
+        """kombu's ``ConsumerMixin.consume``, yielding after every drain
+        (a timeout too): a stand-in hands the loop back at a turn's end."""
+        timeout = self.drain_timeout()
+        with self.consumer_context() as (connection, _, _):
+            while not self.should_stop:
+                self.on_iteration()
+                try:
+                    connection.drain_events(timeout=timeout)
+                except socket.timeout:
+                    connection.heartbeat_check()
+                except OSError:
+                    if not self.should_stop:
+                        raise
+                yield
+
+    def _lost_connection(self, exc):
+        """A broken connection: log it once and wait before the reconnect;
+        True if the broker refused this configuration (the loop ends)."""
+        self.state.beat()
+        try:
+            self._refused_at_boot(exc)
+        except StopReconnecting:
+            return True
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.error('lost the broker connection (%s); reconnecting', exc)
+        time.sleep(0.5)
+        return False

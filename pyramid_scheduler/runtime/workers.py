@@ -26,6 +26,9 @@ class WorkerPool:
         self._calls = queue.SimpleQueue()
         self._shut_down = False
         self._threads = []
+        # Calls submitted and not ended (queued or running); not the lent.
+        self._busy = 0
+        self._busy_lock = threading.Lock()
 
     def start(self):
         """Start the threads (never before a fork: the runtime's start)."""
@@ -39,7 +42,20 @@ class WorkerPool:
     def submit(self, fn, *args):
         if self._shut_down:
             raise RuntimeError('the worker pool is shut down')
-        self._calls.put((fn, args))
+        with self._busy_lock:
+            self._busy += 1
+        self._calls.put((fn, args, True))
+
+    def lend(self, fn, *args):
+        """Lend a thread to ``fn(*args)``, which runs no job but stands in
+        for the consumer thread (inline.py): not counted by :meth:`idle`."""
+        if self._shut_down:
+            raise RuntimeError('the worker pool is shut down')
+        self._calls.put((fn, args, False))
+
+    def idle(self):
+        """True while no submitted call is queued or running."""
+        return not self._busy and not self._shut_down
 
     def shutdown(self):
         """Drop the calls not started yet; threads end after their current
@@ -48,10 +64,12 @@ class WorkerPool:
         dropped = 0
         while True:
             try:
-                self._calls.get_nowait()
+                _, _, counted = self._calls.get_nowait()
             except queue.Empty:
                 break
-            dropped += 1
+            dropped += counted
+            with self._busy_lock:
+                self._busy -= counted
         for _ in self._threads:
             self._calls.put(_STOP)
         return dropped
@@ -72,13 +90,17 @@ class WorkerPool:
             call = self._calls.get()
             if call is _STOP:
                 return
-            fn, args = call
+            fn, args, counted = call
             try:
                 fn(*args)
             except BaseException:
                 # The runtime's calls handle their own errors; whatever
                 # escapes must not cost the pool a thread.
                 log.exception('a worker call failed')
+            finally:
+                if counted:
+                    with self._busy_lock:
+                        self._busy -= 1
 
 
 class InFlight:

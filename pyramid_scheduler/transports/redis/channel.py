@@ -9,9 +9,12 @@ tests (tests/test_durability.py) lost about one job in every few kills.
 
 Here a channel that consumes a single queue fetches with ``BRPOPLPUSH``,
 which atomically moves the message into a list of its own,
-``_pscheduler.fetched.<queue>``; one ``MULTI`` then records it as
-unacknowledged (kombu's hash) and takes it out of that list. A message is
-always in the queue, in the fetched list or in the unacknowledged hash.
+``_pscheduler.fetched.<queue>``; once the consumer has handed it on (its
+job started at once, not after a round trip), one atomic script records it
+as unacknowledged (kombu's hash) and takes it out of that list, at the next
+fetch or when the message is settled, whichever comes first (qos.py). A
+message is always in the queue, in the fetched list or in the
+unacknowledged hash.
 :func:`restore.restore_fetched` (transports/redis/restore.py) puts back what
 a dead consumer left in the fetched lists: only one consumer serves a queue
 (the job store lock), so when it starts, or reconnects, whatever is there
@@ -49,12 +52,12 @@ from queue import Empty
 from time import monotonic, time
 
 from kombu.transport import redis as kombu_redis
-from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import dumps, loads
+from kombu.utils.json import loads
 
 from ..envelopes import (
     dead_letter_queue_for, envelope_decoder, envelope_problem)
+from .qos import QoS
 
 log = logging.getLogger(__name__)
 
@@ -131,41 +134,6 @@ def instance_options(instance):
     return {'consumer_instance': instance, **_unacked_options(instance)}
 
 
-class QoS(kombu_redis.QoS):
-
-    def append(self, message, delivery_tag):
-        if delivery_tag in self.channel._recorded:
-            # A batch fetch recorded it in Redis already.
-            self.channel._recorded.discard(delivery_tag)
-            virtual.QoS.append(self, message, delivery_tag)
-            return
-        fetched = self.channel._fetched.pop(delivery_tag, None)
-        if fetched is None:
-            return super().append(message, delivery_tag)
-        key, item = fetched
-        delivery = message.delivery_info
-        record = dumps([message._raw, delivery['exchange'],
-                        delivery['routing_key']])
-        with self.pipe_or_acquire() as pipe:
-            # pipeline() is MULTI/EXEC: recorded and out of the fetched
-            # list at once, or neither.
-            pipe.zadd(self.unacked_index_key,
-                      {delivery_tag: time()}) \
-                .hset(self.unacked_key, delivery_tag, record) \
-                .lrem(key, 1, item) \
-                .execute()
-        # kombu's own bookkeeping of delivered messages (not the Redis one).
-        virtual.QoS.append(self, message, delivery_tag)
-
-    def ack_many(self, delivery_tags):
-        with self.pipe_or_acquire() as pipe:
-            pipe.zrem(self.unacked_index_key, *delivery_tags) \
-                .hdel(self.unacked_key, *delivery_tags) \
-                .execute()
-        for tag in delivery_tags:
-            virtual.QoS.ack(self, tag)
-
-
 class Channel(kombu_redis.Channel):
     QoS = QoS
     _shared_client = None
@@ -195,6 +163,9 @@ class Channel(kombu_redis.Channel):
 
     def __init__(self, *args, **kwargs):
         self._fetched = {}      # delivery tag -> (fetched list, raw item)
+        # delivery tag -> (fetched list, raw item, delivery info) of
+        # messages handed on, not yet recorded as unacknowledged (qos.py).
+        self._unrecorded = {}
         self._recorded = set()  # delivery tags a batch fetch recorded
         self._fetching = None   # (command, queue, fetched list) pending
         self._queue_empty = False   # the last batch found nothing: block
@@ -227,6 +198,7 @@ class Channel(kombu_redis.Channel):
             return super()._brpop_start(timeout)
         if timeout is None:
             timeout = self.brpop_timeout
+        self.write_records()
         key = self.fetched_key(queue)
         connection = self.client.connection
         if self._queue_empty:
@@ -337,6 +309,14 @@ class Channel(kombu_redis.Channel):
             # Not recorded as unacknowledged: consumed without acks, or
             # handed back to the queue (no consumer for it any more).
             self._unfetch(key, item)
+
+    def write_records(self):
+        """Record as unacknowledged the fetched messages handed on since
+        the last fetch (qos.py): at the next fetch, not before the
+        message's job, which may run in this very thread (the runtime's
+        inline.py) while another turns the loop."""
+        for tag in list(self._unrecorded):
+            self.qos.record(tag)
 
     def _dead_letter(self, queue, item, problem, take_out):
         """Move an item kombu cannot make a message of, as it is, to the

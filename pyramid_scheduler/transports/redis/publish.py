@@ -155,7 +155,7 @@ class RedisPublisher:
                            headers, compression)
         connection = self._acquire()
         try:
-            connection.send_command('LPUSH', queue, message)
+            connection.send_packed_command([lpush_command(queue, message)])
             connection.read_response()    # raises the error Redis replies
         except BaseException:
             connection.disconnect()
@@ -178,3 +178,11 @@ class RedisPublisher:
         if self._pid == os.getpid():
             for connection in idle:
                 connection.disconnect()
+
+
+def lpush_command(queue, message):
+    """``LPUSH queue message`` in Redis's protocol (RESP), built here:
+    redis-py's general packer costs about a tenth of an enqueue."""
+    key, value = queue.encode(), message.encode()
+    return b'*3\r\n$5\r\nLPUSH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n' % (
+        len(key), key, len(value), value)
