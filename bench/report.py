@@ -1,4 +1,5 @@
-"""The table of medians and ratios, the targets of issue 6, and the .rst."""
+"""The table of medians and ratios, the targets of issues 6 and 18, and the
+.rst."""
 import datetime
 import os
 import platform
@@ -187,7 +188,8 @@ def _get(results, case, broker, system, key):
 
 
 def targets(results, extra):
-    """[(target, measured, ratio text, met)] for issue 6's targets."""
+    """[(target, measured, ratio text, met)] for issue 6's targets, then
+    issue 18's (labelled ``18:``)."""
     out = []
 
     def ratio_target(label, ours, theirs, limit, higher_is_better=False):
@@ -277,6 +279,20 @@ def targets(results, extra):
     abs_target('child replaced ≤ 1 s after SIGKILL',
                daemon.get('kill_served_s'), 1.0, ' s')
     abs_target('HUP reload ≤ 2 s', daemon.get('hup_served_s'), 2.0, ' s')
+    # Issue 18: ahead of every peer, on every case, in the same run.
+    ratio_target('18: enqueue p50 ≤ Huey (Redis)',
+                 g('enqueue', 'redis', 'pyramid_scheduler', 'p50'),
+                 g('enqueue', 'redis', 'huey', 'p50'), 1.0)
+    for stat in ('p50', 'p99'):
+        ratio_target(f'18: time to execution {stat} ≤ Huey (Redis)',
+                     g('latency', 'redis', 'pyramid_scheduler', stat),
+                     g('latency', 'redis', 'huey', stat), 1.0)
+    ratio_target('18: time to execution p50 ≤ 1.1× raw kombu (RabbitMQ)',
+                 g('latency', 'amqp', 'pyramid_scheduler', 'p50'),
+                 g('latency', 'amqp', 'kombu', 'p50'), 1.1)
+    ratio_target('18: throughput ≥ 0.8× raw kombu (RabbitMQ, one child)',
+                 g('throughput', 'amqp', 'pyramid_scheduler', 'rate'),
+                 g('throughput', 'amqp', 'kombu', 'rate'), 0.8, True)
     return out
 
 
@@ -363,7 +379,7 @@ def tables(results, extra, sizes):
     target_rows = [[label, value, ratio,
                     {True: 'met', False: 'MISSED', None: '—'}[met]]
                    for label, value, ratio, met in targets(results, extra)]
-    goal = grid(['target (issue 6)', 'measured', 'ratio', ''],
+    goal = grid(['target (issue 6; 18: issue 18)', 'measured', 'ratio', ''],
                 target_rows)
     return main, daemon, goal
 

@@ -5,6 +5,9 @@ connections are not thread-safe): it consumes the runtime's kombu queues,
 restores what dead consumers left at each (re)connect, hands every message
 to the dispatcher one at a time, lets the ack policy settle finished jobs
 at each turn, and ends once a stop is requested and the jobs are done.
+The loop goes one turn (hooks, one drain) at a time, under a lock, so that
+a worker can turn it while the consumer thread runs a lone job
+(inline.py): one thread at a time uses the connection.
 """
 import collections
 import contextlib
@@ -235,6 +238,8 @@ class QueueConsumer(ConsumerMixin):
         it now: the consumer thread, or a worker standing in for it while
         it runs a job. False once the loop has ended."""
         with self._turn_lock:
+            if self._turns is None and self.should_stop:
+                self._ended = True   # not reconnecting to stop
             if self._ended:
                 return False
             self.inline.turning()

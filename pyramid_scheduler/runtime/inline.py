@@ -12,7 +12,8 @@ consumer loop keeps the job (:meth:`InlineJobs.submit`) and runs it itself
 right after the turn that received it, while one worker of the pool stands
 in for it (:meth:`InlineJobs.after_turn`): the stand-in turns the loop
 (new messages, acknowledgements, heartbeats, stop requests) until the job
-has ended. A message that arrives meanwhile goes to the pool as always. At
+has ended. A message that arrives meanwhile goes to the pool as always,
+and so do all the jobs of a turn that brings several (a stream). At
 most one job runs so at a time, and the stand-in holds a worker while it
 does, so ``scheduler.executor.size`` still bounds the jobs running at once.
 Under a stream of messages the pool is rarely idle, and jobs go to the
@@ -43,11 +44,16 @@ class InlineJobs:
         """Run ``fn(*args)``: in the turning thread after its turn if
         nothing else runs, else in the pool."""
         with self._lock:
-            if (self._kept is None and not self._running
+            kept, self._kept = self._kept, None
+            if (kept is None and not self._running
                     and self._turning == threading.get_ident()
                     and self.pool.idle()):
                 self._kept = (fn, args)
                 return
+        if kept is not None:
+            # A second job in the same turn: a stream, which the pool
+            # serves; the kept one goes first, as it came.
+            self.pool.submit(kept[0], *kept[1])
         self.pool.submit(fn, *args)
 
     def after_turn(self, turn):
