@@ -85,8 +85,7 @@ class QueueConsumer(ConsumerMixin):
         self._turn_lock = threading.Lock()
         self._turns = None
         self._ended = False
-        self._errors = (connection.connection_errors
-                        + connection.channel_errors)
+        self._errors = connection.connection_errors + connection.channel_errors
 
     def kombu_queues(self):
         return kombu_queues(self.settings, self.queues, self.owns_stores)
@@ -228,15 +227,14 @@ class QueueConsumer(ConsumerMixin):
                    self.settings.child_heartbeat_timeout / 4)
 
     def run(self, _tokens=1, **kwargs):
-        """The consumer thread: turn the loop until it ends, running a lone
-        job kept in a turn after it (inline.py)."""
+        """Turn the loop until it ends; a lone job kept runs after its turn."""
         while self.turn():
             self.inline.after_turn(self.turn)
 
     def turn(self):
-        """One turn of the loop (hooks, one drain), in the thread that holds
-        it now: the consumer thread, or a worker standing in for it while
-        it runs a job. False once the loop has ended."""
+        """One turn of the loop (hooks, one drain) in the thread holding it:
+        the consumer thread, or a worker standing in while it runs a job
+        (inline.py). False once the loop has ended."""
         with self._turn_lock:
             if self._turns is None and self.should_stop:
                 self._ended = True   # not reconnecting to stop

@@ -67,7 +67,7 @@ class InlineJobs:
         try:
             self.pool.lend(self._stand_in, turn, done)
         except RuntimeError:
-            pass   # the pool is shut down (stopping): the job runs all the same
+            pass   # the pool is shut down (stopping): the job runs anyway
         try:
             self._run(call)
         finally:
