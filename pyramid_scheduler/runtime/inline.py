@@ -2,7 +2,7 @@
 
 A job handed to a worker thread starts only once the operating system has
 woken that thread, and on an idle machine that wake-up is a large share of
-the time to execution: 0.25-0.3 ms p50 between the hand-off and the
+the time to execution: 0.19-0.31 ms p50 between the hand-off and the
 worker's start, of about 1.3 ms in all, on the project's 2-core bench VM
 (Redis, one job at a time). Huey's worker, which takes its message itself,
 has one wake-up fewer.

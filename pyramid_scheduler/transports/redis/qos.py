@@ -9,14 +9,15 @@ from kombu.utils.json import dumps
 
 # KEYS: kombu's unacked index and hash, the fetched list; ARGV: the time,
 # the delivery tag, the record, the raw item. One command, atomic like the
-# MULTI kombu uses, and cheaper to build and read than a redis-py pipeline:
-# the consumer thread holds the GIL while it builds it, and the job it
-# just handed on waits for that.
+# MULTI kombu uses, and cheaper to build and read than a redis-py pipeline,
+# which the thread turning the consumer loop would build while holding the
+# GIL.
 RECORD_FETCHED = """
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('LREM', KEYS[3], 1, ARGV[4])
 """
+
 
 class QoS(kombu_redis.QoS):
 
@@ -29,9 +30,9 @@ class QoS(kombu_redis.QoS):
         fetched = self.channel._fetched.pop(delivery_tag, None)
         if fetched is None:
             return super().append(message, delivery_tag)
-        # Written once the consumer has handed the message on (see
-        # Channel._deliver_fetched): the fetched list keeps it safe until
-        # then, and the job does not wait for that round trip.
+        # Written at the next fetch (Channel.write_records) or when the
+        # message is settled: the fetched list keeps it safe until then,
+        # and its job does not wait for that round trip.
         self.channel._unrecorded[delivery_tag] = fetched + (
             message.delivery_info,)
         # kombu's own bookkeeping of delivered messages (not the Redis one).
@@ -52,25 +53,33 @@ class QoS(kombu_redis.QoS):
                 'EVAL', RECORD_FETCHED, 3, self.unacked_index_key,
                 self.unacked_key, key, time(), delivery_tag, record, item)
 
-    # Settling a message whose record still waits writes the record first:
-    # kombu's settling works on the unacknowledged hash.
+    # A message acknowledged (or rejected without requeue) before its
+    # record was written only leaves the fetched list: recording it just to
+    # delete it would be a second round trip, on the path of every lone
+    # quick job (inline.py). A requeue works on the unacknowledged hash, so
+    # the record is written first.
 
     def ack(self, delivery_tag):
-        self.record(delivery_tag)
-        super().ack(delivery_tag)
+        self.ack_many([delivery_tag])
 
     def reject(self, delivery_tag, requeue=False):
-        self.record(delivery_tag)
-        super().reject(delivery_tag, requeue)
+        if not requeue:
+            self.ack_many([delivery_tag])
+            return
+        super().reject(delivery_tag, requeue)   # restore_by_tag records
 
     def restore_by_tag(self, tag, client=None, leftmost=False):
         self.record(tag)
         super().restore_by_tag(tag, client, leftmost)
 
     def ack_many(self, delivery_tags):
-        for tag in delivery_tags:
-            self.record(tag)
+        unrecorded = self.channel._unrecorded
+        fetched = [unrecorded.pop(tag) for tag in delivery_tags
+                   if tag in unrecorded]
         with self.pipe_or_acquire() as pipe:
+            # MULTI/EXEC: out of the fetched list and the hash at once.
+            for key, item, _ in fetched:
+                pipe.lrem(key, 1, item)
             pipe.zrem(self.unacked_index_key, *delivery_tags) \
                 .hdel(self.unacked_key, *delivery_tags) \
                 .execute()
